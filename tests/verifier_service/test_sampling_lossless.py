@@ -1,0 +1,117 @@
+"""Speculative sampling has exactly the target's distribution: a statistical test with teeth.
+
+On a target with an 8-token vocabulary, the empirical joint distribution of the first two
+generated tokens, over many seeded generations, is compared with the exact distribution computed
+from the target (chi-square). Multi-candidate trees drawn without replacement (a model drafter)
+and deterministic multi-branch trees (the ngram drafter) must pass; the same test must reject a
+deliberately wrong acceptance rule.
+"""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare
+
+import verifier_service.acceptance as acceptance
+from drafter_service.base import create_drafter
+from drafter_service.base import DraftLimit
+from drafter_service.generation import GenerationStats, StopConditions, speculate
+from tests import tiny_models
+from verifier_service.sampling import SamplingParams, processed_probs
+from verifier_service.session import VerifierSession
+from verifier_service.target import TargetModel
+
+V = 8
+NUM_SAMPLES = 3000
+PARAMS = SamplingParams(temperature=0.9, top_p=0.95)
+PROMPT = [3, 5, 6, 3, 5, 7, 3, 5, 2, 3, 5]  # "3 5" recurs: the ngram drafter proposes 3 branches
+P_VALUE_FLOOR = 1e-3
+
+
+@pytest.fixture(scope="module")
+def small_vocab(tmp_path_factory):
+    root = tmp_path_factory.mktemp("small_vocab")
+    for name, seed in (("target", 11), ("drafter", 12)):
+        tiny_models.build_word_tokenizer(root / name, V)
+        tiny_models.build_llama(root / name, V, hidden=32, layers=1, seed=seed, max_positions=32,
+                                eos_id=None, sharpen=6.0)
+    return TargetModel.from_dir(root / "target"), root / "drafter"
+
+
+def exact_joint(target):
+    """p(x1, x2) over V x V from the target itself."""
+    with torch.no_grad():
+        first = processed_probs(target.model(torch.tensor([PROMPT])).logits[0, -1], PARAMS)
+        seconds = target.model(torch.tensor([PROMPT + [x] for x in range(V)])).logits[:, -1]
+        second = processed_probs(seconds, PARAMS)  # [V, V]
+    return (first[:, None] * second).numpy()
+
+
+def empirical_joint(target, drafter):
+    """Counts of (x1, x2) over NUM_SAMPLES seeded generations, and the drafted tokens accepted."""
+    counts, num_accepted = Counter(), 0
+    stop = StopConditions(max_new_tokens=3)  # round one may draft 2 levels
+    for i in range(NUM_SAMPLES):
+        params = PARAMS.model_copy(update={"seed": 1000 + i})
+        verifier = VerifierSession(target, PROMPT, params)
+        draft = drafter.start(PROMPT, params)
+        stats = GenerationStats()
+        chunks = speculate(verifier, draft, target.tokenizer, PROMPT, stop, stats)
+        tokens = [t for chunk in chunks for t in chunk.token_ids]
+        counts[tokens[0], tokens[1]] += 1
+        num_accepted += stats.num_accepted
+    observed = np.zeros((V, V))
+    for (a, b), n in counts.items():
+        observed[a, b] = n
+    return observed, num_accepted
+
+
+def chi_square_p(observed, expected_probs):
+    expected = expected_probs.flatten() * observed.sum()
+    observed = observed.flatten()
+    big = expected >= 5  # pool the rare cells into one
+    obs = np.append(observed[big], observed[~big].sum())
+    exp = np.append(expected[big], expected[~big].sum())
+    if exp[-1] == 0:
+        obs, exp = obs[:-1], exp[:-1]
+    return chisquare(obs, exp * obs.sum() / exp.sum()).pvalue
+
+
+def model_drafter(path):
+    return create_drafter("model", {"path": path, "top_k": 3, "max_depth": 2, "max_nodes": 13,
+                                    "proposal_support": 6, "budget": {"adaptive": False}})
+
+
+def test_multi_candidate_model_drafter_is_lossless(small_vocab):
+    target, drafter_dir = small_vocab
+    observed, num_accepted = empirical_joint(target, model_drafter(drafter_dir))
+    assert num_accepted > NUM_SAMPLES // 2, "drafts must be accepted for the test to mean anything"
+    assert chi_square_p(observed, exact_joint(target)) > P_VALUE_FLOOR
+
+
+def test_deterministic_ngram_candidates_are_lossless(small_vocab):
+    target, _ = small_vocab
+    drafter = create_drafter("ngram", {"max_ngram": 2, "num_branches": 3, "max_depth": 2})
+    session = drafter.start(PROMPT, PARAMS)
+    tree = session.propose(DraftLimit(max_nodes=16, max_depth=2))
+    assert len(tree.children()[0]) == 3, "the test wants a multi-branch deterministic tree"
+    observed, num_accepted = empirical_joint(target, drafter)
+    assert num_accepted > NUM_SAMPLES // 10, "drafts must be accepted for the test to mean anything"
+    assert chi_square_p(observed, exact_joint(target)) > P_VALUE_FLOOR
+
+
+def _rejection_without_residual(p, candidates, proposals, generator):
+    """Wrong on purpose: after a rejection the next candidate and the bonus still use p."""
+    for j, (token, q) in enumerate(zip(candidates, proposals)):
+        if float(torch.rand((), generator=generator)) < min(1.0, float(p[token]) / float(q[token])):
+            return j, p
+    return None, p
+
+
+def test_wrong_acceptance_rule_fails_the_same_test(small_vocab, monkeypatch):
+    target, drafter_dir = small_vocab
+    monkeypatch.setattr(acceptance, "recursive_rejection", _rejection_without_residual)
+    observed, _ = empirical_joint(target, model_drafter(drafter_dir))
+    assert chi_square_p(observed, exact_joint(target)) < 1e-6

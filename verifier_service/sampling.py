@@ -1,0 +1,54 @@
+"""Sampling parameters and the processed distribution p they define.
+
+`SamplingParams` is validated once, where a request enters. `processed_probs` turns raw logits
+into the distribution tokens are actually drawn from (temperature, then top-k, then top-p), the
+same function for the target's p and a drafter's q, so both sides agree on what "sampling"
+means. Temperature 0 is greedy: the distribution is a point mass on the argmax.
+
+This module knows nothing about trees, caches or models.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SamplingParams(BaseModel):
+    """How tokens are chosen. temperature == 0 means greedy decoding."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    temperature: float = Field(0.0, ge=0.0, description="0 is greedy; > 0 samples from softmax(logits / T).")
+    top_k: int = Field(0, ge=0, description="Keep the k most likely tokens; 0 keeps all.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Keep the smallest set of tokens with mass >= top_p.")
+    seed: int | None = Field(None, description="Seeds every random choice of a request; same seed, same output.")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+def processed_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """Distribution to sample from, per row.
+
+    logits: [..., V] -> probs: [..., V] (float32). Greedy gives a one-hot row at the argmax.
+    """
+    logits = logits.float()
+    if params.greedy:
+        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).float()
+    scaled = logits / params.temperature
+    if 0 < params.top_k < scaled.shape[-1]:
+        kth = torch.topk(scaled, params.top_k, dim=-1).values[..., -1:]
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    probs = torch.softmax(scaled, dim=-1)
+    if params.top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+        mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
+        # Keep a token while the mass of the tokens before it is still short of top_p, so the
+        # most likely token is always kept.
+        drop_sorted = mass_before >= params.top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        probs = probs.masked_fill(drop, 0.0)
+        probs = probs / probs.sum(-1, keepdim=True)
+    return probs

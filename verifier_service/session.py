@@ -1,0 +1,134 @@
+"""One generation's verifier state: the committed tokens, the target's KV cache, the seeded RNG.
+
+The prompt is prefilled once, all but its last token: that token is the first tree's root, so
+the first round, like every other, processes the root and returns what follows it. Plain target
+decoding is the same `verify` with a root-only tree, so the baseline and speculation share
+every line of this path.
+
+`verify(tree)` = `check(tree)`, one `forward_tree`, `accept(tree, logits)`. The three steps are
+public so that a batched verifier can check many sessions' trees, run one forward for all of
+them and hand each session its rows of logits.
+
+Invariant: the cache holds exactly committed[:-1]; committed[-1] (the root, the last bonus) is
+not in the cache yet. A tree that fails `check` leaves the session unchanged.
+
+This module knows nothing about which drafter built a tree or how tokens are detokenised.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import torch
+
+from verifier_service.acceptance import greedy_walk, sample_walk
+from verifier_service.contracts import NO_PARENT, DraftTree, InvalidTreeError, Verdict
+from verifier_service.kv_cache import keep_tree_nodes, truncate
+from verifier_service.sampling import SamplingParams, processed_probs
+from verifier_service.target import TargetModel
+from verifier_service.tree_mask import tree_depths
+
+DEFAULT_MAX_TREE_NODES = 64
+
+
+class ContextOverflowError(ValueError):
+    """The prompt does not fit the target's context window."""
+
+
+class VerifierSession:
+    def __init__(self, target: TargetModel, prompt_ids: list[int], sampling: SamplingParams,
+                 max_tree_nodes: int = DEFAULT_MAX_TREE_NODES):
+        if not prompt_ids:
+            raise ValueError("the prompt is empty: it needs at least one token")
+        if len(prompt_ids) > target.max_context:
+            raise ContextOverflowError(
+                f"the prompt has {len(prompt_ids)} tokens; the target's context holds {target.max_context}")
+        bad = [t for t in prompt_ids if not 0 <= t < target.vocab_size]
+        if bad:
+            raise ValueError(f"prompt token id {bad[0]} is outside the vocabulary [0, {target.vocab_size})")
+        if max_tree_nodes < 1:
+            raise ValueError("max_tree_nodes must be >= 1")
+        self.target = target
+        self.sampling = sampling
+        self.max_tree_nodes = max_tree_nodes
+        self.committed: list[int] = list(prompt_ids)
+        self.generator = torch.Generator().manual_seed(
+            sampling.seed if sampling.seed is not None else random.getrandbits(63))
+        self.cache = target.new_cache()
+        prefill = self.committed[:-1]
+        if prefill:
+            target.forward_tree(prefill, [NO_PARENT, *range(len(prefill) - 1)], self.cache)
+
+    @property
+    def prefix_len(self) -> int:
+        """Tokens in the cache: every committed token but the root."""
+        return len(self.committed) - 1
+
+    @property
+    def root(self) -> int:
+        return self.committed[-1]
+
+    @property
+    def can_continue(self) -> bool:
+        """False once the root's own position is beyond the context window."""
+        return self.prefix_len < self.target.max_context
+
+    @property
+    def max_draft_depth(self) -> int:
+        """Deepest drafted level that still fits the context window (0: root only)."""
+        return max(0, self.target.max_context - 1 - self.prefix_len)
+
+    def check(self, tree: DraftTree) -> None:
+        """Raises InvalidTreeError if the tree cannot be verified against this session."""
+        tree.validate_structure()
+        if tree.num_nodes > self.max_tree_nodes:
+            raise InvalidTreeError(f"tree has {tree.num_nodes} nodes; the limit is {self.max_tree_nodes}")
+        if tree.tokens[0] != self.root:
+            raise InvalidTreeError(
+                f"tree root is token {tree.tokens[0]}, but the last committed token is {self.root}")
+        bad = [t for t in tree.tokens if not 0 <= t < self.target.vocab_size]
+        if bad:
+            raise InvalidTreeError(f"token id {bad[0]} is outside the vocabulary [0, {self.target.vocab_size})")
+        if tree.draft_dists is not None:
+            for dist in tree.draft_dists:
+                if dist is not None and any(not 0 <= t < self.target.vocab_size for t in dist.token_ids):
+                    raise InvalidTreeError("a draft distribution names a token outside the vocabulary")
+        if not self.can_continue:
+            raise InvalidTreeError("the context window is full: nothing more can be verified")
+        depth = max(tree_depths(tree.parents))
+        if depth > self.max_draft_depth:
+            raise InvalidTreeError(
+                f"tree is {depth} deep, beyond the context window: at most {self.max_draft_depth} levels fit")
+        if not self.sampling.greedy:
+            tree.validate_sampling()
+
+    def verify(self, tree: DraftTree) -> Verdict:
+        """One round: check, one target forward over all nodes, acceptance walk, commit."""
+        self.check(tree)
+        start = time.perf_counter()
+        logits = self.target.forward_tree(tree.tokens, tree.parents, self.cache)  # [n, V]
+        verdict = self.accept(tree, logits)
+        return Verdict(verdict.accepted_nodes, verdict.accepted_tokens, verdict.bonus_token,
+                       verdict.num_drafted, verify_time_s=time.perf_counter() - start)
+
+    def decode_step(self) -> Verdict:
+        """Plain target decoding: one token, through the same path as speculation."""
+        return self.verify(DraftTree.root_only(self.root))
+
+    def accept(self, tree: DraftTree, logits: torch.Tensor) -> Verdict:
+        """Acceptance walk over logits [n, V] of a checked tree whose nodes were just appended to
+        the cache; keeps the accepted path's cache entries and commits path and bonus."""
+        prefix_len = self.prefix_len
+        try:
+            if self.sampling.greedy:
+                walk = greedy_walk(tree, logits.argmax(-1).tolist())
+            else:
+                walk = sample_walk(tree, processed_probs(logits, self.sampling), self.generator)
+        except BaseException:
+            truncate(self.cache, prefix_len)
+            raise
+        keep_tree_nodes(self.cache, prefix_len, [0, *walk.accepted_nodes])
+        accepted_tokens = tuple(tree.tokens[i] for i in walk.accepted_nodes)
+        self.committed.extend((*accepted_tokens, walk.bonus_token))
+        return Verdict(walk.accepted_nodes, accepted_tokens, walk.bonus_token, tree.num_drafted)
