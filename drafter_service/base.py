@@ -1,0 +1,109 @@
+"""The one interface every drafter implements, and the registry that creates drafters by kind.
+
+A `Drafter` is the loaded, shareable part (a model's weights, an n-gram setting). Each generation
+opens its own `DraftSession`, which has two verbs (as in HF's candidate generators):
+- `propose(limit)`: a draft tree rooted at the last committed token;
+- `observe(verdict)`: commit the verifier's decision and adapt.
+
+New drafters are one new module that registers itself with `@register_drafter("kind")`;
+nothing else in the code base switches on drafter kinds.
+
+This module knows nothing about the verifier's cache or how trees are verified.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+from pydantic import BaseModel
+
+from verifier_service.contracts import DraftTree, Verdict
+from verifier_service.sampling import SamplingParams
+
+
+@dataclass(frozen=True)
+class DraftLimit:
+    """The most a tree may hold this round, set by the verifier's node limit and the context left.
+
+    max_nodes counts the root; max_depth counts drafted levels below the root.
+    """
+
+    max_nodes: int
+    max_depth: int
+
+    @property
+    def allows_drafting(self) -> bool:
+        return self.max_nodes > 1 and self.max_depth > 0
+
+
+class DraftSession(ABC):
+    """Per-generation drafting state. `context` is every committed token; its last is the root."""
+
+    def __init__(self, prompt_ids: list[int], sampling: SamplingParams):
+        if not prompt_ids:
+            raise ValueError("a draft session needs at least one prompt token")
+        self.context: list[int] = list(prompt_ids)
+        self.sampling = sampling
+
+    @abstractmethod
+    def propose(self, limit: DraftLimit) -> DraftTree:
+        """A tree rooted at context[-1], within limit."""
+
+    def observe(self, verdict: Verdict) -> None:
+        """Commit the accepted tokens and the bonus. Subclasses extend this to adapt."""
+        self.context.extend(verdict.emitted_tokens)
+
+    def close(self) -> None:
+        """Free per-generation resources (caches). Idempotent."""
+
+
+class Drafter(ABC):
+    """A loaded drafter of one kind. `Config` is its pydantic configuration."""
+
+    kind: ClassVar[str]
+    Config: ClassVar[type[BaseModel]]
+
+    @abstractmethod
+    def start(self, prompt_ids: list[int], sampling: SamplingParams) -> DraftSession:
+        """Open a session for one generation."""
+
+    @property
+    def name(self) -> str:
+        return self.kind
+
+
+_REGISTRY: dict[str, type[Drafter]] = {}
+
+
+def register_drafter(kind: str) -> Callable[[type[Drafter]], type[Drafter]]:
+    def wrap(cls: type[Drafter]) -> type[Drafter]:
+        if kind in _REGISTRY:
+            raise ValueError(f"drafter kind {kind!r} is registered twice")
+        cls.kind = kind
+        _REGISTRY[kind] = cls
+        return cls
+    return wrap
+
+
+def drafter_kinds() -> list[str]:
+    _import_builtin_drafters()
+    return sorted(_REGISTRY)
+
+
+def create_drafter(kind: str, config: dict | BaseModel) -> Drafter:
+    """Validates `config` against the kind's Config model and builds the drafter."""
+    _import_builtin_drafters()
+    try:
+        cls = _REGISTRY[kind]
+    except KeyError:
+        raise ValueError(f"unknown drafter kind {kind!r}; known: {sorted(_REGISTRY)}") from None
+    if not isinstance(config, cls.Config):
+        config = cls.Config.model_validate(config)
+    return cls(config)
+
+
+def _import_builtin_drafters() -> None:
+    # Imported for their @register_drafter side effect.
+    from drafter_service import model_drafter, ngram  # noqa: F401

@@ -1,0 +1,65 @@
+"""How deep to draft: an entropy-based early stop, and budgets adapted from observed acceptance.
+
+Early stop (AdaEDL, Agrawal et al., 2024): the chance that the target accepts a drafted token is
+bounded below, roughly, by 1 - sqrt(gamma * H(q)), with H(q) the entropy of the drafter's
+distribution. Drafting deeper stops when that bound falls below a threshold lambda.
+
+Adaptation (heuristic, tuned by measurement): after each verdict,
+- lambda moves toward the acceptance we observe: when drafted tokens are accepted less often than
+  `target_acceptance`, lambda rises (stop earlier); more often, it falls (draft deeper);
+- the depth budget grows by one level when the whole drafted depth was accepted and shrinks by
+  one when the accepted length fell at least two levels short (HF transformers adapts its number
+  of assistant tokens the same way).
+
+This module is pure arithmetic: it knows nothing about models, trees or the verifier.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class BudgetConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    adaptive: bool = Field(True, description="Adapt depth and early stop from observed acceptance; off = static tree.")
+    min_depth: int = Field(1, ge=1, description="The depth budget never falls below this.")
+    entropy_gamma: float = Field(0.6, gt=0.0, description="gamma in the AdaEDL bound 1 - sqrt(gamma * H(q)).")
+    initial_lambda: float = Field(0.2, ge=0.0, le=1.0, description="Starting early-stop threshold lambda.")
+    target_acceptance: float = Field(0.7, gt=0.0, lt=1.0, description="Per-token acceptance lambda steers toward.")
+    lambda_step: float = Field(0.05, ge=0.0, le=1.0, description="How far lambda moves per round.")
+
+
+def acceptance_lower_bound(entropy: float, gamma: float) -> float:
+    """AdaEDL's entropy-based lower bound on the acceptance probability of the next token."""
+    return 1.0 - math.sqrt(max(0.0, gamma * entropy))
+
+
+class DraftBudget:
+    """Per-session budget. `depth` is the current depth limit; `should_stop` the early stop."""
+
+    def __init__(self, config: BudgetConfig, max_depth: int):
+        self.config = config
+        self.max_depth = max_depth
+        self.depth = max_depth
+        self.threshold = config.initial_lambda
+
+    def should_stop(self, entropy: float) -> bool:
+        """True when the best frontier node's next token is unlikely to be accepted."""
+        if not self.config.adaptive:
+            return False
+        return acceptance_lower_bound(entropy, self.config.entropy_gamma) < self.threshold
+
+    def observe(self, drafted_depth: int, accepted_depth: int) -> None:
+        """drafted_depth: levels drafted this round; accepted_depth: levels the verifier accepted."""
+        if not self.config.adaptive or drafted_depth == 0:
+            return
+        rate = accepted_depth / drafted_depth
+        step = self.config.lambda_step * (self.config.target_acceptance - rate)
+        self.threshold = min(1.0, max(0.0, self.threshold + step))
+        if accepted_depth >= drafted_depth and drafted_depth >= self.depth:
+            self.depth = min(self.max_depth, self.depth + 1)
+        elif accepted_depth <= drafted_depth - 2:
+            self.depth = max(self.config.min_depth, self.depth - 1)

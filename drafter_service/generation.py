@@ -1,0 +1,207 @@
+"""The speculative loop: propose, verify, observe, commit, round by round.
+
+Each round the drafter proposes a tree within the limits the verifier and the request leave,
+the verifier accepts a path and adds a bonus token, the drafter observes the verdict, and the
+emitted tokens pass through the stop conditions (max new tokens, EOS, stop strings) and an
+incremental detokeniser before they are yielded. With no drafter every tree is the root alone:
+plain target decoding through the same code.
+
+Counts (one definition for the whole project):
+- num_drafted: drafted tree nodes, root excluded;
+- num_accepted: drafted tokens the verifier kept;
+- num_emitted: num_accepted + 1, the bonus included, as the verifier decided them;
+- tau (acceptance length): total num_emitted / rounds, bonus included;
+- acceptance_rate: total num_accepted / total num_drafted;
+- num_generated: tokens delivered to the caller (after stop conditions cut a final round).
+
+The loop sees the verifier only through the `Verifier` protocol, so the same code drives an
+in-process session and (later) a remote one. It knows nothing about how trees are built.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterator, Protocol
+
+from drafter_service.base import DraftLimit, DraftSession
+from drafter_service.detokenize import IncrementalDetokenizer, StopStringMatcher
+from verifier_service.contracts import DraftTree, Verdict
+
+FINISH_LENGTH = "length"
+FINISH_EOS = "eos"
+FINISH_STOP = "stop"
+FINISH_CONTEXT = "context"
+
+
+class Verifier(Protocol):
+    """What the loop needs from a verifier session."""
+
+    max_tree_nodes: int
+
+    @property
+    def root(self) -> int: ...
+
+    @property
+    def can_continue(self) -> bool: ...
+
+    @property
+    def max_draft_depth(self) -> int: ...
+
+    def verify(self, tree: DraftTree) -> Verdict: ...
+
+
+@dataclass(frozen=True)
+class RoundStats:
+    num_drafted: int
+    num_accepted: int
+    num_emitted: int
+    draft_time_s: float
+    verify_time_s: float
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """What one round delivers. finish_reason is set on the last chunk only."""
+
+    token_ids: tuple[int, ...]
+    text: str
+    round: RoundStats | None
+    finish_reason: str | None = None
+
+
+@dataclass
+class GenerationStats:
+    rounds: int = 0
+    num_drafted: int = 0
+    num_accepted: int = 0
+    num_emitted: int = 0
+    num_generated: int = 0
+    draft_time_s: float = 0.0
+    verify_time_s: float = 0.0
+    wall_time_s: float = 0.0
+
+    @property
+    def tau(self) -> float:
+        """Mean emitted tokens per verification round, bonus included."""
+        return self.num_emitted / self.rounds if self.rounds else 0.0
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.num_accepted / self.num_drafted if self.num_drafted else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.num_generated / self.wall_time_s if self.wall_time_s > 0 else 0.0
+
+    def add(self, r: RoundStats) -> None:
+        self.rounds += 1
+        self.num_drafted += r.num_drafted
+        self.num_accepted += r.num_accepted
+        self.num_emitted += r.num_emitted
+        self.draft_time_s += r.draft_time_s
+        self.verify_time_s += r.verify_time_s
+
+    def as_dict(self) -> dict:
+        return {"tau": self.tau, "acceptance_rate": self.acceptance_rate, "rounds": self.rounds,
+                "tokens_per_s": self.tokens_per_s, "num_drafted": self.num_drafted,
+                "num_accepted": self.num_accepted, "num_emitted": self.num_emitted,
+                "num_generated": self.num_generated, "draft_time_s": self.draft_time_s,
+                "verify_time_s": self.verify_time_s, "wall_time_s": self.wall_time_s}
+
+
+@dataclass(frozen=True)
+class StopConditions:
+    max_new_tokens: int
+    eos_token_ids: frozenset[int] = frozenset()
+    stop_strings: tuple[str, ...] = ()
+
+
+@dataclass
+class Generation:
+    """A finished generation: the generated ids only (no prompt), their text and stats."""
+
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    finish_reason: str = FINISH_LENGTH
+    stats: GenerationStats = field(default_factory=GenerationStats)
+
+
+def speculate(verifier: Verifier, drafter: DraftSession | None, tokenizer, prompt_ids: list[int],
+              stop: StopConditions, stats: GenerationStats | None = None) -> Iterator[Chunk]:
+    """Runs rounds until a stop condition; yields one Chunk per round.
+
+    `stats`, if given, is updated in place as rounds complete.
+    """
+    stats = stats if stats is not None else GenerationStats()
+    start = time.perf_counter()
+    detok = IncrementalDetokenizer(tokenizer, prompt_ids)
+    matcher = StopStringMatcher(list(stop.stop_strings)) if stop.stop_strings else None
+    if stop.max_new_tokens <= 0:
+        yield Chunk((), "", None, FINISH_LENGTH)
+        return
+    while True:
+        if not verifier.can_continue:
+            yield Chunk((), _final_text(detok, matcher), None, FINISH_CONTEXT)
+            return
+        remaining = stop.max_new_tokens - stats.num_generated
+        limit = DraftLimit(max_nodes=verifier.max_tree_nodes,
+                           max_depth=min(verifier.max_draft_depth, remaining - 1))
+        t0 = time.perf_counter()
+        tree = drafter.propose(limit) if drafter is not None else DraftTree.root_only(verifier.root)
+        t1 = time.perf_counter()
+        verdict = verifier.verify(tree)
+        t2 = time.perf_counter()
+        if drafter is not None:
+            drafter.observe(verdict)
+        t3 = time.perf_counter()
+        round_stats = RoundStats(verdict.num_drafted, verdict.num_accepted, verdict.num_emitted,
+                                 draft_time_s=(t1 - t0) + (t3 - t2), verify_time_s=t2 - t1)
+        stats.add(round_stats)
+
+        delivered, text, finish = [], [], None
+        for token in verdict.emitted_tokens[:remaining]:
+            delivered.append(token)
+            piece = detok.push([token])
+            if matcher is not None:
+                piece, stopped = matcher.feed(piece)
+                text.append(piece)
+                if stopped:
+                    finish = FINISH_STOP
+                    break
+            else:
+                text.append(piece)
+            if token in stop.eos_token_ids:
+                finish = FINISH_EOS
+                break
+        stats.num_generated += len(delivered)
+        stats.wall_time_s = time.perf_counter() - start
+        if finish is None and stats.num_generated >= stop.max_new_tokens:
+            finish = FINISH_LENGTH
+        if finish in (FINISH_LENGTH, FINISH_EOS):
+            text.append(_final_text(detok, matcher))
+        yield Chunk(tuple(delivered), "".join(text), round_stats, finish)
+        if finish is not None:
+            return
+
+
+def _final_text(detok: IncrementalDetokenizer, matcher: StopStringMatcher | None) -> str:
+    """Releases text held back for completion, once no more tokens will come."""
+    tail = detok.flush()
+    if matcher is None:
+        return tail
+    piece, _ = matcher.feed(tail)
+    return piece + matcher.flush()
+
+
+def collect(chunks: Iterator[Chunk], stats: GenerationStats) -> Generation:
+    """Drains a chunk stream into one Generation."""
+    result = Generation(stats=stats)
+    text = []
+    for chunk in chunks:
+        result.token_ids.extend(chunk.token_ids)
+        text.append(chunk.text)
+        if chunk.finish_reason is not None:
+            result.finish_reason = chunk.finish_reason
+    result.text = "".join(text)
+    return result

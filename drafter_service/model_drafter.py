@@ -1,0 +1,255 @@
+"""The `model` drafter: any HF causal LM sharing the target's tokenizer, drafting dynamic trees.
+
+Tree shape (EAGLE-2, Li et al., 2024): a node's score is its cumulative draft log-probability.
+Level by level, the `top_k` best-scoring frontier nodes are run through the drafter and each
+gets its `top_k` most likely children (under sampling: drawn without replacement by
+Gumbel-top-k, whose k largest perturbed keys are k ordered draws from q). After the last level
+the best `max_nodes` candidates form the tree. A chain is `top_k = 1`.
+
+Lossless sampling constrains the selection. The verifier's recursive rejection assumes that a
+node's children are all its draws, in draw order, and that whether they are in the tree was
+decided before they were drawn. Dropping draws afterwards by their values, directly or because
+they crowded out a cousin that then used the node budget, would bias the output. So under
+sampling the node budget is spent at expansion time: a frontier node is expanded only if its
+whole group of children fits, and nothing is dropped after. Greedy verification is lossless for
+any tree, so greedy trees expand fully and then keep the best nodes one by one, as EAGLE-2 does.
+
+The drafter has its own KV cache: the committed context, then the tree nodes it ran. After a
+verdict it keeps the entries of the accepted nodes it had run (moved next to the context) and
+drops the rest; accepted leaves it never ran, and the bonus, are run in the next round, never
+any accepted token twice.
+
+Depth adapts (`drafter_service.budget`): an AdaEDL entropy bound stops drafting early and the
+depth budget follows the observed acceptance.
+
+This module knows nothing about the target's weights or cache; it sees verdicts only.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+import torch
+from pydantic import Field, model_validator
+
+from drafter_service.base import DraftLimit, Drafter, DraftSession, register_drafter
+from drafter_service.budget import BudgetConfig, DraftBudget
+from verifier_service.contracts import NO_PARENT, DraftTree, SparseDist, Verdict
+from verifier_service.kv_cache import keep_tree_nodes
+from verifier_service.sampling import SamplingParams, processed_probs
+from verifier_service.target import ModelLoadConfig, forward_tree
+from verifier_service.tree_mask import ancestor_matrix
+
+
+class ModelDrafterConfig(ModelLoadConfig):
+    """A model drafter: where its weights are, and the shape of the trees it drafts."""
+
+    top_k: int = Field(4, ge=1, description="Frontier width and children per expanded node; 1 drafts a chain.")
+    max_depth: int = Field(6, ge=1, description="Most drafted levels below the root.")
+    max_nodes: int = Field(16, ge=2, description="Most nodes in a tree, root included.")
+    proposal_support: int = Field(32, ge=1, description="Under sampling, q is truncated to its most likely tokens (exactly; the verifier gets the truncated q).")
+    budget: BudgetConfig = Field(default_factory=BudgetConfig, description="Early stop and adaptive depth.")
+
+    @model_validator(mode="after")
+    def _nodes_fit_depth(self) -> "ModelDrafterConfig":
+        if self.top_k == 1 and self.max_nodes < self.max_depth + 1:
+            raise ValueError(f"a chain of depth {self.max_depth} needs max_nodes >= {self.max_depth + 1}")
+        return self
+
+
+@dataclass
+class _Candidates:
+    """Every node generated while drafting one tree, in generation order (parents first)."""
+
+    tokens: list[int]
+    parents: list[int]
+    scores: list[float]
+    depths: list[int]
+    dists: list[SparseDist | None]
+    children: list[list[int]] = field(default_factory=list)
+
+    def add(self, token: int, parent: int, score: float) -> int:
+        self.tokens.append(token)
+        self.parents.append(parent)
+        self.scores.append(score)
+        self.depths.append(self.depths[parent] + 1)
+        self.dists.append(None)
+        self.children.append([])
+        self.children[parent].append(len(self.tokens) - 1)
+        return len(self.tokens) - 1
+
+
+@register_drafter("model")
+class ModelDrafter(Drafter):
+    Config = ModelDrafterConfig
+
+    def __init__(self, config: ModelDrafterConfig):
+        self.config = config
+        self.model, self.tokenizer = config.load()
+        self.vocab_size: int = self.model.get_output_embeddings().weight.shape[0]
+        self.max_context: int = int(getattr(self.model.config, "max_position_embeddings",
+                                            getattr(self.model.config, "n_positions", 2048)))
+
+    @property
+    def name(self) -> str:
+        return self.config.path.name
+
+    def start(self, prompt_ids: list[int], sampling: SamplingParams) -> "ModelDraftSession":
+        return ModelDraftSession(self, prompt_ids, sampling)
+
+
+class ModelDraftSession(DraftSession):
+    def __init__(self, drafter: ModelDrafter, prompt_ids: list[int], sampling: SamplingParams):
+        super().__init__(prompt_ids, sampling)
+        self.drafter = drafter
+        self.config = drafter.config
+        self.budget = DraftBudget(self.config.budget, self.config.max_depth)
+        self.cache = _new_cache(drafter.model)
+        self.num_run = 0  # context tokens already in the cache
+        seed = sampling.seed if sampling.seed is not None else random.getrandbits(62)
+        # Offset so the drafter's noise is not the verifier's stream under the same seed.
+        self.generator = torch.Generator().manual_seed(seed + 0x5EED)
+        self._last: _Candidates | None = None
+        self._tree_to_candidate: list[int] = []
+        self._run_order: list[int] = []  # candidates in the order their entries follow the context
+
+    # --- propose -----------------------------------------------------------------------------
+
+    def propose(self, limit: DraftLimit) -> DraftTree:
+        root = self.context[-1]
+        self._last, self._tree_to_candidate, self._run_order = None, [0], []
+        depth_cap = min(limit.max_depth, self.budget.depth, self.drafter.max_context - len(self.context))
+        node_cap = min(limit.max_nodes, self.config.max_nodes)
+        if depth_cap <= 0 or node_cap <= 1:
+            return DraftTree.root_only(root)
+
+        pending = self.context[self.num_run:]
+        logits = forward_tree(self.drafter.model, pending, [NO_PARENT, *range(len(pending) - 1)], self.cache)
+        self.num_run = len(self.context)
+        cands = _Candidates(tokens=[root], parents=[NO_PARENT], scores=[0.0], depths=[0], dists=[None],
+                            children=[[]])
+        frontier, frontier_logits = [0], logits[-1:]  # frontier_logits: [len(frontier), V]
+        for depth in range(1, depth_cap + 1):
+            self._expand(cands, frontier, frontier_logits, node_cap)
+            if depth == depth_cap or (not self.sampling.greedy and len(cands.tokens) >= node_cap):
+                break
+            level = [i for i in range(len(cands.tokens)) if cands.depths[i] == depth]
+            frontier = sorted(level, key=lambda i: -cands.scores[i])[: self.config.top_k]
+            frontier_logits = self._run_nodes(cands, frontier)
+            best_entropy = _entropy(self._scoring_probs(frontier_logits[:1]))[0]
+            if self.budget.should_stop(float(best_entropy)):
+                break
+        self._last = cands
+        return self._select(cands, node_cap)
+
+    def _scoring_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """The distribution scores and entropies are read from: q itself under sampling."""
+        if self.sampling.greedy:
+            return torch.softmax(logits.float(), dim=-1)
+        return processed_probs(logits, self.sampling)
+
+    def _expand(self, cands: _Candidates, frontier: list[int], logits: torch.Tensor, node_cap: int) -> None:
+        """Gives frontier nodes their children, best first. logits: [len(frontier), V].
+
+        Under sampling a node is expanded only if its whole group fits node_cap (module doc).
+        """
+        probs = self._scoring_probs(logits)  # [F, V]
+        k = self.config.top_k
+        for row, node in enumerate(frontier):
+            if self.sampling.greedy:
+                top = torch.topk(probs[row], k)
+                tokens, child_probs = top.indices.tolist(), top.values.tolist()
+            else:
+                dist = _truncate(probs[row], self.config.proposal_support)
+                if len(cands.tokens) + min(k, len(dist.token_ids)) > node_cap:
+                    return
+                cands.dists[node] = dist
+                tokens = _gumbel_top_k(dist, k, self.generator)
+                child_probs = [dist.prob_of(t) for t in tokens]
+            for token, p in zip(tokens, child_probs):
+                if p > 0.0:
+                    cands.add(token, node, cands.scores[node] + math.log(p))
+
+    def _run_nodes(self, cands: _Candidates, nodes: list[int]) -> torch.Tensor:
+        """Runs candidate nodes through the drafter on top of the context and the nodes run
+        before them; returns their logits [len(nodes), V]."""
+        context_len = len(self.context)
+        known = self._run_order + nodes
+        allowed = ancestor_matrix(cands.parents)
+        cols = torch.tensor(known)
+        mask_rows = torch.ones(len(nodes), context_len + len(known), dtype=torch.bool)
+        mask_rows[:, context_len:] = allowed[torch.tensor(nodes)][:, cols]
+        model = self.drafter.model
+        mask = torch.zeros(mask_rows.shape, dtype=model.dtype)
+        mask.masked_fill_(~mask_rows, torch.finfo(model.dtype).min)
+        positions = torch.tensor([[context_len - 1 + cands.depths[i] for i in nodes]])
+        with torch.inference_mode():
+            out = model(input_ids=torch.tensor([[cands.tokens[i] for i in nodes]], device=model.device),
+                        attention_mask=mask[None, None].to(model.device), position_ids=positions.to(model.device),
+                        past_key_values=self.cache, use_cache=True)
+        self._run_order = known
+        return out.logits[0].float().cpu()
+
+    def _select(self, cands: _Candidates, node_cap: int) -> DraftTree:
+        """Keeps at most node_cap nodes (root included) as a connected tree."""
+        if self.sampling.greedy:
+            # A child never outscores its parent, and on ties the parent sorts first.
+            ranked = sorted(range(1, len(cands.tokens)), key=lambda i: (-cands.scores[i], i))
+            kept = ranked[: node_cap - 1]
+        else:
+            kept = range(1, len(cands.tokens))  # already within node_cap; never dropped
+        order = [0, *sorted(kept)]  # generation order: parents before children, siblings in draw order
+        index_of = {c: i for i, c in enumerate(order)}
+        parents = tuple(NO_PARENT if c == 0 else index_of[cands.parents[c]] for c in order)
+        tokens = tuple(cands.tokens[c] for c in order)
+        self._tree_to_candidate = order
+        if self.sampling.greedy:
+            return DraftTree(tokens, parents)
+        has_children = {cands.parents[c] for c in order[1:]}
+        dists = tuple(cands.dists[c] if c in has_children else None for c in order)
+        return DraftTree(tokens, parents, draft_dists=dists)
+
+    # --- observe -----------------------------------------------------------------------------
+
+    def observe(self, verdict: Verdict) -> None:
+        accepted = [self._tree_to_candidate[i] for i in verdict.accepted_nodes]
+        run_index = {c: i for i, c in enumerate(self._run_order)}
+        kept = [run_index[c] for c in accepted if c in run_index]  # a prefix of the path
+        if self.cache is not None:
+            keep_tree_nodes(self.cache, self.num_run, kept)
+        drafted_depth = 0 if self._last is None else max(self._last.depths[c] for c in self._tree_to_candidate)
+        self.budget.observe(drafted_depth, verdict.num_accepted)
+        super().observe(verdict)
+        self.num_run += len(kept)
+        self._last, self._tree_to_candidate, self._run_order = None, [0], []
+
+    def close(self) -> None:
+        self.cache = None
+
+
+def _new_cache(model):
+    from transformers import DynamicCache
+    return DynamicCache(config=model.config)
+
+
+def _entropy(probs: torch.Tensor) -> torch.Tensor:
+    """probs: [R, V] -> [R] in nats."""
+    return -(probs * torch.log(probs.clamp_min(1e-30))).sum(-1)
+
+
+def _truncate(probs: torch.Tensor, support: int) -> SparseDist:
+    """The top-`support` part of probs: [V], renormalised: the exact q drawn from."""
+    top = torch.topk(probs, min(support, int((probs > 0).sum())))
+    values = top.values / top.values.sum()
+    return SparseDist(tuple(top.indices.tolist()), tuple(values.tolist()))
+
+
+def _gumbel_top_k(dist: SparseDist, k: int, generator: torch.Generator) -> list[int]:
+    """k draws without replacement from dist, in draw order (Gumbel-top-k)."""
+    log_q = torch.log(torch.tensor(dist.probs, dtype=torch.float64))
+    uniform = torch.rand(len(dist.probs), generator=generator, dtype=torch.float64).clamp_min(1e-300)
+    keys = log_q - torch.log(-torch.log(uniform))
+    order = torch.argsort(keys, descending=True)[: min(k, len(dist.probs))]
+    return [dist.token_ids[i] for i in order.tolist()]
