@@ -1,0 +1,126 @@
+"""The `specroute` command: argument parsing and dispatch only.
+
+    specroute demo                       the README's main job
+    specroute generate --target DIR --drafter {DIR|ngram|none} --prompt TEXT [...]
+    specroute zoo build --preset {tiny,demo,bench} --out DIR
+    specroute bench engine [--zoo DIR]
+
+Heavy imports (torch, transformers) happen inside the subcommands, so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from specroute.engine import Engine
+    from verifier_service.sampling import SamplingParams
+
+    try:
+        sampling = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed)
+    except ValidationError as err:
+        print(f"error: invalid sampling parameters: {err.errors()[0]['loc'][0]}: {err.errors()[0]['msg']}",
+              file=sys.stderr)
+        return 2
+    if args.max_new_tokens < 0:
+        print("error: --max-new-tokens must be >= 0", file=sys.stderr)
+        return 2
+    tree = {k: v for k, v in (("top_k", args.tree_top_k), ("max_depth", args.tree_depth),
+                              ("max_nodes", args.tree_nodes)) if v is not None}
+    engine = Engine.load(args.target, args.drafter, device=args.device, tree=tree)
+    if args.json:
+        result = engine.generate(args.prompt, args.max_new_tokens, sampling, tuple(args.stop))
+        print(json.dumps({"text": result.text, "token_ids": result.token_ids, "finish_reason": result.finish_reason,
+                          "stats": result.stats.as_dict()}))
+        return 0
+    from drafter_service.generation import GenerationStats
+    stats = GenerationStats()
+    for chunk in engine.stream(args.prompt, args.max_new_tokens, sampling, tuple(args.stop), stats):
+        print(chunk.text, end="", flush=True)
+    print()
+    print(f"[{stats.num_generated} tokens, {stats.rounds} rounds, tau {stats.tau:.2f}, "
+          f"acceptance {stats.acceptance_rate:.2f}, {stats.tokens_per_s:.1f} tokens/s]", file=sys.stderr)
+    return 0
+
+
+def _zoo_build(args: argparse.Namespace) -> int:
+    from specroute.zoo.build import build_zoo, summary_table
+    manifest = build_zoo(args.preset, Path(args.out), device=args.device)
+    print(summary_table(manifest))
+    return 0
+
+
+def _bench_engine(args: argparse.Namespace) -> int:
+    from bench.engine import run_engine_bench
+    run_engine_bench(zoo=Path(args.zoo), preset=args.preset, prompts_per_task=args.prompts,
+                     max_new_tokens=args.max_new_tokens, repeats=args.repeats, out=Path(args.out))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from specroute.demo import run_demo
+    run_demo(zoo=Path(args.zoo), preset=args.preset, max_new_tokens=args.max_new_tokens)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="specroute", description="Task-routed speculative decoding.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="Build the demo zoo if missing, then generate with and without drafters.")
+    demo.add_argument("--zoo", default="zoo/demo", help="Zoo directory (built if it has no manifest).")
+    demo.add_argument("--preset", default="demo", help="Preset to build when the zoo is missing.")
+    demo.add_argument("--max-new-tokens", type=int, default=64)
+    demo.set_defaults(func=_demo)
+
+    gen = sub.add_parser("generate", help="Generate in-process with a target and a drafter.")
+    gen.add_argument("--target", required=True, help="Target model directory (save_pretrained format).")
+    gen.add_argument("--drafter", default="none", help="A model directory, 'ngram', or 'none' (plain decoding).")
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 is greedy.")
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--top-k", type=int, default=0, help="Sampling top-k (0: off).")
+    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--stop", action="append", default=[], help="A stop string (repeatable).")
+    gen.add_argument("--tree-top-k", type=int, default=None, help="Model drafter: children per node (1: chain).")
+    gen.add_argument("--tree-depth", type=int, default=None, help="Model drafter: most drafted levels.")
+    gen.add_argument("--tree-nodes", type=int, default=None, help="Model drafter: most nodes per tree.")
+    gen.add_argument("--device", default="cpu", help="cpu, cuda or auto.")
+    gen.add_argument("--json", action="store_true", help="Print one JSON object: text, token_ids, stats.")
+    gen.set_defaults(func=_generate)
+
+    zoo = sub.add_parser("zoo", help="Build the offline model zoo.")
+    zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
+    build = zoo_sub.add_parser("build", help="Corpus, tokenizer, target and distilled drafters.")
+    build.add_argument("--preset", choices=["tiny", "demo", "bench"], default="tiny")
+    build.add_argument("--out", required=True)
+    build.add_argument("--device", default="cpu", help="cpu or cuda.")
+    build.set_defaults(func=_zoo_build)
+
+    bench = sub.add_parser("bench", help="Benchmarks.")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    engine = bench_sub.add_parser("engine", help="Plain vs HF assisted vs specroute chain/tree/ngram.")
+    engine.add_argument("--zoo", default="zoo/bench", help="Zoo directory (built if it has no manifest).")
+    engine.add_argument("--preset", default="bench", help="Preset to build when the zoo is missing.")
+    engine.add_argument("--prompts", type=int, default=8, help="Test prompts per task.")
+    engine.add_argument("--max-new-tokens", type=int, default=96)
+    engine.add_argument("--repeats", type=int, default=3)
+    engine.add_argument("--out", default="bench/results")
+    engine.set_defaults(func=_bench_engine)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

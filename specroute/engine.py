@@ -1,0 +1,83 @@
+"""The in-process engine: a target and (optionally) one drafter, generating in one process.
+
+    engine = Engine.load("zoo/target", drafter="zoo/drafter-code")   # or "ngram", or None
+    result = engine.generate("def fib(n):", max_new_tokens=64)
+    print(result.text, result.stats.tau)
+    for chunk in engine.stream("def fib(n):", max_new_tokens=64):
+        print(chunk.text, end="")
+
+A drafter spec is "none" (plain target decoding), "ngram", a model directory, or a `Drafter`.
+This module wires the pieces together; it holds no algorithm of its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from drafter_service.base import Drafter, create_drafter
+from drafter_service.generation import Chunk, Generation, GenerationStats, StopConditions, collect, speculate
+from verifier_service.sampling import SamplingParams
+from verifier_service.session import DEFAULT_MAX_TREE_NODES, VerifierSession
+from verifier_service.target import TargetModel
+
+NO_DRAFTER = "none"
+
+
+def load_drafter(spec: str | Path | Drafter | None, device: str = "cpu", dtype: str = "float32",
+                 tree: dict | None = None) -> Drafter | None:
+    """'none' or None -> None; a registered kind without a model ('ngram') -> that drafter;
+    a directory -> a model drafter. `tree` overrides the drafter's tree settings."""
+    if spec is None or isinstance(spec, Drafter):
+        return spec
+    spec = str(spec)
+    if spec == NO_DRAFTER:
+        return None
+    if Path(spec).is_dir():
+        return create_drafter("model", {"path": spec, "device": device, "dtype": dtype, **(tree or {})})
+    return create_drafter(spec, tree or {})
+
+
+class Engine:
+    def __init__(self, target: TargetModel, drafter: Drafter | None = None,
+                 max_tree_nodes: int = DEFAULT_MAX_TREE_NODES):
+        self.target = target
+        self.drafter = drafter
+        self.max_tree_nodes = max_tree_nodes
+
+    @classmethod
+    def load(cls, target_dir: str | Path, drafter: str | Path | Drafter | None = None,
+             device: str = "cpu", dtype: str = "float32", tree: dict | None = None) -> "Engine":
+        target = TargetModel.from_dir(target_dir, device=device, dtype=dtype)
+        return cls(target, load_drafter(drafter, device=device, dtype=dtype, tree=tree))
+
+    @property
+    def tokenizer(self):
+        return self.target.tokenizer
+
+    def encode(self, prompt: str | list[int]) -> list[int]:
+        if isinstance(prompt, str):
+            ids = self.tokenizer.encode(prompt, add_special_tokens=False)
+            if not ids:
+                raise ValueError("the prompt is empty")
+            return ids
+        return list(prompt)
+
+    def stream(self, prompt: str | list[int], max_new_tokens: int = 64, sampling: SamplingParams | None = None,
+               stop_strings: tuple[str, ...] = (), stats: GenerationStats | None = None) -> Iterator[Chunk]:
+        """Yields one Chunk per round; `stats`, if given, is filled in as rounds complete."""
+        sampling = sampling or SamplingParams()
+        prompt_ids = self.encode(prompt)
+        verifier = VerifierSession(self.target, prompt_ids, sampling, self.max_tree_nodes)
+        draft_session = self.drafter.start(prompt_ids, sampling) if self.drafter is not None else None
+        stop = StopConditions(max_new_tokens, self.target.eos_token_ids, tuple(stop_strings))
+        try:
+            yield from speculate(verifier, draft_session, self.tokenizer, prompt_ids, stop, stats)
+        finally:
+            if draft_session is not None:
+                draft_session.close()
+
+    def generate(self, prompt: str | list[int], max_new_tokens: int = 64, sampling: SamplingParams | None = None,
+                 stop_strings: tuple[str, ...] = ()) -> Generation:
+        stats = GenerationStats()
+        return collect(self.stream(prompt, max_new_tokens, sampling, stop_strings, stats), stats)

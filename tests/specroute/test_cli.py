@@ -1,0 +1,46 @@
+"""`specroute generate` end to end through main(), on the test session's tiny models."""
+
+import json
+
+import pytest
+
+from specroute.cli import main
+
+
+def run_json(capsys, *args):
+    assert main(["generate", *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("drafter", ["none", "ngram", "model"])
+def test_generate_json_is_the_same_for_every_drafter(capsys, tiny_zoo, drafter):
+    spec = str(tiny_zoo.llama_drafter) if drafter == "model" else drafter
+    out = run_json(capsys, "--target", str(tiny_zoo.target), "--drafter", spec,
+                   "--prompt", "def fill(text):", "--max-new-tokens", "16")
+    plain = run_json(capsys, "--target", str(tiny_zoo.target), "--drafter", "none",
+                     "--prompt", "def fill(text):", "--max-new-tokens", "16")
+    assert out["token_ids"] == plain["token_ids"] and out["text"] == plain["text"]
+    assert len(out["token_ids"]) <= 16
+    for key in ("tau", "acceptance_rate", "rounds", "tokens_per_s"):
+        assert key in out["stats"]
+    assert out["stats"]["tau"] >= 1.0
+
+
+def test_generate_sampling_is_seeded(capsys, tiny_zoo):
+    args = ["--target", str(tiny_zoo.target), "--drafter", str(tiny_zoo.gpt2_drafter), "--prompt", "import os",
+            "--max-new-tokens", "12", "--temperature", "0.8", "--top-p", "0.9", "--top-k", "40", "--seed", "7"]
+    assert run_json(capsys, *args)["token_ids"] == run_json(capsys, *args)["token_ids"]
+
+
+def test_generate_streams_text_and_stats(capsys, tiny_zoo):
+    assert main(["generate", "--target", str(tiny_zoo.target), "--drafter", "ngram", "--prompt", "return",
+                 "--max-new-tokens", "8"]) == 0
+    captured = capsys.readouterr()
+    assert "tau" in captured.err and "tokens/s" in captured.err
+
+
+@pytest.mark.parametrize("bad", [["--temperature", "-1"], ["--top-p", "0"], ["--top-p", "1.5"],
+                                 ["--max-new-tokens", "-3"]])
+def test_generate_rejects_bad_parameters(capsys, tiny_zoo, bad):
+    assert main(["generate", "--target", str(tiny_zoo.target), "--prompt", "x", *bad]) == 2
+    assert "error" in capsys.readouterr().err
