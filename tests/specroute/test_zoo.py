@@ -1,0 +1,57 @@
+"""The zoo's tiny preset: artifacts load with the real loaders, the corpus is deterministic with
+disjoint splits, and distillation lowers the divergence to the target on held-out data."""
+
+import json
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from specroute.zoo.build import build_zoo, load_manifest
+from specroute.zoo.corpus import build_corpus
+
+
+def test_manifest_names_every_artifact(built_zoo):
+    manifest = load_manifest(built_zoo)
+    assert manifest["target"]["path"] == "target"
+    kinds = {d["kind"] for d in manifest["drafters"]}
+    assert kinds == {"model", "ngram"}
+    families = {d["family"] for d in manifest["drafters"] if d["kind"] == "model"}
+    assert families == {"llama", "gpt2"}
+    for split, path in manifest["corpus"]["files"].items():
+        assert (built_zoo / path).is_file(), split
+
+
+def test_artifacts_load_with_auto_classes(built_zoo):
+    manifest = load_manifest(built_zoo)
+    tokenizer = AutoTokenizer.from_pretrained(built_zoo / manifest["tokenizer"])
+    text = "def f(x):\n    return x  # héllo"
+    assert tokenizer.decode(tokenizer.encode(text)) == text
+    for path in ["target"] + [d["path"] for d in manifest["drafters"] if d["path"]]:
+        model = AutoModelForCausalLM.from_pretrained(built_zoo / path)
+        assert model.config.vocab_size == len(tokenizer)
+        assert AutoTokenizer.from_pretrained(built_zoo / path).get_vocab() == tokenizer.get_vocab()
+
+
+def test_corpus_is_deterministic_and_splits_disjoint():
+    a = build_corpus(["code", "prose"], seed=3, max_per_family=200)
+    b = build_corpus(["code", "prose"], seed=3, max_per_family=200)
+    assert a == b
+    prompts = {split: {ex.prompt for ex in examples} for split, examples in a.items()}
+    assert not prompts["train"] & prompts["test"]
+    assert not prompts["train"] & prompts["validation"]
+    assert not prompts["validation"] & prompts["test"]
+    assert {ex.task for ex in a["train"]} == {"code", "prose"}
+
+
+def test_distillation_lowers_heldout_divergence(built_zoo):
+    for drafter in load_manifest(built_zoo)["drafters"]:
+        if drafter["kind"] == "model":
+            assert drafter["heldout_divergence_after"] < drafter["heldout_divergence_before"], drafter["name"]
+
+
+def test_build_resumes_without_redoing_stages(built_zoo):
+    stages = sorted((built_zoo / ".stages").glob("*.json"))
+    before = {p.name: p.read_text() for p in stages}
+    build_zoo("tiny", built_zoo)
+    after = {p.name: p.read_text() for p in sorted((built_zoo / ".stages").glob("*.json"))}
+    assert before == after
+    assert json.loads((built_zoo / "manifest.json").read_text())["preset"] == "tiny"
