@@ -30,9 +30,23 @@ def _schedule(optimizer: torch.optim.Optimizer, steps: int, warmup: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _optimizer(model, lr: float, steps: int):
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
-    return opt, _schedule(opt, steps, warmup=max(1, steps // 20))
+class _Optimizer:
+    """AdamW with warmup and cosine decay, gradient clipping, and the loss history."""
+
+    def __init__(self, model, lr: float, steps: int):
+        self.model = model
+        self.opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
+        self.sched = _schedule(self.opt, steps, warmup=max(1, steps // 20))
+        self.losses: list[float] = []
+
+    def step(self, loss: torch.Tensor, bar) -> None:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.losses.append(loss.item())
+        bar.set_postfix(loss=f"{self.losses[-1]:.3f}")
 
 
 def pretrain(model, tokens: list[int], steps: int, batch_size: int, seq_len: int, lr: float, seed: int,
@@ -42,21 +56,15 @@ def pretrain(model, tokens: list[int], steps: int, batch_size: int, seq_len: int
         raise ValueError(f"need more than {seq_len + 1} tokens to train on, got {len(tokens)}")
     data = torch.tensor(tokens, dtype=torch.long)
     rng = random.Random(seed)
-    opt, sched = _optimizer(model, lr, steps)
+    opt = _Optimizer(model, lr, steps)
     model.train()
-    losses = []
     bar = tqdm(range(steps), desc=desc, leave=False)
     for _ in bar:
         starts = [rng.randrange(0, len(data) - seq_len - 1) for _ in range(batch_size)]
         batch = torch.stack([data[s: s + seq_len] for s in starts]).to(model.device)  # [B, T]
-        loss = model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        opt.step(model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=batch).loss, bar)
     model.eval()
-    return losses
+    return opt.losses
 
 
 @torch.no_grad()
@@ -109,21 +117,15 @@ def distill(student, teacher, sequences: list[list[int]], steps: int, batch_size
     if divergence not in DIVERGENCES:
         raise ValueError(f"unknown divergence {divergence!r}; known: {sorted(DIVERGENCES)}")
     rng = random.Random(seed)
-    opt, sched = _optimizer(student, lr, steps)
+    opt = _Optimizer(student, lr, steps)
     teacher.eval()
     student.train()
-    losses = []
     bar = tqdm(range(steps), desc=desc, leave=False)
     for _ in bar:
-        loss = _divergence_on(student, teacher, rng.sample(sequences, min(batch_size, len(sequences))),
-                              pad_id, divergence)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        batch = rng.sample(sequences, min(batch_size, len(sequences)))
+        opt.step(_divergence_on(student, teacher, batch, pad_id, divergence), bar)
     student.eval()
-    return losses
+    return opt.losses
 
 
 @torch.no_grad()
