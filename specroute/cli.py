@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--tree-top-k", type=int, default=None, help="Model drafter: children per node (1: chain).")
     gen.add_argument("--tree-depth", type=int, default=None, help="Model drafter: most drafted levels.")
     gen.add_argument("--tree-nodes", type=int, default=None, help="Model drafter: most nodes per tree.")
-    gen.add_argument("--device", default="cpu", help="cpu, cuda or auto.")
+    gen.add_argument("--device", default="auto", help="auto (cuda when present, else cpu), cpu or cuda.")
     gen.add_argument("--json", action="store_true", help="Print one JSON object: text, token_ids, stats.")
     gen.set_defaults(func=_generate)
 

@@ -24,7 +24,7 @@ from verifier_service.target import TargetModel
 NO_DRAFTER = "none"
 
 
-def load_drafter(spec: str | Path | Drafter | None, device: str = "cpu", dtype: str = "float32",
+def load_drafter(spec: str | Path | Drafter | None, device: str = "auto", dtype: str = "float32",
                  tree: dict | None = None) -> Drafter | None:
     """'none' or None -> None; a registered kind without a model ('ngram') -> that drafter;
     a directory -> a model drafter. `tree` overrides the drafter's tree settings."""
@@ -47,7 +47,7 @@ class Engine:
 
     @classmethod
     def load(cls, target_dir: str | Path, drafter: str | Path | Drafter | None = None,
-             device: str = "cpu", dtype: str = "float32", tree: dict | None = None) -> "Engine":
+             device: str = "auto", dtype: str = "float32", tree: dict | None = None) -> "Engine":
         target = TargetModel.from_dir(target_dir, device=device, dtype=dtype)
         return cls(target, load_drafter(drafter, device=device, dtype=dtype, tree=tree))
 

@@ -31,7 +31,7 @@ class ModelLoadConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     path: Path = Field(description="A local directory written by save_pretrained (config, weights, tokenizer).")
-    device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N' or 'auto' (cuda when present).")
+    device: str = Field("auto", description="'auto' (cuda when present, else cpu), 'cpu', 'cuda' or 'cuda:N'.")
     dtype: str = Field("float32", description="One of float32, bfloat16, float16.")
 
     @field_validator("path")
@@ -83,7 +83,7 @@ class TargetModel:
         self.eos_token_ids = eos_token_ids(self.model, self.tokenizer)
 
     @classmethod
-    def from_dir(cls, path: str | Path, device: str = "cpu", dtype: str = "float32") -> "TargetModel":
+    def from_dir(cls, path: str | Path, device: str = "auto", dtype: str = "float32") -> "TargetModel":
         return cls(ModelLoadConfig(path=Path(path), device=device, dtype=dtype))
 
     def new_cache(self) -> DynamicCache:
