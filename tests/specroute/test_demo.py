@@ -1,0 +1,12 @@
+"""`specroute demo` on the tiny zoo: every drafter's output is identical to plain decoding."""
+
+from specroute.demo import run_demo
+
+
+def test_demo_runs_and_every_drafter_is_lossless(built_zoo, capsys):
+    run_demo(zoo=built_zoo, preset="tiny", max_new_tokens=12)
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith(("code ", "prose "))]
+    drafters = {row.split()[1] for row in rows}
+    assert {"none", "ngram", "generic-llama", "generic-gpt2"} <= drafters
+    assert all(row.split()[-1] == "True" for row in rows), out
