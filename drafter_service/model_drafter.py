@@ -33,11 +33,12 @@ from dataclasses import dataclass, field
 
 import torch
 from pydantic import Field, model_validator
+from transformers import DynamicCache
 
 from drafter_service.base import DraftLimit, Drafter, DraftSession, register_drafter
 from drafter_service.budget import BudgetConfig, DraftBudget
 from verifier_service.contracts import NO_PARENT, DraftTree, SparseDist, Verdict
-from verifier_service.kv_cache import keep_tree_nodes
+from verifier_service.kv_cache import keep_tree_nodes, truncate
 from verifier_service.sampling import SamplingParams, processed_probs
 from verifier_service.target import ModelLoadConfig, forward_tree
 from verifier_service.tree_mask import ancestor_matrix
@@ -106,12 +107,12 @@ class ModelDraftSession(DraftSession):
         self.drafter = drafter
         self.config = drafter.config
         self.budget = DraftBudget(self.config.budget, self.config.max_depth)
-        self.cache = _new_cache(drafter.model)
+        self.cache = DynamicCache(config=drafter.model.config)
         self.num_run = 0  # context tokens already in the cache
         seed = sampling.seed if sampling.seed is not None else random.getrandbits(62)
         # Offset so the drafter's noise is not the verifier's stream under the same seed.
         self.generator = torch.Generator().manual_seed(seed + 0x5EED)
-        self._last: _Candidates | None = None
+        self._drafted_depth = 0  # levels in the last proposed tree
         self._tree_to_candidate: list[int] = []
         self._run_order: list[int] = []  # candidates in the order their entries follow the context
 
@@ -119,7 +120,11 @@ class ModelDraftSession(DraftSession):
 
     def propose(self, limit: DraftLimit) -> DraftTree:
         root = self.context[-1]
-        self._last, self._tree_to_candidate, self._run_order = None, [0], []
+        # Drop entries of a proposal that was never observed (a rejected tree, say); the root is
+        # then re-run, since drafting starts from its logits.
+        self.num_run = min(self.num_run, len(self.context) - 1)
+        truncate(self.cache, self.num_run)
+        self._drafted_depth, self._tree_to_candidate, self._run_order = 0, [0], []
         depth_cap = min(limit.max_depth, self.budget.depth, self.drafter.max_context - len(self.context))
         node_cap = min(limit.max_nodes, self.config.max_nodes)
         if depth_cap <= 0 or node_cap <= 1:
@@ -141,7 +146,6 @@ class ModelDraftSession(DraftSession):
             best_entropy = _entropy(self._scoring_probs(frontier_logits[:1]))[0]
             if self.budget.should_stop(float(best_entropy)):
                 break
-        self._last = cands
         return self._select(cands, node_cap)
 
     def _scoring_probs(self, logits: torch.Tensor) -> torch.Tensor:
@@ -205,6 +209,7 @@ class ModelDraftSession(DraftSession):
         parents = tuple(NO_PARENT if c == 0 else index_of[cands.parents[c]] for c in order)
         tokens = tuple(cands.tokens[c] for c in order)
         self._tree_to_candidate = order
+        self._drafted_depth = max(cands.depths[c] for c in order)
         if self.sampling.greedy:
             return DraftTree(tokens, parents)
         has_children = {cands.parents[c] for c in order[1:]}
@@ -217,21 +222,16 @@ class ModelDraftSession(DraftSession):
         accepted = [self._tree_to_candidate[i] for i in verdict.accepted_nodes]
         run_index = {c: i for i, c in enumerate(self._run_order)}
         kept = [run_index[c] for c in accepted if c in run_index]  # a prefix of the path
-        if self.cache is not None:
-            keep_tree_nodes(self.cache, self.num_run, kept)
-        drafted_depth = 0 if self._last is None else max(self._last.depths[c] for c in self._tree_to_candidate)
-        self.budget.observe(drafted_depth, verdict.num_accepted)
+        keep_tree_nodes(self.cache, self.num_run, kept)
+        self.budget.observe(self._drafted_depth, verdict.num_accepted)
         super().observe(verdict)
         self.num_run += len(kept)
-        self._last, self._tree_to_candidate, self._run_order = None, [0], []
+        self._drafted_depth, self._tree_to_candidate, self._run_order = 0, [0], []
 
     def close(self) -> None:
-        self.cache = None
-
-
-def _new_cache(model):
-    from transformers import DynamicCache
-    return DynamicCache(config=model.config)
+        """Frees the cache's entries; the session stays usable (it would re-run the context)."""
+        truncate(self.cache, 0)
+        self.num_run = 0
 
 
 def _entropy(probs: torch.Tensor) -> torch.Tensor:

@@ -95,3 +95,25 @@ def test_config_validation(tiny_zoo, tmp_path):
         create_drafter("model", {"path": tiny_zoo.llama_drafter, "top_k": 1, "max_depth": 8, "max_nodes": 4})
     with pytest.raises(ValueError, match="unknown drafter kind"):
         create_drafter("telepathy", {})
+
+
+def test_unobserved_proposal_is_rolled_back(tiny_zoo, target):
+    """A tree the verifier never saw (rejected, abandoned) leaves no trace in the drafter."""
+    d = drafter(tiny_zoo.llama_drafter, top_k=3, max_depth=4, max_nodes=12)
+    session = d.start(PROMPT, GREEDY)
+    verifier = VerifierSession(target, PROMPT, GREEDY)
+    session.propose(WIDE)  # abandoned
+    for _ in range(4):
+        tree = session.propose(WIDE)
+        session.observe(verifier.verify(tree))
+        assert session.cache.get_seq_length() == session.num_run
+    plain = VerifierSession(target, PROMPT, GREEDY)
+    expected = [plain.decode_step().bonus_token for _ in range(len(verifier.committed) - len(PROMPT))]
+    assert verifier.committed[len(PROMPT):] == expected
+
+
+def test_close_frees_the_cache(tiny_zoo):
+    session = drafter(tiny_zoo.llama_drafter).start(PROMPT, GREEDY)
+    session.propose(WIDE)
+    session.close()
+    assert session.cache.get_seq_length() == 0 and session.num_run == 0
