@@ -64,6 +64,8 @@ class Drafter(ABC):
 
     kind: ClassVar[str]
     Config: ClassVar[type[BaseModel]]
+    tokenizer = None
+    """The drafter's own tokenizer, when it has one: it must equal the target's."""
 
     @abstractmethod
     def start(self, prompt_ids: list[int], sampling: SamplingParams) -> DraftSession:

@@ -41,6 +41,10 @@ def load_drafter(spec: str | Path | Drafter | None, device: str = "auto", dtype:
 class Engine:
     def __init__(self, target: TargetModel, drafter: Drafter | None = None,
                  max_tree_nodes: int = DEFAULT_MAX_TREE_NODES):
+        if drafter is not None and drafter.tokenizer is not None \
+                and drafter.tokenizer.get_vocab() != target.tokenizer.get_vocab():
+            raise ValueError(f"drafter {drafter.name!r} does not share the target's tokenizer: "
+                             "speculative decoding needs one vocabulary")
         self.target = target
         self.drafter = drafter
         self.max_tree_nodes = max_tree_nodes

@@ -44,3 +44,13 @@ def test_generate_streams_text_and_stats(capsys, tiny_zoo):
 def test_generate_rejects_bad_parameters(capsys, tiny_zoo, bad):
     assert main(["generate", "--target", str(tiny_zoo.target), "--prompt", "x", *bad]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_engine_rejects_a_drafter_with_another_tokenizer(tiny_zoo, tmp_path):
+    from specroute.engine import Engine
+    from tests import tiny_models
+    other = tmp_path / "other"
+    tokenizer = tiny_models.build_word_tokenizer(other, 16)
+    tiny_models.build_llama(other, len(tokenizer), hidden=32, layers=1, seed=0)
+    with pytest.raises(ValueError, match="tokenizer"):
+        Engine.load(tiny_zoo.target, str(other))
