@@ -59,6 +59,7 @@ class ZooBuilder:
     def build(self) -> dict:
         p = self.preset
         self.out.mkdir(parents=True, exist_ok=True)
+        self._check_preset()
         self._run("corpus", self._corpus)
         self._run("tokenizer", self._tokenizer)
         self._run("target", self._target)
@@ -67,6 +68,19 @@ class ZooBuilder:
         manifest = self._manifest(drafters)
         (self.out / MANIFEST).write_text(json.dumps(manifest, indent=2))
         return manifest
+
+    def _check_preset(self) -> None:
+        """Finished stages are reused only by a build of the very same preset."""
+        record = self.stage_dir / "preset.json"
+        current = self.preset.model_dump(mode="json")
+        if record.is_file():
+            built = json.loads(record.read_text())
+            if built != current:
+                raise ValueError(f"{self.out} was built with another preset ({built.get('name')!r}, or different "
+                                 "settings): build into a new directory, or delete it to rebuild")
+            return
+        self.stage_dir.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(current, indent=2))
 
     def _splits(self) -> dict[str, list[corpus_mod.Example]]:
         return {s: corpus_mod.load_split(self.out / "corpus" / f"{s}.jsonl") for s in corpus_mod.SPLITS}

@@ -7,8 +7,8 @@ same on every machine with the same Python:
 - `prose`: paragraphs of the interpreter's documentation topics (`pydoc_data`). Prompt: the
   opening sentence; continuation: the rest of the paragraph.
 
-Splits are decided per example by a hash of its prompt and the seed, and prompts are unique, so
-no test prompt is seen in training. Further families register in `FAMILIES`.
+Splits are decided per example by a hash of its text and the seed, and prompts are unique within
+a family, so no test prompt is seen in training. Further families register in `FAMILIES`.
 
 This module knows nothing about tokenizers or models.
 """
@@ -59,7 +59,7 @@ def stdlib_functions() -> Iterator[Example]:
             head = "".join(lines[node.lineno - 1: doc.end_lineno])
             body = "".join(lines[doc.end_lineno: node.end_lineno])
             if 0 < len(head) <= MAX_PROMPT_CHARS and 20 <= len(body.strip()):
-                yield Example("code", _dedent_block(head), _dedent_like(head, body)[:MAX_CONTINUATION_CHARS])
+                yield _at_token_boundary("code", _dedent_block(head), _dedent_like(head, body)[:MAX_CONTINUATION_CHARS])
 
 
 def pydoc_paragraphs() -> Iterator[Example]:
@@ -71,13 +71,23 @@ def pydoc_paragraphs() -> Iterator[Example]:
                 continue
             cut = text.find(". ")
             if 20 <= cut <= MAX_PROMPT_CHARS:
-                yield Example("prose", text[: cut + 1], text[cut + 1:][:MAX_CONTINUATION_CHARS])
+                yield _at_token_boundary("prose", text[: cut + 1], text[cut + 1:][:MAX_CONTINUATION_CHARS])
 
 
 FAMILIES: dict[str, Callable[[], Iterator[Example]]] = {
     "code": stdlib_functions,
     "prose": pydoc_paragraphs,
 }
+
+
+def _at_token_boundary(task: str, prompt: str, continuation: str) -> Example:
+    """Moves the prompt's trailing whitespace to the continuation.
+
+    A byte-level BPE merges a newline with the indentation after it; a prompt ending in a bare
+    newline would end in a token that, in training, only ever precedes the end of a text.
+    """
+    stripped = prompt.rstrip()
+    return Example(task, stripped, prompt[len(stripped):] + continuation)
 
 
 def _dedent_block(text: str) -> str:
@@ -90,8 +100,9 @@ def _dedent_like(head: str, body: str) -> str:
     return "".join(line[indent:] if line[:indent].isspace() else line for line in body.splitlines(keepends=True))
 
 
-def _split_of(prompt: str, seed: int) -> str:
-    digest = hashlib.sha256(f"{seed}:{prompt}".encode()).digest()
+def _split_of(example: Example, seed: int) -> str:
+    # Keyed by the whole text, so where the prompt ends does not move an example between splits.
+    digest = hashlib.sha256(f"{seed}:{example.prompt}{example.continuation}".encode()).digest()
     u = int.from_bytes(digest[:8], "big") / 2**64
     return "train" if u < SPLIT_FRACTIONS[0] else "validation" if u < sum(SPLIT_FRACTIONS[:2]) else "test"
 
@@ -110,7 +121,7 @@ def build_corpus(families: list[str], seed: int, max_per_family: int | None = No
                 examples.append(ex)
         random.Random(seed).shuffle(examples)
         for ex in examples[:max_per_family]:
-            splits[_split_of(ex.prompt, seed)].append(ex)
+            splits[_split_of(ex, seed)].append(ex)
     return splits
 
 
