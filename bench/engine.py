@@ -13,11 +13,16 @@ medians over repeats. Every method's output is checked token for token against p
 lossless method must match, and the check is reported beside the figures.
 
 Writes `engine.md`, `engine.json` and `engine.png` under the output directory.
+
+`--sweep` instead measures tree shapes (top_k, depth, nodes) of the model drafter on the zoo's
+*validation* prompts and writes `engine_sweep.md/.json`: that is how the default chain and tree
+shapes below were chosen, so the benchmark's test prompts play no part in tuning.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import sys
@@ -38,6 +43,7 @@ from verifier_service.target import TargetModel
 GENERIC_DRAFTER = "generic-llama"
 CHAIN = {"top_k": 1, "max_depth": 6, "max_nodes": 7}
 TREE = {"top_k": 4, "max_depth": 6, "max_nodes": 16}
+SWEEP_GRID = [(1, 3, 4), (1, 5, 6), (1, 8, 9), (2, 4, 8), (2, 6, 12), (3, 5, 12), (4, 6, 16), (4, 8, 24)]
 
 
 @dataclass
@@ -74,36 +80,72 @@ def _hf_method(target: TargetModel, assistant, eos: int):
     return run
 
 
-def _prompts(zoo: Path, manifest: dict, tokenizer, per_task: int, max_prompt_tokens: int) -> dict[str, list[list[int]]]:
-    tests = load_split(zoo / manifest["corpus"]["files"]["test"])
+def _prompts(zoo: Path, manifest: dict, tokenizer, per_task: int, max_prompt_tokens: int,
+             split: str = "test") -> dict[str, list[list[int]]]:
+    examples = load_split(zoo / manifest["corpus"]["files"][split])
     prompts = {}
     for task in manifest["corpus"]["families"]:
-        texts = [ex.prompt for ex in tests if ex.task == task][:per_task]
+        texts = [ex.prompt for ex in examples if ex.task == task][:per_task]
         prompts[task] = [tokenizer.encode(t)[-max_prompt_tokens:] for t in texts]
     return prompts
 
 
-def run_engine_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_tokens: int, repeats: int,
-                     out: Path, max_prompt_tokens: int = 192) -> dict:
+def _load(zoo: Path, preset: str) -> tuple[dict, TargetModel]:
     if not (zoo / "manifest.json").is_file():
         print(f"[bench] no zoo at {zoo}: building preset {preset!r} first")
         build_zoo(preset, zoo)
     torch.set_num_threads(2)
     manifest = load_manifest(zoo)
-    target = TargetModel.from_dir(zoo / manifest["target"]["path"])
+    return manifest, TargetModel.from_dir(zoo / manifest["target"]["path"])
+
+
+def run_engine_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_tokens: int, repeats: int,
+                     out: Path, chain: dict = CHAIN, tree: dict = TREE, max_prompt_tokens: int = 192) -> dict:
+    manifest, target = _load(zoo, preset)
     drafter_dir = zoo / GENERIC_DRAFTER
-    chain = create_drafter("model", {"path": drafter_dir, **CHAIN})
-    tree = create_drafter("model", {"path": drafter_dir, **TREE})
+    chain_drafter = create_drafter("model", {"path": drafter_dir, **chain})
     eos = target.tokenizer.eos_token_id
     methods = {
         "plain": _engine_method(Engine(target)),
         "hf_plain": _hf_method(target, None, eos),
-        "hf_assisted": _hf_method(target, chain.model, eos),
-        "chain": _engine_method(Engine(target, chain)),
-        "tree": _engine_method(Engine(target, tree)),
+        "hf_assisted": _hf_method(target, chain_drafter.model, eos),
+        "chain": _engine_method(Engine(target, chain_drafter)),
+        "tree": _engine_method(Engine(target, create_drafter("model", {"path": drafter_dir, **tree}))),
         "ngram": _engine_method(Engine(target, create_drafter("ngram", {}))),
     }
     prompts = _prompts(zoo, manifest, target.tokenizer, prompts_per_task, max_prompt_tokens)
+    runs = _measure(methods, prompts, max_new_tokens, repeats)
+    results = _summarise(runs, list(methods))
+    results["setup"] = _setup(zoo, manifest, prompts_per_task, max_new_tokens, repeats,
+                              {"chain": chain, "tree": tree, "split": "test"})
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "engine.json").write_text(json.dumps(results, indent=2))
+    (out / "engine.md").write_text(_markdown(results, "Engine benchmark"))
+    _plot(results, out / "engine.png")
+    print(_markdown(results, "Engine benchmark"))
+    return results
+
+
+def run_tree_sweep(zoo: Path, preset: str, prompts_per_task: int, max_new_tokens: int, repeats: int,
+                   out: Path, grid=SWEEP_GRID, max_prompt_tokens: int = 192) -> dict:
+    """Tree shapes of the generic model drafter on validation prompts (how defaults are chosen)."""
+    manifest, target = _load(zoo, preset)
+    methods = {"plain": _engine_method(Engine(target))}
+    for top_k, depth, nodes in grid:
+        spec = {"path": zoo / GENERIC_DRAFTER, "top_k": top_k, "max_depth": depth, "max_nodes": nodes}
+        methods[f"k{top_k}-d{depth}-n{nodes}"] = _engine_method(Engine(target, create_drafter("model", spec)))
+    prompts = _prompts(zoo, manifest, target.tokenizer, prompts_per_task, max_prompt_tokens, split="validation")
+    results = _summarise(_measure(methods, prompts, max_new_tokens, repeats), list(methods))
+    results["setup"] = _setup(zoo, manifest, prompts_per_task, max_new_tokens, repeats, {"split": "validation"})
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "engine_sweep.json").write_text(json.dumps(results, indent=2))
+    (out / "engine_sweep.md").write_text(_markdown(results, "Tree-shape sweep (validation prompts)"))
+    print(_markdown(results, "Tree-shape sweep (validation prompts)"))
+    return results
+
+
+def _measure(methods: dict, prompts: dict[str, list[list[int]]], max_new_tokens: int,
+             repeats: int) -> list[dict[str, dict[str, Measurement]]]:
     # Warm up every method once (allocator, lazy init) outside the measurement.
     for run in methods.values():
         run(prompts[next(iter(prompts))][0], 8)
@@ -127,25 +169,20 @@ def run_engine_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_toke
                             m.emitted += stats.num_emitted
                         bar.update()
             runs.append(rep)
+    return runs
 
-    results = _summarise(runs, list(methods))
-    results["setup"] = {
-        "command": " ".join(["specroute", "bench", "engine", *sys.argv[3:]]) if sys.argv[1:3] == ["bench", "engine"]
+
+def _setup(zoo: Path, manifest: dict, prompts_per_task: int, max_new_tokens: int, repeats: int, extra: dict) -> dict:
+    return {
+        "command": "specroute " + " ".join(sys.argv[1:]) if sys.argv[1:3] == ["bench", "engine"]
                    else f"specroute bench engine --zoo {zoo}",
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.processor() or 'cpu'}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
         "python": platform.python_version(), "torch": torch.__version__,
         "zoo_preset": manifest["preset"], "target_params": manifest["target"]["params"],
         "drafter": GENERIC_DRAFTER, "drafter_params": next(d["params"] for d in manifest["drafters"]
                                                            if d["name"] == GENERIC_DRAFTER),
-        "chain": CHAIN, "tree": TREE, "prompts_per_task": prompts_per_task, "max_new_tokens": max_new_tokens,
-        "repeats": repeats,
+        "prompts_per_task": prompts_per_task, "max_new_tokens": max_new_tokens, "repeats": repeats, **extra,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "engine.json").write_text(json.dumps(results, indent=2))
-    (out / "engine.md").write_text(_markdown(results))
-    _plot(results, out / "engine.png")
-    print(_markdown(results))
-    return results
 
 
 def _summarise(runs: list[dict[str, dict[str, Measurement]]], methods: list[str]) -> dict:
@@ -173,15 +210,15 @@ def _merge(ms: list[Measurement]) -> Measurement:
                        sum(m.emitted for m in ms), [o for m in ms for o in m.outputs])
 
 
-def _markdown(results: dict) -> str:
+def _markdown(results: dict, title: str) -> str:
     s = results.get("setup", {})
-    lines = ["# Engine benchmark", "",
+    lines = [f"# {title}", "",
              f"Command: `{s.get('command', '')}`  ",
              f"Machine: {s.get('machine', '')}; Python {s.get('python', '')}, torch {s.get('torch', '')}  ",
              f"Models: zoo preset `{s.get('zoo_preset')}`, target {s.get('target_params', 0):,} params, "
-             f"drafter `{s.get('drafter')}` {s.get('drafter_params', 0):,} params; chain {s.get('chain')}, "
-             f"tree {s.get('tree')}  ",
-             f"Workload: greedy, {s.get('prompts_per_task')} held-out prompts per task, "
+             f"drafter `{s.get('drafter')}` {s.get('drafter_params', 0):,} params"
+             + (f"; chain {s['chain']}, tree {s['tree']}" if "chain" in s else "") + "  ",
+             f"Workload: greedy, {s.get('prompts_per_task')} {s.get('split')} prompts per task, "
              f"{s.get('max_new_tokens')} new tokens, median of {s.get('repeats')} interleaved repeats.", "",
              "Speedup = tokens/s over specroute plain decoding in the same repeat. tau = mean tokens per "
              "verification round, bonus included. lossless = output identical to plain decoding.", ""]

@@ -56,10 +56,23 @@ def _zoo_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tree_shape(text: str) -> dict:
+    """'K,D,N' -> {"top_k": K, "max_depth": D, "max_nodes": N}."""
+    try:
+        top_k, depth, nodes = (int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected TOP_K,DEPTH,NODES, got {text!r}") from None
+    return {"top_k": top_k, "max_depth": depth, "max_nodes": nodes}
+
+
 def _bench_engine(args: argparse.Namespace) -> int:
-    from bench.engine import run_engine_bench
-    run_engine_bench(zoo=Path(args.zoo), preset=args.preset, prompts_per_task=args.prompts,
-                     max_new_tokens=args.max_new_tokens, repeats=args.repeats, out=Path(args.out))
+    from bench.engine import run_engine_bench, run_tree_sweep
+    common = dict(zoo=Path(args.zoo), preset=args.preset, prompts_per_task=args.prompts,
+                  max_new_tokens=args.max_new_tokens, repeats=args.repeats, out=Path(args.out))
+    if args.sweep:
+        run_tree_sweep(**common)
+    else:
+        run_engine_bench(**common, **{k: v for k, v in (("chain", args.chain), ("tree", args.tree)) if v})
     return 0
 
 
@@ -113,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--max-new-tokens", type=int, default=96)
     engine.add_argument("--repeats", type=int, default=3)
     engine.add_argument("--out", default="bench/results")
+    engine.add_argument("--chain", type=_tree_shape, default=None, help="Chain shape 1,DEPTH,NODES (default: swept).")
+    engine.add_argument("--tree", type=_tree_shape, default=None, help="Tree shape TOP_K,DEPTH,NODES (default: swept).")
+    engine.add_argument("--sweep", action="store_true",
+                        help="Measure tree shapes on validation prompts instead (how the defaults were chosen).")
     engine.set_defaults(func=_bench_engine)
     return parser
 

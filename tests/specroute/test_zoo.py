@@ -3,6 +3,7 @@ disjoint splits, and distillation lowers the divergence to the target on held-ou
 
 import json
 
+import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from specroute.zoo.build import build_zoo, load_manifest
@@ -55,3 +56,17 @@ def test_build_resumes_without_redoing_stages(built_zoo):
     after = {p.name: p.read_text() for p in sorted((built_zoo / ".stages").glob("*.json"))}
     assert before == after
     assert json.loads((built_zoo / "manifest.json").read_text())["preset"] == "tiny"
+
+
+def test_prompts_end_at_a_token_boundary():
+    """A prompt never ends in whitespace: in training, that whitespace would merge with the next
+    line's indentation, and a bare trailing newline token only ever precedes end-of-text."""
+    splits = build_corpus(["code", "prose"], seed=0, max_per_family=300)
+    for ex in splits["test"] + splits["train"]:
+        assert ex.prompt == ex.prompt.rstrip()
+        assert ex.continuation.strip()
+
+
+def test_a_zoo_refuses_another_preset(built_zoo):
+    with pytest.raises(ValueError, match="another preset"):
+        build_zoo("demo", built_zoo)
