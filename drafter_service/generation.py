@@ -12,7 +12,9 @@ Counts (one definition for the whole project):
 - num_emitted: num_accepted + 1, the bonus included, as the verifier decided them;
 - tau (acceptance length): total num_emitted / rounds, bonus included;
 - acceptance_rate: total num_accepted / total num_drafted;
-- num_generated: tokens delivered to the caller (after stop conditions cut a final round).
+- num_generated: tokens delivered to the caller (after stop conditions cut a final round);
+- tokens_per_s: num_generated over the loop's wall time; the prompt's prefill, done when the
+  verifier session opens, is reported apart as prefill_time_s.
 
 The loop sees the verifier only through the `Verifier` protocol, so the same code drives an
 in-process session and (later) a remote one. It knows nothing about how trees are built.
@@ -80,6 +82,7 @@ class GenerationStats:
     draft_time_s: float = 0.0
     verify_time_s: float = 0.0
     wall_time_s: float = 0.0
+    prefill_time_s: float = 0.0
 
     @property
     def tau(self) -> float:
@@ -107,7 +110,8 @@ class GenerationStats:
                 "tokens_per_s": self.tokens_per_s, "num_drafted": self.num_drafted,
                 "num_accepted": self.num_accepted, "num_emitted": self.num_emitted,
                 "num_generated": self.num_generated, "draft_time_s": self.draft_time_s,
-                "verify_time_s": self.verify_time_s, "wall_time_s": self.wall_time_s}
+                "verify_time_s": self.verify_time_s, "wall_time_s": self.wall_time_s,
+                "prefill_time_s": self.prefill_time_s}
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ This module wires the pieces together; it holds no algorithm of its own.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -71,8 +72,11 @@ class Engine:
                stop_strings: tuple[str, ...] = (), stats: GenerationStats | None = None) -> Iterator[Chunk]:
         """Yields one Chunk per round; `stats`, if given, is filled in as rounds complete."""
         sampling = sampling or SamplingParams()
+        stats = stats if stats is not None else GenerationStats()
         prompt_ids = self.encode(prompt)
-        verifier = VerifierSession(self.target, prompt_ids, sampling, self.max_tree_nodes)
+        start = time.perf_counter()
+        verifier = VerifierSession(self.target, prompt_ids, sampling, self.max_tree_nodes)  # prefills
+        stats.prefill_time_s = time.perf_counter() - start
         draft_session = self.drafter.start(prompt_ids, sampling) if self.drafter is not None else None
         stop = StopConditions(max_new_tokens, self.target.eos_token_ids, tuple(stop_strings))
         try:
