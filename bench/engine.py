@@ -41,9 +41,10 @@ from specroute.zoo.corpus import load_split
 from verifier_service.target import TargetModel
 
 GENERIC_DRAFTER = "generic-llama"
-CHAIN = {"top_k": 1, "max_depth": 6, "max_nodes": 7}
-TREE = {"top_k": 4, "max_depth": 6, "max_nodes": 16}
-SWEEP_GRID = [(1, 3, 4), (1, 5, 6), (1, 8, 9), (2, 4, 8), (2, 6, 12), (3, 5, 12), (4, 6, 16), (4, 8, 24)]
+# Chosen by `--sweep` on validation prompts (bench/results/engine_sweep.md).
+CHAIN = {"top_k": 1, "max_depth": 8, "max_nodes": 9}
+TREE = {"top_k": 2, "max_depth": 8, "max_nodes": 12}
+SWEEP_GRID = [(1, 3, 4), (1, 5, 6), (1, 8, 9), (2, 4, 6), (2, 6, 8), (2, 8, 12), (3, 6, 10), (4, 6, 16)]
 
 
 @dataclass

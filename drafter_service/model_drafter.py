@@ -19,8 +19,9 @@ verdict it keeps the entries of the accepted nodes it had run (moved next to the
 drops the rest; accepted leaves it never ran, and the bonus, are run in the next round, never
 any accepted token twice.
 
-Depth adapts (`drafter_service.budget`): an AdaEDL entropy bound stops drafting early and the
-depth budget follows the observed acceptance.
+Depth adapts (`drafter_service.budget`): a confidence signal (top-token probability under
+greedy, AdaEDL's entropy bound under sampling) stops drafting early, and the threshold and the
+depth budget follow the observed acceptance.
 
 This module knows nothing about the target's weights or cache; it sees verdicts only.
 """
@@ -36,7 +37,7 @@ from pydantic import Field, model_validator
 from transformers import DynamicCache
 
 from drafter_service.base import DraftLimit, Drafter, DraftSession, register_drafter
-from drafter_service.budget import BudgetConfig, DraftBudget
+from drafter_service.budget import BudgetConfig, DraftBudget, draft_confidence
 from verifier_service.contracts import NO_PARENT, DraftTree, SparseDist, Verdict
 from verifier_service.kv_cache import keep_tree_nodes, truncate
 from verifier_service.sampling import SamplingParams, processed_probs
@@ -143,8 +144,8 @@ class ModelDraftSession(DraftSession):
             level = [i for i in range(len(cands.tokens)) if cands.depths[i] == depth]
             frontier = sorted(level, key=lambda i: -cands.scores[i])[: self.config.top_k]
             frontier_logits = self._run_nodes(cands, frontier)
-            best_entropy = _entropy(self._scoring_probs(frontier_logits[:1]))[0]
-            if self.budget.should_stop(float(best_entropy)):
+            best = self._scoring_probs(frontier_logits[:1])[0]
+            if self.budget.should_stop(draft_confidence(best, self.sampling.greedy, self.config.budget.entropy_gamma)):
                 break
         return self._select(cands, node_cap)
 
@@ -232,11 +233,6 @@ class ModelDraftSession(DraftSession):
         """Frees the cache's entries; the session stays usable (it would re-run the context)."""
         truncate(self.cache, 0)
         self.num_run = 0
-
-
-def _entropy(probs: torch.Tensor) -> torch.Tensor:
-    """probs: [R, V] -> [R] in nats."""
-    return -(probs * torch.log(probs.clamp_min(1e-30))).sum(-1)
 
 
 def _truncate(probs: torch.Tensor, support: int) -> SparseDist:

@@ -1,4 +1,6 @@
-from drafter_service.budget import BudgetConfig, DraftBudget, acceptance_lower_bound
+import torch
+
+from drafter_service.budget import LAMBDA_MIN, BudgetConfig, DraftBudget, acceptance_lower_bound, draft_confidence
 
 
 def test_bound_falls_with_entropy():
@@ -6,12 +8,20 @@ def test_bound_falls_with_entropy():
     assert acceptance_lower_bound(2.0, 0.6) < acceptance_lower_bound(0.5, 0.6)
 
 
-def test_early_stop_on_uncertain_drafts_only_when_adaptive():
+def test_confidence_signal_per_mode():
+    peaked = torch.tensor([0.9, 0.05, 0.05])
+    wide = torch.full((100,), 0.01)
+    assert draft_confidence(peaked, greedy=True, gamma=0.6) == torch.tensor(0.9).item()
+    assert draft_confidence(wide, greedy=True, gamma=0.6) == torch.tensor(0.01).item()
+    assert draft_confidence(peaked, greedy=False, gamma=0.6) > draft_confidence(wide, greedy=False, gamma=0.6)
+
+
+def test_early_stop_on_low_confidence_only_when_adaptive():
     budget = DraftBudget(BudgetConfig(initial_lambda=0.3), max_depth=6)
-    assert budget.should_stop(entropy=3.0)
-    assert not budget.should_stop(entropy=0.01)
+    assert budget.should_stop(confidence=0.1)
+    assert not budget.should_stop(confidence=0.9)
     static = DraftBudget(BudgetConfig(adaptive=False), max_depth=6)
-    assert not static.should_stop(entropy=10.0)
+    assert not static.should_stop(confidence=-5.0)
 
 
 def test_depth_and_threshold_follow_acceptance():
@@ -26,3 +36,11 @@ def test_depth_and_threshold_follow_acceptance():
     assert budget.depth == 6 and budget.threshold < low
     budget.observe(drafted_depth=6, accepted_depth=0)
     assert budget.depth >= BudgetConfig().min_depth
+
+
+def test_threshold_can_fall_below_zero_for_a_good_drafter():
+    budget = DraftBudget(BudgetConfig(), max_depth=4)
+    for _ in range(200):
+        budget.observe(drafted_depth=4, accepted_depth=4)
+    assert budget.threshold == LAMBDA_MIN
+    assert not budget.should_stop(confidence=-0.5)
