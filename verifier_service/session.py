@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import replace
 
 import torch
 
@@ -107,10 +108,13 @@ class VerifierSession:
         """One round: check, one target forward over all nodes, acceptance walk, commit."""
         self.check(tree)
         start = time.perf_counter()
-        logits = self.target.forward_tree(tree.tokens, tree.parents, self.cache)  # [n, V]
-        verdict = self.accept(tree, logits)
-        return Verdict(verdict.accepted_nodes, verdict.accepted_tokens, verdict.bonus_token,
-                       verdict.num_drafted, verify_time_s=time.perf_counter() - start)
+        prefix_len = self.prefix_len
+        try:
+            logits = self.target.forward_tree(tree.tokens, tree.parents, self.cache)  # [n, V]
+        except BaseException:
+            truncate(self.cache, prefix_len)  # a forward that failed part-way may have appended
+            raise
+        return replace(self.accept(tree, logits), verify_time_s=time.perf_counter() - start)
 
     def decode_step(self) -> Verdict:
         """Plain target decoding: one token, through the same path as speculation."""
