@@ -101,13 +101,13 @@ TINY = Preset(
 
 DEMO = Preset(
     name="demo", vocab_size=2048, seq_len=128, max_positions=512, max_prompt_tokens=96,
-    target=ArchSpec(family="llama", hidden=192, layers=8),
-    target_train=TrainSpec(steps=220, batch_size=8, lr=2e-3),
+    target=ArchSpec(family="llama", hidden=256, layers=8),
+    target_train=TrainSpec(steps=450, batch_size=8, lr=2e-3),
     drafters=(
         DrafterSpec(name="generic-llama", arch=ArchSpec(family="llama", hidden=96, layers=1),
-                    pretrain=TrainSpec(steps=200, lr=3e-3), distill=TrainSpec(steps=80, batch_size=16, lr=2e-3)),
+                    pretrain=TrainSpec(steps=300, lr=3e-3), distill=TrainSpec(steps=150, batch_size=16, lr=2e-3)),
     ),
-    on_policy=OnPolicySpec(prompts_per_task=96, max_new_tokens=48, heldout_prompts=16),
+    on_policy=OnPolicySpec(prompts_per_task=192, max_new_tokens=48, heldout_prompts=16),
 )
 
 BENCH = Preset(

@@ -10,3 +10,4 @@ def test_demo_runs_and_every_drafter_is_lossless(built_zoo, capsys):
     drafters = {row.split()[1] for row in rows}
     assert {"none", "ngram", "generic-llama", "generic-gpt2"} <= drafters
     assert all(row.split()[-1] == "True" for row in rows), out
+    assert "Every output identical to plain target decoding: True" in out
