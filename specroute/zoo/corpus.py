@@ -21,21 +21,16 @@ import json
 import random
 import re
 import sysconfig
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Iterator
+
+from specroute.zoo.families import Example
 
 SPLITS = ("train", "validation", "test")
 SPLIT_FRACTIONS = (0.9, 0.05, 0.05)
 MAX_PROMPT_CHARS = 600
 MAX_CONTINUATION_CHARS = 1200
-
-
-@dataclass(frozen=True)
-class Example:
-    task: str
-    prompt: str
-    continuation: str
 
 
 def stdlib_functions() -> Iterator[Example]:

@@ -1,0 +1,17 @@
+"""Task families of the zoo's corpus: one module per family, each a generator of examples.
+
+A family module defines `examples(seed: int) -> Iterator[Example]`: deterministic for a seed,
+prompts unique within the family. `specroute.zoo.corpus` registers the families, deduplicates,
+splits and saves them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Example:
+    task: str
+    prompt: str
+    continuation: str
