@@ -37,11 +37,13 @@ _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"(“])")
 _WORD = re.compile(r"[A-Za-z][A-Za-z_]{4,}")
 _STOPWORDS = frozenset(
     "about above after again against being below between could every other their there these "
-    "those through under until where which while would should might whose other within without "
+    "those through under until where which while would should might whose within without "
     "also only such than then them they this that with from into have been will when what".split()
 )
-_DEFINITION = re.compile(r"^((?:The |An |A )?[\w\"“”.\-]+(?: [\w\"“”.\-]+){0,2}) (?:is|are|means|refers to) ")
-_PRONOUNS = frozenset({"it", "this", "these", "there", "that", "they", "those", "which", "he", "she"})
+# "The X is a ...", "A X are the ...", '"X" means ...': a subject term and a defining predicate.
+_DEFINITION = re.compile(
+    r'^((?:The|An|A)(?: [\w\-]+){1,3}|"[^"]{1,40}") (?:(?:is|are) (?:a|an|the|one of|called|used|defined)\b|means|refers to)'
+)
 
 
 def examples(seed: int) -> Iterator[Example]:
@@ -123,7 +125,7 @@ def _ask_ends(sentences: list[str], i: int, rng: random.Random) -> tuple[str, st
 
 def _ask_defines(sentences: list[str], i: int, rng: random.Random) -> tuple[str, str] | None:
     match = _DEFINITION.match(sentences[i])
-    if match is None or match.group(1).split()[0].lower() in _PRONOUNS:
+    if match is None:
         return None
     term = re.sub(r"^(The|An|A) ", lambda m: m.group(1).lower() + " ", match.group(1))
     return f"Quote the sentence that defines {term}.", sentences[i]

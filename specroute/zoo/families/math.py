@@ -4,8 +4,8 @@ Each example is a short story (shopping, travel, sharing, ages, rates, percentag
 other multi-step combinations) ending in a question; the continuation is the solution in one
 regular format, one binary operation per step and the last step's result as the answer:
 
-    Step 1: Mia buys 4 pens at $3 each: 4 * 3 = 12.
-    Step 2: She pays with $20, so the change is 20 - 12 = 8.
+    Step 1: 4 pens at $3 each cost 4 * 3 = 12.
+    Step 2: The change from $20 is 20 - 12 = 8.
     Answer: 8
 
 All numbers are integers and every division is exact. Everything is drawn from
@@ -20,8 +20,10 @@ from typing import Callable, Iterator
 
 from specroute.zoo.families import Example
 
+MAX_PROMPT_CHARS = 600  # the corpus's limits; every template stays far below them
+MAX_CONTINUATION_CHARS = 1200
 MAX_EXAMPLES = 4000
-# Consecutive duplicate prompts after which the templates are taken to be exhausted.
+# Consecutive rejected draws (duplicate or too long) after which the templates count as exhausted.
 MAX_DUPLICATE_RUN = 1000
 
 NAMES = ("Mia", "Liam", "Ava", "Noah", "Zoe", "Omar", "Priya", "Lucas", "Sofia", "Kenji", "Amara",
@@ -59,7 +61,7 @@ def _shopping(rng: random.Random) -> tuple[str, Steps, int]:
     name, (goods, price), n = rng.choice(NAMES), rng.choice(GOODS), rng.randint(2, 9)
     price += rng.randint(0, 5)
     cost_text, cost = _op(n, "*", price)
-    bill = rng.choice([b for b in (20, 50, 100, 200) if b >= cost] or [cost + rng.randint(1, 30)])
+    bill = rng.choice([b for b in (20, 50, 100, 200) if b >= cost])  # cost is at most 9 * 20
     change_text, change = _op(bill, "-", cost)
     prompt = rng.choice((
         f"{name} buys {n} {goods} that cost ${price} each and pays with ${bill}. How much change does {name} get, in dollars?",
@@ -69,7 +71,7 @@ def _shopping(rng: random.Random) -> tuple[str, Steps, int]:
 
 
 def _give_away(rng: random.Random) -> tuple[str, Steps, int]:
-    name, friend, items = rng.choice(NAMES), rng.choice(NAMES), rng.choice(ITEMS)
+    (name, friend), items = rng.sample(NAMES, 2), rng.choice(ITEMS)
     start, more = rng.randint(5, 60), rng.randint(2, 40)
     total_text, total = _op(start, "+", more)
     given = rng.randint(1, total - 1)
@@ -89,7 +91,7 @@ def _travel_distance(rng: random.Random) -> tuple[str, Steps, int]:
     total_text, total = _op(d1, "+", d2)
     prompt = rng.choice((
         f"{name} drives a {vehicle} at {s1} km per hour for {t1} hours, then at {s2} km per hour for {t2} hours. How many kilometers does {name} travel in total?",
-        f"A {vehicle} carrying {name} moves at {s1} km/h for {t1} hours. It then slows or speeds up to {s2} km/h for another {t2} hours. What is the total distance in km?",
+        f"A {vehicle} carrying {name} moves at {s1} km/h for {t1} hours. It then continues at {s2} km/h for another {t2} hours. What is the total distance in km?",
     ))
     return prompt, [f"First part: {d1_text} km.", f"Second part: {d2_text} km.", f"Total distance: {total_text} km."], total
 
@@ -111,7 +113,7 @@ def _sharing(rng: random.Random) -> tuple[str, Steps, int]:
     name, items = rng.choice(NAMES), rng.choice(ITEMS)
     boxes, per_box = rng.randint(2, 12), rng.randint(3, 24)
     total_text, total = _op(boxes, "*", per_box)
-    friends = rng.choice([k for k in range(2, 13) if total % k == 0] or [1])
+    friends = rng.choice([k for k in range(2, 13) if total % k == 0])  # boxes itself divides total
     share_text, share = _op(total, "/", friends)
     prompt = rng.choice((
         f"{name} has {boxes} boxes with {per_box} {items} in each box and shares them equally among {friends} friends. How many {items} does each friend get?",
@@ -199,10 +201,10 @@ def examples(seed: int) -> Iterator[Example]:
     duplicate_run = 0
     while len(seen) < MAX_EXAMPLES and duplicate_run < MAX_DUPLICATE_RUN:
         prompt, steps, answer = rng.choice(TEMPLATES)(rng)
-        if prompt in seen:
+        continuation = "".join(f"\nStep {i}: {step}" for i, step in enumerate(steps, start=1)) + f"\nAnswer: {answer}"
+        if prompt in seen or len(prompt) > MAX_PROMPT_CHARS or len(continuation) > MAX_CONTINUATION_CHARS:
             duplicate_run += 1
             continue
         duplicate_run = 0
         seen.add(prompt)
-        lines = "".join(f"\nStep {i}: {step}" for i, step in enumerate(steps, start=1))
-        yield Example("math", prompt, f"{lines}\nAnswer: {answer}")
+        yield Example("math", prompt, continuation)
