@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Iterator
 
-from specroute.zoo.families import Example, code, prose
+from specroute.zoo.families import Example, code, extraction, math, prose, structured, translation
 
 SPLITS = ("train", "validation", "test")
 SPLIT_FRACTIONS = (0.9, 0.05, 0.05)
@@ -29,6 +29,10 @@ SPLIT_FRACTIONS = (0.9, 0.05, 0.05)
 FAMILIES: dict[str, Callable[[int], Iterator[Example]]] = {
     "code": code.examples,
     "prose": prose.examples,
+    "math": math.examples,
+    "translation": translation.examples,
+    "extraction": extraction.examples,
+    "structured": structured.examples,
 }
 
 

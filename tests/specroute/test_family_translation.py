@@ -9,7 +9,7 @@ import pytest
 from specroute.zoo.families.translation import (ADJECTIVES, ADVERBS, LEXICON, NOUNS, PREPOSITIONS, VERBS,
                                                 examples, parse, translate)
 
-MAX_PROMPT_CHARS, MAX_CONTINUATION_CHARS = 600, 1200  # the corpus's limits
+from specroute.zoo.families import MAX_CONTINUATION_CHARS, MAX_PROMPT_CHARS
 
 PREFIX = "Translate to Veltish: "
 PARTICLES = {"sa", "nu", "ka"}

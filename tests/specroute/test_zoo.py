@@ -70,3 +70,17 @@ def test_prompts_end_at_a_token_boundary():
 def test_a_zoo_refuses_another_preset(built_zoo):
     with pytest.raises(ValueError, match="another preset"):
         build_zoo("demo", built_zoo)
+
+
+def test_all_six_families_build_deterministic_disjoint_splits():
+    from specroute.zoo.corpus import FAMILIES
+    families = ["math", "translation", "extraction", "structured"]
+    assert set(families) | {"code", "prose"} == set(FAMILIES)
+    a = build_corpus(families, seed=5, max_per_family=500)
+    assert a == build_corpus(families, seed=5, max_per_family=500)
+    for family in families:
+        train = {ex.prompt for ex in a["train"] if ex.task == family}
+        test = {ex.prompt for ex in a["test"] if ex.task == family}
+        assert len(train) > 350 and test, family
+        assert not train & test, family
+    assert all(ex.prompt == ex.prompt.rstrip() for split in a.values() for ex in split)

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+MAX_PROMPT_CHARS = 600
+MAX_CONTINUATION_CHARS = 1200
+"""Every family keeps its examples within these limits."""
+
 
 @dataclass(frozen=True)
 class Example:

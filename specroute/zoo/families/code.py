@@ -12,10 +12,8 @@ import sysconfig
 from pathlib import Path
 from typing import Iterator
 
-from specroute.zoo.families import Example
+from specroute.zoo.families import MAX_CONTINUATION_CHARS, MAX_PROMPT_CHARS, Example
 
-MAX_PROMPT_CHARS = 600
-MAX_CONTINUATION_CHARS = 1200
 
 
 def examples(seed: int) -> Iterator[Example]:

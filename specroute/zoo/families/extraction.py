@@ -24,11 +24,9 @@ import random
 import re
 from typing import Callable, Iterator
 
-from specroute.zoo.families import Example
+from specroute.zoo.families import MAX_CONTINUATION_CHARS, MAX_PROMPT_CHARS, Example
 
 TASK = "extraction"
-MAX_PROMPT_CHARS = 600
-MAX_CONTINUATION_CHARS = 1200
 PASSAGE_CHARS = (200, 450)  # short enough that passage and question fit MAX_PROMPT_CHARS
 MAX_EXAMPLES = 4000
 

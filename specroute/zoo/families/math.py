@@ -18,10 +18,8 @@ from __future__ import annotations
 import random
 from typing import Callable, Iterator
 
-from specroute.zoo.families import Example
+from specroute.zoo.families import MAX_CONTINUATION_CHARS, MAX_PROMPT_CHARS, Example
 
-MAX_PROMPT_CHARS = 600  # the corpus's limits; every template stays far below them
-MAX_CONTINUATION_CHARS = 1200
 MAX_EXAMPLES = 4000
 # Consecutive rejected draws (duplicate or too long) after which the templates count as exhausted.
 MAX_DUPLICATE_RUN = 1000

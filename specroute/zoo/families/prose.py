@@ -10,10 +10,8 @@ from __future__ import annotations
 import re
 from typing import Iterator
 
-from specroute.zoo.families import Example
+from specroute.zoo.families import MAX_CONTINUATION_CHARS, MAX_PROMPT_CHARS, Example
 
-MAX_PROMPT_CHARS = 600
-MAX_CONTINUATION_CHARS = 1200
 
 
 def examples(seed: int) -> Iterator[Example]:

@@ -33,12 +33,10 @@ import random
 from datetime import date, timedelta
 from typing import Callable, Iterator
 
-from specroute.zoo.families import Example
+from specroute.zoo.families import MAX_CONTINUATION_CHARS, MAX_PROMPT_CHARS, Example
 
 TASK = "structured"
 MAX_EXAMPLES = 4000
-MAX_PROMPT_CHARS = 600  # the same limits as `specroute.zoo.corpus`
-MAX_CONTINUATION_CHARS = 1200
 MAX_RECORDS = 4
 
 FORMATS = ("kv", "json", "csv")

@@ -24,12 +24,10 @@ import random
 from dataclasses import dataclass
 from typing import Iterator
 
-from specroute.zoo.families import Example
+from specroute.zoo.families import MAX_CONTINUATION_CHARS, MAX_PROMPT_CHARS, Example
 
 LANGUAGE = "Veltish"
 MAX_EXAMPLES = 4000
-MAX_PROMPT_CHARS = 600  # the corpus's limits; the longest sentence stays far below them
-MAX_CONTINUATION_CHARS = 1200
 MAX_DRAWS = 40 * MAX_EXAMPLES
 
 # (singular, plural); (base, third person singular, past).
