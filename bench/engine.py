@@ -36,7 +36,8 @@ from tqdm.auto import tqdm
 from drafter_service.base import create_drafter
 from drafter_service.generation import GenerationStats
 from specroute.engine import Engine
-from specroute.zoo.build import build_zoo, load_manifest
+from specroute.zoo.build import build_zoo
+from specroute.zoo.manifest import load_manifest
 from specroute.zoo.corpus import load_split
 from verifier_service.target import TargetModel
 

@@ -97,6 +97,18 @@ class GenerationStats:
     def tokens_per_s(self) -> float:
         return self.num_generated / self.wall_time_s if self.wall_time_s > 0 else 0.0
 
+    def merge(self, other: "GenerationStats") -> None:
+        """Adds another generation's counts and times (for totals over many prompts)."""
+        self.rounds += other.rounds
+        self.num_drafted += other.num_drafted
+        self.num_accepted += other.num_accepted
+        self.num_emitted += other.num_emitted
+        self.num_generated += other.num_generated
+        self.draft_time_s += other.draft_time_s
+        self.verify_time_s += other.verify_time_s
+        self.wall_time_s += other.wall_time_s
+        self.prefill_time_s += other.prefill_time_s
+
     def add(self, r: RoundStats) -> None:
         self.rounds += 1
         self.num_drafted += r.num_drafted

@@ -3,6 +3,7 @@
     specroute demo                       the README's main job
     specroute generate --target DIR --drafter {DIR|ngram|none} --prompt TEXT [...]
     specroute zoo build --preset {tiny,demo,bench} --out DIR
+    specroute zoo eval --zoo DIR
     specroute bench engine [--zoo DIR]
 
 Heavy imports (torch, transformers) happen inside the subcommands, so `--help` is instant.
@@ -50,7 +51,8 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _zoo_build(args: argparse.Namespace) -> int:
-    from specroute.zoo.build import build_zoo, summary_table
+    from specroute.zoo.build import build_zoo
+    from specroute.zoo.manifest import summary_table
     manifest = build_zoo(args.preset, Path(args.out), device=args.device)
     print(summary_table(manifest))
     return 0
@@ -63,6 +65,12 @@ def _tree_shape(text: str) -> dict:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected TOP_K,DEPTH,NODES, got {text!r}") from None
     return {"top_k": top_k, "max_depth": depth, "max_nodes": nodes}
+
+
+def _zoo_eval(args: argparse.Namespace) -> int:
+    from specroute.zoo.evaluate import evaluate_zoo
+    evaluate_zoo(Path(args.zoo), args.prompts, args.max_new_tokens, Path(args.out) if args.out else None)
+    return 0
 
 
 def _bench_engine(args: argparse.Namespace) -> int:
@@ -116,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--out", required=True)
     build.add_argument("--device", default="cpu", help="cpu or cuda.")
     build.set_defaults(func=_zoo_build)
+    evaluate = zoo_sub.add_parser("eval", help="tau of every drafter on every task's test prompts (matrix, JSON, PNG).")
+    evaluate.add_argument("--zoo", required=True)
+    evaluate.add_argument("--prompts", type=int, default=8, help="Test prompts per task.")
+    evaluate.add_argument("--max-new-tokens", type=int, default=64)
+    evaluate.add_argument("--out", default=None, help="Directory for eval.json and eval_tau.png (default: the zoo).")
+    evaluate.set_defaults(func=_zoo_eval)
 
     bench = sub.add_parser("bench", help="Benchmarks.")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)

@@ -14,24 +14,14 @@ from pathlib import Path
 
 import torch
 
-from drafter_service.base import create_drafter
 from drafter_service.generation import GenerationStats
 from specroute.engine import Engine
-from specroute.zoo.build import build_zoo, load_manifest, summary_table
+from specroute.zoo.build import build_zoo
+from specroute.zoo.manifest import load_drafters, load_manifest, summary_table
 from specroute.zoo.corpus import load_split
 from verifier_service.target import TargetModel
 
 PROMPTS_PER_TASK = 2
-
-
-def _drafters(zoo: Path, manifest: dict) -> dict:
-    drafters = {"none": None}
-    for entry in manifest["drafters"]:
-        if entry["kind"] == "ngram":
-            drafters["ngram"] = create_drafter("ngram", {})
-        else:
-            drafters[entry["name"]] = create_drafter("model", {"path": zoo / entry["path"]})
-    return drafters
 
 
 def run_demo(zoo: Path, preset: str, max_new_tokens: int) -> None:
@@ -42,7 +32,7 @@ def run_demo(zoo: Path, preset: str, max_new_tokens: int) -> None:
     manifest = load_manifest(zoo)
     print(summary_table(manifest), "\n")
     target = TargetModel.from_dir(zoo / manifest["target"]["path"])
-    drafters = _drafters(zoo, manifest)
+    drafters = {"none": None, **load_drafters(zoo, manifest)}
     tests = load_split(zoo / manifest["corpus"]["files"]["test"])
     engines = {name: Engine(target, d) for name, d in drafters.items()}
     engines["none"].generate("warm up", 4)
@@ -60,7 +50,7 @@ def run_demo(zoo: Path, preset: str, max_new_tokens: int) -> None:
             for name, engine in engines.items():
                 result = engine.generate(prompt_ids, max_new_tokens)
                 plain = plain or result
-                _accumulate(totals[name], result.stats)
+                totals[name].merge(result.stats)
                 all_lossless &= result.token_ids == plain.token_ids
                 speedup = result.stats.tokens_per_s / plain.stats.tokens_per_s
                 print(f"{task:<7} {name:<15} {result.stats.tau:>5.2f} {result.stats.tokens_per_s:>7.1f} "
@@ -74,9 +64,3 @@ def run_demo(zoo: Path, preset: str, max_new_tokens: int) -> None:
     print(f"Every output identical to plain target decoding: {all_lossless}")
     print("(The demo zoo is small and trained for minutes; `specroute bench engine` measures the bench zoo.)")
 
-
-def _accumulate(total: GenerationStats, stats: GenerationStats) -> None:
-    total.rounds += stats.rounds
-    total.num_emitted += stats.num_emitted
-    total.num_generated += stats.num_generated
-    total.wall_time_s += stats.wall_time_s

@@ -19,11 +19,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from specroute.zoo import corpus as corpus_mod
+from specroute.zoo.manifest import MANIFEST
 from specroute.zoo.presets import PRESETS, DrafterSpec, Preset
 from specroute.zoo.tokenizer import train_tokenizer
 from specroute.zoo.training import distill, generate_on_policy, heldout_divergence, pretrain
 
-MANIFEST = "manifest.json"
 
 
 class ZooBuilder:
@@ -185,23 +185,8 @@ def _tail_mean(values: list[float], n: int = 20) -> float:
     return sum(tail) / len(tail) if tail else float("nan")
 
 
-def load_manifest(zoo: Path) -> dict:
-    path = Path(zoo) / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"{zoo} has no {MANIFEST}: build it with `specroute zoo build --out {zoo}`")
-    return json.loads(path.read_text())
-
-
 def build_zoo(preset: str, out: Path, device: str = "cpu") -> dict:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     return ZooBuilder(PRESETS[preset], out, device).build()
-
-
-def summary_table(manifest: dict) -> str:
-    rows = [f"{'model':<16} {'kind':<6} {'family':<6} {'params':>10}  task"]
-    rows.append(f"{'target':<16} {'target':<6} {manifest['target']['family']:<6} {manifest['target']['params']:>10,}  all")
-    for d in manifest["drafters"]:
-        rows.append(f"{d['name']:<16} {d['kind']:<6} {d['family'] or '-':<6} {d['params']:>10,}  {d['task'] or 'all'}")
-    return "\n".join(rows)

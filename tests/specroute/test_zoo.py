@@ -6,7 +6,8 @@ import json
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from specroute.zoo.build import build_zoo, load_manifest
+from specroute.zoo.build import build_zoo
+from specroute.zoo.manifest import load_manifest
 from specroute.zoo.corpus import build_corpus
 
 

@@ -1,0 +1,101 @@
+"""`specroute zoo eval`: the task x drafter matrix of a built zoo.
+
+For every task family in the zoo and every drafter it names, generates greedily from the task's
+held-out test prompts through the engine and records tau (mean tokens per verification round,
+bonus included), the acceptance rate and tokens/s, beside plain target decoding in the same
+run. Prints the tau matrix, writes it as JSON and draws it as a heatmap PNG. Every output is
+checked against plain decoding: a mismatch would be a bug, and it is reported.
+
+This is the measurement TaskSpec's routing rests on (which drafter is best for which task).
+This module knows nothing about how the zoo was built.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from drafter_service.generation import GenerationStats
+from specroute.engine import Engine
+from specroute.zoo.corpus import load_split
+from specroute.zoo.manifest import load_drafters, load_manifest
+from verifier_service.target import TargetModel
+
+PLAIN = "plain"
+
+
+def evaluate_zoo(zoo: Path, prompts_per_task: int, max_new_tokens: int, out: Path | None = None) -> dict:
+    """Writes `eval.json` and `eval_tau.png` into `out` (default: the zoo); returns the results."""
+    torch.set_num_threads(2)
+    zoo, out = Path(zoo), Path(out or zoo)
+    manifest = load_manifest(zoo)
+    target = TargetModel.from_dir(zoo / manifest["target"]["path"])
+    engines = {PLAIN: Engine(target), **{name: Engine(target, d) for name, d in load_drafters(zoo, manifest).items()}}
+    tests = load_split(zoo / manifest["corpus"]["files"]["test"])
+    tasks = manifest["corpus"]["families"]
+    prompts = {task: [target.tokenizer.encode(ex.prompt) for ex in tests if ex.task == task][:prompts_per_task]
+               for task in tasks}
+
+    cells: dict[str, dict[str, dict]] = {task: {} for task in tasks}
+    mismatches = []
+    with tqdm(total=sum(map(len, prompts.values())) * len(engines), desc="zoo eval") as bar:
+        for task in tasks:
+            totals = {name: GenerationStats() for name in engines}
+            for ids in prompts[task]:
+                reference = None
+                for name, engine in engines.items():
+                    result = engine.generate(ids, max_new_tokens)
+                    reference = reference if reference is not None else result.token_ids
+                    if result.token_ids != reference:
+                        mismatches.append({"task": task, "drafter": name})
+                    totals[name].merge(result.stats)
+                    bar.update()
+            plain_rate = totals[PLAIN].tokens_per_s
+            for name, stats in totals.items():
+                cells[task][name] = {"tau": stats.tau, "acceptance_rate": stats.acceptance_rate,
+                                     "tokens_per_s": stats.tokens_per_s,
+                                     "speedup": stats.tokens_per_s / plain_rate if plain_rate else 0.0}
+
+    results = {"zoo": str(zoo), "preset": manifest["preset"], "prompts_per_task": prompts_per_task,
+               "max_new_tokens": max_new_tokens, "decoding": "greedy", "tasks": tasks,
+               "drafters": [n for n in engines if n != PLAIN], "cells": cells, "lossless_mismatches": mismatches}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(results, indent=2))
+    _heatmap(results, out / "eval_tau.png")
+    print(matrix_table(results))
+    return results
+
+
+def matrix_table(results: dict) -> str:
+    """The tau matrix as text: one row per task, one column per drafter."""
+    drafters = results["drafters"]
+    width = max(12, *(len(d) + 2 for d in drafters))
+    lines = [f"{'tau':<12}" + "".join(f"{d:>{width}}" for d in drafters)]
+    for task in results["tasks"]:
+        lines.append(f"{task:<12}" + "".join(f"{results['cells'][task][d]['tau']:>{width}.2f}" for d in drafters))
+    lines.append(f"(greedy, {results['prompts_per_task']} test prompts per task, {results['max_new_tokens']} new "
+                 f"tokens; outputs identical to plain decoding: {not results['lossless_mismatches']})")
+    return "\n".join(lines)
+
+
+def _heatmap(results: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    tasks, drafters = results["tasks"], results["drafters"]
+    values = [[results["cells"][t][d]["tau"] for d in drafters] for t in tasks]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(drafters), 1.2 + 0.55 * len(tasks)))
+    image = ax.imshow(values, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(drafters)), drafters, rotation=30, ha="right")
+    ax.set_yticks(range(len(tasks)), tasks)
+    for i, row in enumerate(values):
+        for j, value in enumerate(row):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value < max(map(max, values)) * 0.7 else "black")
+    fig.colorbar(image, ax=ax, label="tau (tokens per round, bonus included)")
+    ax.set_title(f"zoo '{results['preset']}': tau per task and drafter")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
