@@ -4,6 +4,7 @@
     specroute generate --target DIR --drafter {DIR|ngram|none} --prompt TEXT [...]
     specroute zoo build --preset {tiny,demo,bench} --out DIR
     specroute zoo eval --zoo DIR
+    specroute distill --target DIR --prompts FILE --student CONFIG_OR_DIR --out DIR
     specroute bench engine [--zoo DIR]
 
 Heavy imports (torch, transformers) happen inside the subcommands, so `--help` is instant.
@@ -67,6 +68,19 @@ def _tree_shape(text: str) -> dict:
     return {"top_k": top_k, "max_depth": depth, "max_nodes": nodes}
 
 
+def _distill(args: argparse.Namespace) -> int:
+    from specroute.zoo.distill import DistillConfig, run_distill
+    try:
+        config = DistillConfig(divergence=args.divergence, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                               max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                               heldout_fraction=args.heldout_fraction, device=args.device, seed=args.seed)
+        run_distill(Path(args.target), Path(args.prompts), args.student, Path(args.out), config)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _zoo_eval(args: argparse.Namespace) -> int:
     from specroute.zoo.evaluate import evaluate_zoo
     evaluate_zoo(Path(args.zoo), args.prompts, args.max_new_tokens, Path(args.out) if args.out else None)
@@ -116,6 +130,24 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--device", default="auto", help="auto (cuda when present, else cpu), cpu or cuda.")
     gen.add_argument("--json", action="store_true", help="Print one JSON object: text, token_ids, stats.")
     gen.set_defaults(func=_generate)
+
+    distill = sub.add_parser("distill", help="Align a drafter to any target by distillation (DistillSpec).")
+    distill.add_argument("--target", required=True, help="Target model directory.")
+    distill.add_argument("--prompts", required=True, help="Prompts: JSONL with a 'prompt' field, or one per line.")
+    distill.add_argument("--student", required=True,
+                         help="A drafter directory to refine, or a JSON architecture, e.g. "
+                              '{"family": "llama", "hidden": 128, "layers": 2, "heads": 4}, in a file.')
+    distill.add_argument("--out", required=True, help="Where the distilled drafter is saved.")
+    distill.add_argument("--divergence", default="forward_kl", help="forward_kl, reverse_kl or tv.")
+    distill.add_argument("--steps", type=int, default=200)
+    distill.add_argument("--batch-size", type=int, default=16)
+    distill.add_argument("--lr", type=float, default=1e-3)
+    distill.add_argument("--max-new-tokens", type=int, default=64, help="On-policy continuation length.")
+    distill.add_argument("--temperature", type=float, default=0.7, help="Sampling temperature of the continuations.")
+    distill.add_argument("--heldout-fraction", type=float, default=0.1)
+    distill.add_argument("--device", default="auto")
+    distill.add_argument("--seed", type=int, default=0)
+    distill.set_defaults(func=_distill)
 
     zoo = sub.add_parser("zoo", help="Build the offline model zoo.")
     zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
