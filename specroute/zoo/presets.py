@@ -1,8 +1,10 @@
 """What a zoo build makes: model architectures, training budgets, and the `tiny` and `bench` presets.
 
-- `tiny`: seconds of training; for tests, which need real artifacts, not good ones.
+- `tiny`: seconds of training; for tests, which need real artifacts, not good ones. It has all
+  six task families and a specialist per task, so tests cover the whole pipeline.
 - `demo`: a few minutes of training; the README's demo, readable output on a laptop.
-- `bench`: a target whose decoding step costs several drafter steps on a 2-core CPU (it is deep
+- `bench` (code and prose, generic drafters, as the committed engine results were measured): a
+  target whose decoding step costs several drafter steps on a 2-core CPU (it is deep
   and narrow: on a CPU, per-layer overhead dominates, much as memory bandwidth does on a GPU, so
   verifying 16 tokens costs little more than 1), and drafters distilled to it.
 
@@ -86,8 +88,18 @@ class Preset(BaseModel):
     on_policy: OnPolicySpec
 
 
+ALL_FAMILIES = ("code", "prose", "math", "translation", "extraction", "structured")
+
+
+def _tiny_specialist(task: str, family: str, divergence: str) -> DrafterSpec:
+    return DrafterSpec(name=f"{task}-{family}", task=task, arch=ArchSpec(family=family, hidden=32, layers=1),
+                       pretrain=TrainSpec(steps=30, lr=3e-3), distill=TrainSpec(steps=30, lr=3e-3),
+                       divergence=divergence)
+
+
 TINY = Preset(
-    name="tiny", max_per_family=400, vocab_size=512, seq_len=64, max_positions=256, max_prompt_tokens=48,
+    name="tiny", families=ALL_FAMILIES, max_per_family=400, vocab_size=512, seq_len=64, max_positions=256,
+    max_prompt_tokens=48,
     target=ArchSpec(family="llama", hidden=64, layers=2),
     target_train=TrainSpec(steps=120, batch_size=8, lr=3e-3),
     drafters=(
@@ -95,6 +107,13 @@ TINY = Preset(
                     pretrain=TrainSpec(steps=40, lr=3e-3), distill=TrainSpec(steps=40, lr=3e-3)),
         DrafterSpec(name="generic-gpt2", arch=ArchSpec(family="gpt2", hidden=32, layers=1),
                     pretrain=TrainSpec(steps=40, lr=3e-3), distill=TrainSpec(steps=40, lr=3e-3)),
+        # One specialist per task: both families and all three divergences are exercised.
+        _tiny_specialist("code", "llama", "forward_kl"),
+        _tiny_specialist("prose", "gpt2", "reverse_kl"),
+        _tiny_specialist("math", "llama", "tv"),
+        _tiny_specialist("translation", "gpt2", "forward_kl"),
+        _tiny_specialist("extraction", "llama", "reverse_kl"),
+        _tiny_specialist("structured", "gpt2", "tv"),
     ),
     on_policy=OnPolicySpec(prompts_per_task=24, max_new_tokens=24, heldout_prompts=8),
 )

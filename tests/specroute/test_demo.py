@@ -6,8 +6,9 @@ from specroute.demo import run_demo
 def test_demo_runs_and_every_drafter_is_lossless(built_zoo, capsys):
     run_demo(zoo=built_zoo, preset="tiny", max_new_tokens=12)
     out = capsys.readouterr().out
-    rows = [line for line in out.splitlines() if line.startswith(("code ", "prose "))]
+    from specroute.zoo.presets import ALL_FAMILIES
+    rows = [line for line in out.splitlines() if line.startswith(tuple(f"{task} " for task in ALL_FAMILIES))]
     drafters = {row.split()[1] for row in rows}
-    assert {"none", "ngram", "generic-llama", "generic-gpt2"} <= drafters
+    assert {"none", "ngram", "generic-llama", "generic-gpt2", "code-llama", "prose-gpt2"} <= drafters
     assert all(row.split()[-1] == "True" for row in rows), out
     assert "Every output identical to plain target decoding: True" in out

@@ -85,3 +85,11 @@ def test_all_six_families_build_deterministic_disjoint_splits():
         assert len(train) > 350 and test, family
         assert not train & test, family
     assert all(ex.prompt == ex.prompt.rstrip() for split in a.values() for ex in split)
+
+
+def test_every_task_has_a_distilled_specialist(built_zoo):
+    manifest = load_manifest(built_zoo)
+    specialists = {d["task"]: d for d in manifest["drafters"] if d["kind"] == "model" and d["task"]}
+    assert set(specialists) == set(manifest["corpus"]["families"])
+    assert {d["family"] for d in specialists.values()} == {"llama", "gpt2"}
+    assert {d["divergence"] for d in specialists.values()} == {"forward_kl", "reverse_kl", "tv"}
