@@ -23,13 +23,13 @@ import random
 import time
 from pathlib import Path
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from specroute.zoo.divergence import DIVERGENCES
 from specroute.zoo.presets import ArchSpec
 from specroute.zoo.training import distill, generate_on_policy, heldout_divergence
+from verifier_service.target import resolve_device
 
 REPORT = "distill_report.json"
 
@@ -56,9 +56,7 @@ class DistillConfig(BaseModel):
         return value
 
     def resolved_device(self) -> str:
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return self.device
+        return resolve_device(self.device)
 
 
 def load_prompts(path: Path) -> list[str]:
