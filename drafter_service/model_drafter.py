@@ -41,8 +41,8 @@ from drafter_service.budget import BudgetConfig, DraftBudget, draft_confidence
 from verifier_service.contracts import NO_PARENT, DraftTree, SparseDist, Verdict
 from verifier_service.kv_cache import keep_tree_nodes, truncate
 from verifier_service.sampling import SamplingParams, processed_probs
-from verifier_service.target import ModelLoadConfig, forward_tree
-from verifier_service.tree_mask import ancestor_matrix
+from verifier_service.target import DEFAULT_CONTEXT, ModelLoadConfig, context_window, forward_tree
+from verifier_service.tree_mask import additive_mask, ancestor_matrix
 
 
 class ModelDrafterConfig(ModelLoadConfig):
@@ -91,8 +91,7 @@ class ModelDrafter(Drafter):
         self.config = config
         self.model, self.tokenizer = config.load()
         self.vocab_size: int = self.model.get_output_embeddings().weight.shape[0]
-        self.max_context: int = int(getattr(self.model.config, "max_position_embeddings",
-                                            getattr(self.model.config, "n_positions", 2048)))
+        self.max_context: int = context_window(self.model.config) or DEFAULT_CONTEXT
 
     @property
     def name(self) -> str:
@@ -187,12 +186,11 @@ class ModelDraftSession(DraftSession):
         mask_rows = torch.ones(len(nodes), context_len + len(known), dtype=torch.bool)
         mask_rows[:, context_len:] = allowed[torch.tensor(nodes)][:, cols]
         model = self.drafter.model
-        mask = torch.zeros(mask_rows.shape, dtype=model.dtype)
-        mask.masked_fill_(~mask_rows, torch.finfo(model.dtype).min)
+        mask = additive_mask(mask_rows, model.dtype)  # [1, 1, len(nodes), context + run nodes]
         positions = torch.tensor([[context_len - 1 + cands.depths[i] for i in nodes]])
         with torch.inference_mode():
             out = model(input_ids=torch.tensor([[cands.tokens[i] for i in nodes]], device=model.device),
-                        attention_mask=mask[None, None].to(model.device), position_ids=positions.to(model.device),
+                        attention_mask=mask.to(model.device), position_ids=positions.to(model.device),
                         past_key_values=self.cache, use_cache=True)
         self._run_order = known
         return out.logits[0].float().cpu()

@@ -14,10 +14,6 @@ import torch
 from transformers import DynamicCache
 
 
-def cache_length(cache: DynamicCache) -> int:
-    return cache.get_seq_length()
-
-
 @torch.inference_mode()  # cache tensors are inference tensors: edit them in the same mode
 def keep_tree_nodes(cache: DynamicCache, prefix_len: int, kept_nodes: list[int]) -> None:
     """Keep prefix entries plus the tree entries at prefix_len + kept_nodes, in that order.

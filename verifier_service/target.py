@@ -57,6 +57,15 @@ class ModelLoadConfig(BaseModel):
         return model, tokenizer
 
 
+DEFAULT_CONTEXT = 2048
+"""Positions assumed when a model's config does not say."""
+
+
+def context_window(config) -> int | None:
+    """Positions a model holds, from its HF config (Llama-style or GPT-2-style names); None if unsaid."""
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
+
 def eos_token_ids(model, tokenizer) -> frozenset[int]:
     """Every id that ends a generation, from the generation config and the tokenizer."""
     ids: set[int] = set()
@@ -79,7 +88,7 @@ class TargetModel:
         self.model, self.tokenizer = config.load()
         self.device = self.model.device
         self.vocab_size: int = self.model.get_output_embeddings().weight.shape[0]
-        self.max_context: int = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        self.max_context: int = context_window(self.model.config) or DEFAULT_CONTEXT
         self.eos_token_ids = eos_token_ids(self.model, self.tokenizer)
 
     @classmethod

@@ -50,7 +50,12 @@ def tree_attention_mask(parents: list[int] | tuple[int, ...], prefix_len: int,
     n = len(parents)
     allowed = torch.ones(n, prefix_len + n, dtype=torch.bool)
     allowed[:, prefix_len:] = ancestor_matrix(parents)
-    mask = torch.zeros(n, prefix_len + n, dtype=dtype)
+    return additive_mask(allowed, dtype)
+
+
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """allowed: [q, kv] bool -> [1, 1, q, kv]: 0 where allowed, the dtype's minimum elsewhere."""
+    mask = torch.zeros(allowed.shape, dtype=dtype)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
     return mask[None, None]
 

@@ -29,7 +29,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from specroute.zoo.divergence import DIVERGENCES
 from specroute.zoo.presets import ArchSpec
 from specroute.zoo.training import distill, generate_on_policy, heldout_divergence
-from verifier_service.target import resolve_device
+from verifier_service.target import context_window, resolve_device
 
 REPORT = "distill_report.json"
 
@@ -95,10 +95,6 @@ def split_prompts(prompts: list[str], heldout_fraction: float, seed: int) -> tup
     return [prompts[i] for i in order[num_heldout:]], [prompts[i] for i in order[:num_heldout]]
 
 
-def _max_positions(config) -> int | None:
-    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-
-
 def load_target(path: Path, device: str):
     """(model, tokenizer) from a model directory; the tokenizer pads on the left, for generation."""
     path = Path(path)
@@ -138,14 +134,14 @@ def load_student(student: str, target, tokenizer, device: str, seed: int):
             arch = ArchSpec.model_validate(spec)
         except ValidationError as err:
             raise ValueError(f"student {path} is not a valid architecture: {err}") from err
-        model = arch.build(target.config.vocab_size, _max_positions(target.config), tokenizer.eos_token_id, seed)
+        model = arch.build(target.config.vocab_size, context_window(target.config), tokenizer.eos_token_id, seed)
         return model.to(device).eval()
     raise ValueError(f"student {student!r} is neither a model directory (with config.json) nor a JSON "
                      'architecture file such as {"family": "llama", "hidden": 128, "layers": 2, "heads": 4}')
 
 
 def _check_context(name: str, model, config: DistillConfig) -> None:
-    needed, available = config.max_prompt_tokens + config.max_new_tokens, _max_positions(model.config)
+    needed, available = config.max_prompt_tokens + config.max_new_tokens, context_window(model.config)
     if available is not None and needed > available:
         raise ValueError(f"{name} holds {available} positions, but max_prompt_tokens + max_new_tokens = {needed}: "
                          "lower one of them")
