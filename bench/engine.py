@@ -5,7 +5,9 @@ Methods, all greedy, with the same target and prompts (the zoo's held-out test p
 - hf_plain: HF `generate` without a drafter (a reference for the baseline's own speed);
 - hf_assisted: HF `generate(assistant_model=...)` with the generic drafter (HF's defaults);
 - chain / tree: specroute with the generic drafter, one branch or an EAGLE-2 dynamic tree;
-- ngram: specroute with the model-free prompt-lookup drafter.
+- ngram: specroute with the model-free prompt-lookup drafter;
+- specialist: specroute with each task's own specialist from the zoo (a model drafter as a
+  chain, or ngram), as a router that knows the task would pick it.
 
 Each repeat runs every method over every prompt, interleaved, so methods see the same machine
 state; a method's speedup is its tokens/s over plain's in the same repeat, and the table reports
@@ -82,6 +84,17 @@ def _hf_method(target: TargetModel, assistant, eos: int):
     return run
 
 
+def _specialists(zoo: Path, manifest: dict, target: TargetModel, chain: dict) -> dict:
+    """{task: method} with the task's specialist drafter, for the tasks that have one."""
+    methods = {}
+    for d in manifest["drafters"]:
+        if d["task"] and d["task"] not in methods:
+            drafter = (create_drafter("model", {"path": zoo / d["path"], **chain}) if d["kind"] == "model"
+                       else create_drafter(d["kind"], {}))
+            methods[d["task"]] = _engine_method(Engine(target, drafter))
+    return methods if set(methods) == set(manifest["corpus"]["families"]) else {}
+
+
 def _prompts(zoo: Path, manifest: dict, tokenizer, per_task: int, max_prompt_tokens: int,
              split: str = "test") -> dict[str, list[list[int]]]:
     examples = load_split(zoo / manifest["corpus"]["files"][split])
@@ -115,6 +128,9 @@ def run_engine_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_toke
         "tree": _engine_method(Engine(target, create_drafter("model", {"path": drafter_dir, **tree}))),
         "ngram": _engine_method(Engine(target, create_drafter("ngram", {}))),
     }
+    specialists = _specialists(zoo, manifest, target, chain)
+    if specialists:
+        methods["specialist"] = specialists
     prompts = _prompts(zoo, manifest, target.tokenizer, prompts_per_task, max_prompt_tokens)
     runs = _measure(methods, prompts, max_new_tokens, repeats)
     results = _summarise(runs, list(methods))
@@ -149,8 +165,9 @@ def run_tree_sweep(zoo: Path, preset: str, prompts_per_task: int, max_new_tokens
 def _measure(methods: dict, prompts: dict[str, list[list[int]]], max_new_tokens: int,
              repeats: int) -> list[dict[str, dict[str, Measurement]]]:
     # Warm up every method once (allocator, lazy init) outside the measurement.
-    for run in methods.values():
-        run(prompts[next(iter(prompts))][0], 8)
+    for task, task_prompts in prompts.items():
+        for run in methods.values():
+            _for_task(run, task)(task_prompts[0], 8)
 
     runs: list[dict[str, dict[str, Measurement]]] = []
     total = repeats * sum(len(p) for p in prompts.values()) * len(methods)
@@ -161,7 +178,7 @@ def _measure(methods: dict, prompts: dict[str, list[list[int]]], max_new_tokens:
                 for ids in task_prompts:
                     for name, run in methods.items():
                         start = time.perf_counter()
-                        tokens, stats = run(ids, max_new_tokens)
+                        tokens, stats = _for_task(run, task)(ids, max_new_tokens)
                         m = rep[task][name]
                         m.seconds += time.perf_counter() - start
                         m.tokens += len(tokens)
@@ -172,6 +189,11 @@ def _measure(methods: dict, prompts: dict[str, list[list[int]]], max_new_tokens:
                         bar.update()
             runs.append(rep)
     return runs
+
+
+def _for_task(method, task: str):
+    """A method is one callable, or one per task (the specialist)."""
+    return method[task] if isinstance(method, dict) else method
 
 
 def _setup(zoo: Path, manifest: dict, prompts_per_task: int, max_new_tokens: int, repeats: int, extra: dict) -> dict:

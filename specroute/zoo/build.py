@@ -1,9 +1,20 @@
 """`specroute zoo build`: runs a preset's stages into a directory and writes its manifest.
 
-Stages, each skipped when its marker says it is done (so a build resumes where it stopped):
-corpus -> tokenizer -> target (pretrained on the mixture) -> on-policy data (target
-continuations of training prompts) -> one stage per drafter (pretrained, then distilled to the
-target, with the held-out divergence measured before and after) -> manifest.json.
+Stages: corpus -> tokenizer -> target (pretrained on the mixture) -> on-policy data (target
+continuations of training and validation prompts, per task) -> teacher (the target's top-k
+distributions on them, `specroute.zoo.teacher`) -> one stage per drafter -> costs (every model
+drafter's decoding step against the target's, side by side: `specroute.zoo.cost`) -> manifest.json.
+
+A drafter stage pretrains the drafter on its tasks' text, then distils it to the target, and
+measures the held-out divergence before and after. A drafter with several candidates is sized
+by measurement first (successive halving with one round): every candidate within the preset's
+cost bound is pretrained and briefly distilled, all are run through the engine on the task's
+validation prompts beside plain decoding, and the fastest (tokens/s) continues its
+distillation; ngram can be a candidate and win.
+
+Each stage records a key: a hash of the preset settings it uses and of the keys of the stages it
+reads. A build skips a stage whose key is unchanged, and redoes it (and so everything after it)
+otherwise, so an interrupted or edited build resumes where it must.
 
 Every model directory holds its weights and the tokenizer, so `AutoModelForCausalLM` and
 `AutoTokenizer` load it directly. This module knows the order of stages, not how any is done.
@@ -11,19 +22,28 @@ Every model directory holds its weights and the tokenizer, so `AutoModelForCausa
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from drafter_service.base import create_drafter
+from specroute.engine import Engine
+from specroute.measure import PLAIN, compare_engines
 from specroute.zoo import corpus as corpus_mod
+from specroute.zoo.cost import step_cost_ratio
 from specroute.zoo.manifest import MANIFEST
-from specroute.zoo.presets import PRESETS, DrafterSpec, Preset
+from specroute.zoo.presets import NGRAM, PRESETS, ArchSpec, DrafterSpec, Preset, label
+from specroute.zoo.teacher import Sample, TeacherCache
 from specroute.zoo.tokenizer import train_tokenizer
 from specroute.zoo.training import distill, generate_on_policy, heldout_divergence, pretrain
+from verifier_service.target import TargetModel
 
+TEACHER_FILE = "teacher.pt"
 
 
 class ZooBuilder:
@@ -40,14 +60,16 @@ class ZooBuilder:
         marker = self.stage_dir / f"{stage}.json"
         return json.loads(marker.read_text()) if marker.is_file() else None
 
-    def _run(self, stage: str, fn) -> dict:
+    def _run(self, stage: str, inputs: dict, fn) -> dict:
+        """Runs `fn` unless the stage is done with the same inputs; returns its info with its key."""
+        key = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
         done = self._done(stage)
-        if done is not None:
+        if done is not None and done.get("key") == key:
             self.log(f"[zoo] {stage}: done already, skipped")
             return done
         start = time.perf_counter()
         self.log(f"[zoo] {stage} ...")
-        info = fn()
+        info = {**fn(), "key": key}
         info["seconds"] = round(time.perf_counter() - start, 1)
         self.stage_dir.mkdir(parents=True, exist_ok=True)
         (self.stage_dir / f"{stage}.json").write_text(json.dumps(info, indent=2))
@@ -59,28 +81,24 @@ class ZooBuilder:
     def build(self) -> dict:
         p = self.preset
         self.out.mkdir(parents=True, exist_ok=True)
-        self._check_preset()
-        self._run("corpus", self._corpus)
-        self._run("tokenizer", self._tokenizer)
-        self._run("target", self._target)
-        self._run("on_policy", self._on_policy)
-        drafters = [self._run(f"drafter-{spec.name}", lambda spec=spec: self._drafter(spec)) for spec in p.drafters]
-        manifest = self._manifest(drafters)
+        corpus = self._run("corpus", {"families": p.families, "seed": p.seed, "max": p.max_per_family}, self._corpus)
+        tokenizer = self._run("tokenizer", {"up": corpus["key"], "vocab": p.vocab_size}, self._tokenizer)
+        target = self._run("target", {"up": tokenizer["key"], "arch": p.target.model_dump(), "seq_len": p.seq_len,
+                                      "train": p.target_train.model_dump(), "positions": p.max_positions,
+                                      "seed": p.seed}, self._target)
+        on_policy = self._run("on_policy", {"up": target["key"], "spec": p.on_policy.model_dump(),
+                                            "prompt_tokens": p.max_prompt_tokens}, self._on_policy)
+        teacher = self._run("teacher", {"up": on_policy["key"], "top_k": p.teacher_top_k}, self._teacher)
+        drafters = []
+        for spec in p.drafters:
+            inputs = {"up": teacher["key"], "spec": spec.model_dump(), "seq_len": p.seq_len}
+            if spec.sized:
+                inputs |= {"sizing": p.sizing.model_dump(), "max_cost": p.max_step_cost_ratio}
+            drafters.append(self._run(f"drafter-{spec.name}", inputs, lambda spec=spec: self._drafter(spec)))
+        costs = self._run("costs", {"up": [d["key"] for d in drafters]}, lambda: self._costs(drafters))
+        manifest = self._manifest(drafters, costs["costs"])
         (self.out / MANIFEST).write_text(json.dumps(manifest, indent=2))
         return manifest
-
-    def _check_preset(self) -> None:
-        """Finished stages are reused only by a build of the very same preset."""
-        record = self.stage_dir / "preset.json"
-        current = self.preset.model_dump(mode="json")
-        if record.is_file():
-            built = json.loads(record.read_text())
-            if built != current:
-                raise ValueError(f"{self.out} was built with another preset ({built.get('name')!r}, or different "
-                                 "settings): build into a new directory, or delete it to rebuild")
-            return
-        self.stage_dir.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps(current, indent=2))
 
     def _splits(self) -> dict[str, list[corpus_mod.Example]]:
         return {s: corpus_mod.load_split(self.out / "corpus" / f"{s}.jsonl") for s in corpus_mod.SPLITS}
@@ -135,45 +153,151 @@ class ZooBuilder:
         for task in p.families:
             for split, count in (("train", p.on_policy.prompts_per_task), ("validation", p.on_policy.heldout_prompts)):
                 prompts = [ex.prompt for ex in splits[split] if ex.task == task][:count]
-                data[f"{task}/{split}"] = generate_on_policy(
+                samples = generate_on_policy(
                     target, tok, prompts, p.on_policy.max_new_tokens, p.on_policy.temperature, batch_size=32,
                     max_prompt_tokens=p.max_prompt_tokens, seed=p.seed, desc=f"on-policy {task}/{split}")
+                data[f"{task}/{split}"] = [[s.prompt, s.continuation] for s in samples]
         (self.out / "on_policy.json").write_text(json.dumps(data))
-        return {"sequences": {k: len(v) for k, v in data.items()}}
+        return {"samples": {k: len(v) for k, v in data.items()}}
+
+    def _teacher(self) -> dict:
+        target, pad = self._load("target"), self._load_tokenizer().pad_token_id
+        data = json.loads((self.out / "on_policy.json").read_text())
+        caches = {}
+        for name, pairs in data.items():
+            caches[name] = TeacherCache.build(target, [Sample(*pair) for pair in pairs], pad, self.preset.teacher_top_k,
+                                              desc=f"teacher {name}")
+        torch.save({name: c.state() for name, c in caches.items()}, self.out / TEACHER_FILE)
+        return {"positions": {name: sum(len(s.continuation) for s in c.samples) for name, c in caches.items()}}
+
+    def _teachers(self, tasks: list[str], split: str) -> TeacherCache:
+        states = torch.load(self.out / TEACHER_FILE, weights_only=True)
+        return TeacherCache.merge([TeacherCache.from_state(states[f"{t}/{split}"]) for t in tasks])
 
     def _drafter(self, spec: DrafterSpec) -> dict:
         p = self.preset
         tasks = [spec.task] if spec.task else list(p.families)
-        examples = [ex for ex in self._splits()["train"] if ex.task in tasks]
-        data = json.loads((self.out / "on_policy.json").read_text())
-        train = [s for t in tasks for s in data[f"{t}/train"]]
-        heldout = [s for t in tasks for s in data[f"{t}/validation"]]
-        model = self._new_model(spec.arch, p.seed + 1)
-        pretrain(model, self._stream(examples), spec.pretrain.steps, spec.pretrain.batch_size, p.seq_len,
-                 spec.pretrain.lr, p.seed, desc=f"{spec.name} pretrain")
-        target, pad = self._load("target"), self._load_tokenizer().pad_token_id
-        before = heldout_divergence(model, target, heldout, pad, spec.divergence)
-        distill(model, target, train, spec.distill.steps, spec.distill.batch_size, spec.distill.lr,
-                spec.divergence, pad, p.seed, desc=f"{spec.name} distill")
-        after = heldout_divergence(model, target, heldout, pad, spec.divergence)
-        self._save(model, spec.name)
-        return {"name": spec.name, "kind": "model", "family": spec.arch.family, "params": _params(model),
-                "task": spec.task, "divergence": spec.divergence,
+        train, heldout = self._teachers(tasks, "train"), self._teachers(tasks, "validation")
+        info = {"task": spec.task, "divergence": spec.divergence}
+        if not spec.sized:
+            model, before = self._pretrained(spec, spec.candidates[0], heldout)
+            done_steps = 0
+        else:
+            trials = self._size(spec, tasks, heldout)
+            winner = max((t for t in trials if "speedup" in t), key=lambda t: t["speedup"])
+            winner["chosen"] = True
+            info["sizing"] = [{k: v for k, v in t.items() if not k.startswith("_")} for t in trials]
+            shutil.rmtree(self.out / ".sizing" / spec.name, ignore_errors=True)
+            name = f"{spec.name}-{winner['candidate']}"
+            if winner["candidate"] == NGRAM:
+                return {**info, "name": name, "kind": "ngram", "family": None, "params": 0}
+            model, before = winner["_model"], winner["heldout_divergence_before"]
+            done_steps = p.sizing.distill_steps
+        pad = self._load_tokenizer().pad_token_id
+        remaining = spec.distill.steps - done_steps
+        if remaining > 0:
+            distill(model, train, remaining, spec.distill.batch_size, spec.distill.lr, spec.divergence, pad,
+                    p.seed + done_steps, desc=f"{spec.name} distill")
+        after = heldout_divergence(model, heldout, pad, spec.divergence)
+        name = spec.name if not spec.sized else f"{spec.name}-{label(model_arch(model))}"
+        self._save(model, name)
+        return {**info, "name": name, "kind": "model", "family": model_arch(model).family, "params": _params(model),
+                "arch": model_arch(model).model_dump(),
                 "heldout_divergence_before": before, "heldout_divergence_after": after}
 
-    def _manifest(self, drafters: list[dict]) -> dict:
+    def _costs(self, drafters: list[dict]) -> dict:
+        """Every model drafter's decoding step against the target's, measured side by side."""
+        target = self._load("target")
+        costs = {}
+        for d in drafters:
+            if d["kind"] == "model":
+                cost = step_cost_ratio(self._load(d["name"]), target)
+                costs[d["name"]] = {"step_cost_ratio": cost["ratio"], "step_ms": cost["drafter_ms"],
+                                    "target_step_ms": cost["target_ms"]}
+                bound = self.preset.max_step_cost_ratio
+                if bound is not None and cost["ratio"] > bound:
+                    self.log(f"[zoo] warning: {d['name']} costs {cost['ratio']:.3f} of a target step, "
+                             f"above the preset's bound {bound:.3f}")
+        return {"costs": costs}
+
+    def _pretrained(self, spec: DrafterSpec, arch: ArchSpec, heldout: TeacherCache):
+        """A new drafter trained on its tasks' text, and its held-out divergence to the target."""
+        p = self.preset
+        tasks = [spec.task] if spec.task else list(p.families)
+        examples = [ex for ex in self._splits()["train"] if ex.task in tasks]
+        model = self._new_model(arch, p.seed + 1)
+        pretrain(model, self._stream(examples), spec.pretrain.steps, spec.pretrain.batch_size, p.seq_len,
+                 spec.pretrain.lr, p.seed, desc=f"{spec.name} {label(arch)} pretrain")
+        return model, heldout_divergence(model, heldout, self._load_tokenizer().pad_token_id, spec.divergence)
+
+    def _size(self, spec: DrafterSpec, tasks: list[str], heldout: TeacherCache) -> list[dict]:
+        """Trains every affordable candidate briefly and measures each through the engine."""
+        p = self.preset
+        train = self._teachers(tasks, "train")
+        pad = self._load_tokenizer().pad_token_id
+        trials, drafters = [], {}
+        target_model = self._load("target")
+        for candidate in spec.candidates:
+            trial = {"candidate": label(candidate)}
+            trials.append(trial)
+            if candidate == NGRAM:
+                drafters[trial["candidate"]] = create_drafter("ngram", {})
+                continue
+            ratio = step_cost_ratio(self._new_model(candidate, p.seed).eval(), target_model)["ratio"]
+            trial["step_cost_ratio"] = ratio
+            if p.max_step_cost_ratio is not None and ratio > p.max_step_cost_ratio:
+                trial["excluded"] = f"step cost {ratio:.3f} of the target's > {p.max_step_cost_ratio:.3f}"
+                continue
+            model, before = self._pretrained(spec, candidate, heldout)
+            distill(model, train, p.sizing.distill_steps, spec.distill.batch_size, spec.distill.lr, spec.divergence,
+                    pad, p.seed, desc=f"{spec.name} {trial['candidate']} trial distill")
+            path = self.out / ".sizing" / spec.name / trial["candidate"]
+            model.save_pretrained(path)
+            self._load_tokenizer().save_pretrained(path)
+            trial |= {"heldout_divergence_before": before, "_model": model}
+            drafters[trial["candidate"]] = create_drafter("model", {"path": path, "device": self.device})
+        if not drafters:
+            raise ValueError(f"drafter {spec.name!r}: no candidate fits the step cost bound {p.max_step_cost_ratio}")
+        target = TargetModel.from_dir(self.out / "target", device=self.device)
+        engines = {PLAIN: Engine(target), **{name: Engine(target, d) for name, d in drafters.items()}}
+        tok = self._load_tokenizer()
+        prompts = [tok.encode(ex.prompt) for ex in self._splits()["validation"] if ex.task in tasks][: p.sizing.prompts]
+        cells, mismatches = compare_engines(engines, prompts, p.sizing.max_new_tokens)
+        if mismatches:
+            raise RuntimeError(f"sizing {spec.name!r}: {mismatches} differ from plain decoding; this is a bug")
+        for trial in trials:
+            if trial["candidate"] in cells:
+                cell = cells[trial["candidate"]]
+                trial |= {"tau": cell["tau"], "tokens_per_s": cell["tokens_per_s"], "speedup": cell["speedup"]}
+        self.log(f"[zoo] sizing {spec.name}: " + ", ".join(
+            f"{t['candidate']} {t['speedup']:.2f}x (tau {t['tau']:.2f})" if "speedup" in t
+            else f"{t['candidate']} excluded" for t in trials))
+        return trials
+
+    def _manifest(self, drafters: list[dict], costs: dict[str, dict]) -> dict:
         corpus = self._done("corpus")
         target = self._done("target")
         return {
             "preset": self.preset.name,
             "seed": self.preset.seed,
             "tokenizer": "tokenizer",
-            "target": {"path": "target", "family": self.preset.target.family, "params": target["params"]},
-            "drafters": [{"path": d["name"], **{k: v for k, v in d.items() if k != "seconds"}} for d in drafters]
+            "target": {"path": "target", "family": self.preset.target.family, "params": target["params"],
+                       "arch": self.preset.target.model_dump()},
+            "drafters": [{"path": d["name"] if d["kind"] == "model" else None,
+                          **{k: v for k, v in d.items() if k not in ("seconds", "key")}, **costs.get(d["name"], {})}
+                         for d in drafters]
                         + [{"path": None, "name": "ngram", "kind": "ngram", "family": None, "params": 0, "task": None}],
             "corpus": {"files": {s: f"corpus/{f}" for s, f in corpus["files"].items()}, "counts": corpus["counts"],
                        "families": list(self.preset.families)},
         }
+
+
+def model_arch(model) -> ArchSpec:
+    """The ArchSpec a zoo model was built from, read back from its config."""
+    c = model.config
+    if c.model_type == "gpt2":
+        return ArchSpec(family="gpt2", hidden=c.n_embd, layers=c.n_layer, heads=c.n_head)
+    return ArchSpec(family="llama", hidden=c.hidden_size, layers=c.num_hidden_layers, heads=c.num_attention_heads)
 
 
 def _params(model) -> int:

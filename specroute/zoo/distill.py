@@ -9,8 +9,10 @@ prompts sampled from the target. `run_distill`:
    and splits them by seed into training and held-out prompts;
 3. loads the student from a model directory (it must share the target's vocabulary) or builds a
    new one from a JSON architecture file ({"family": "llama", "hidden": 128, "layers": 2, ...});
-4. has the target continue both sets of prompts, measures the held-out divergence, distills,
-   measures it again, and saves the student with the target's tokenizer plus `distill_report.json`.
+4. has the target continue both sets of prompts and keeps its top-k distributions where they
+   predict the continuations (`specroute.zoo.teacher`), measures the held-out divergence,
+   distils, measures it again, and saves the student with the target's tokenizer plus
+   `distill_report.json`.
 
 This module knows nothing about presets or the zoo's directory layout: the target is any causal
 LM directory that `AutoModelForCausalLM` loads. The training loops are `specroute.zoo.training`'s.
@@ -28,6 +30,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from specroute.zoo.divergence import DIVERGENCES
 from specroute.zoo.presets import ArchSpec
+from specroute.zoo.teacher import TeacherCache
 from specroute.zoo.training import distill, generate_on_policy, heldout_divergence
 from verifier_service.target import context_window, resolve_device
 
@@ -44,6 +47,7 @@ class DistillConfig(BaseModel):
     max_new_tokens: int = Field(64, ge=1, description="Length of the target's continuation of each prompt.")
     temperature: float = Field(0.7, ge=0, description="Sampling temperature of the continuations; 0 is greedy.")
     max_prompt_tokens: int = Field(192, ge=1, description="Prompts are truncated to this many tokens.")
+    teacher_top_k: int = Field(64, ge=1, description="Target log-probabilities kept per position; the rest of the mass is spread evenly.")
     heldout_fraction: float = Field(0.1, gt=0, le=0.5, description="Share of prompts held out to measure the divergence.")
     device: str = Field("auto", description="Torch device; 'auto' is cuda when available, else cpu.")
     seed: int = Field(0, description="Seeds the prompt split, sampling, the new student's weights and batches.")
@@ -159,18 +163,19 @@ def run_distill(target: Path, prompts: Path, student: str, out: Path, config: Di
     _check_context("the student", model, config)
 
     saved_padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    sequences = {}
+    pad = tokenizer.pad_token_id
+    caches = {}
     for split, chunk, seed in (("train", train_prompts, config.seed), ("held-out", heldout_prompts, config.seed + 1)):
-        sequences[split] = generate_on_policy(
-            teacher, tokenizer, chunk, config.max_new_tokens, config.temperature, config.batch_size,
-            config.max_prompt_tokens, seed, desc=f"on-policy {split}")
+        samples = generate_on_policy(teacher, tokenizer, chunk, config.max_new_tokens, config.temperature,
+                                     config.batch_size, config.max_prompt_tokens, seed, desc=f"on-policy {split}")
+        caches[split] = TeacherCache.build(teacher, samples, pad, config.teacher_top_k, config.batch_size,
+                                           desc=f"teacher {split}")
     tokenizer.padding_side = saved_padding_side
 
-    pad = tokenizer.pad_token_id
-    before = heldout_divergence(model, teacher, sequences["held-out"], pad, config.divergence, config.batch_size)
-    losses = distill(model, teacher, sequences["train"], config.steps, config.batch_size, config.lr,
-                     config.divergence, pad, config.seed)
-    after = heldout_divergence(model, teacher, sequences["held-out"], pad, config.divergence, config.batch_size)
+    before = heldout_divergence(model, caches["held-out"], pad, config.divergence, config.batch_size)
+    losses = distill(model, caches["train"], config.steps, config.batch_size, config.lr, config.divergence, pad,
+                     config.seed)
+    after = heldout_divergence(model, caches["held-out"], pad, config.divergence, config.batch_size)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -181,7 +186,7 @@ def run_distill(target: Path, prompts: Path, student: str, out: Path, config: Di
         "config": config.model_dump(mode="json"), "device": device,
         "num_prompts": len(prompt_list), "num_train_prompts": len(train_prompts),
         "num_heldout_prompts": len(heldout_prompts),
-        "num_train_tokens": sum(len(s) for s in sequences["train"]),
+        "num_distilled_positions": sum(len(s.continuation) for s in caches["train"].samples),
         "student_params": sum(p.numel() for p in model.parameters()),
         "final_loss": losses[-1],
         "heldout_divergence_before": before, "heldout_divergence_after": after,

@@ -18,14 +18,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from drafter_service.generation import GenerationStats
 from specroute.engine import Engine
+from specroute.measure import PLAIN, compare_engines
 from specroute.zoo.corpus import load_split
 from specroute.zoo.manifest import load_drafters, load_manifest
 from verifier_service.target import TargetModel
-
-PLAIN = "plain"
-
 
 def evaluate_zoo(zoo: Path, prompts_per_task: int, max_new_tokens: int, out: Path | None = None) -> dict:
     """Writes `eval.json` and `eval_tau.png` into `out` (default: the zoo); returns the results."""
@@ -39,34 +36,38 @@ def evaluate_zoo(zoo: Path, prompts_per_task: int, max_new_tokens: int, out: Pat
     prompts = {task: [target.tokenizer.encode(ex.prompt) for ex in tests if ex.task == task][:prompts_per_task]
                for task in tasks}
 
-    cells: dict[str, dict[str, dict]] = {task: {} for task in tasks}
+    cells: dict[str, dict[str, dict]] = {}
     mismatches = []
     with tqdm(total=sum(map(len, prompts.values())) * len(engines), desc="zoo eval") as bar:
         for task in tasks:
-            totals = {name: GenerationStats() for name in engines}
-            for ids in prompts[task]:
-                reference = None
-                for name, engine in engines.items():
-                    result = engine.generate(ids, max_new_tokens)
-                    reference = reference if reference is not None else result.token_ids
-                    if result.token_ids != reference:
-                        mismatches.append({"task": task, "drafter": name})
-                    totals[name].merge(result.stats)
-                    bar.update()
-            plain_rate = totals[PLAIN].tokens_per_s
-            for name, stats in totals.items():
-                cells[task][name] = {"tau": stats.tau, "acceptance_rate": stats.acceptance_rate,
-                                     "tokens_per_s": stats.tokens_per_s,
-                                     "speedup": stats.tokens_per_s / plain_rate if plain_rate else 0.0}
+            cells[task], wrong = compare_engines(engines, prompts[task], max_new_tokens, bar)
+            mismatches.extend({"task": task, "drafter": name} for name in wrong)
 
     results = {"zoo": str(zoo), "preset": manifest["preset"], "prompts_per_task": prompts_per_task,
                "max_new_tokens": max_new_tokens, "decoding": "greedy", "tasks": tasks,
-               "drafters": [n for n in engines if n != PLAIN], "cells": cells, "lossless_mismatches": mismatches}
+               "drafters": [n for n in engines if n != PLAIN], "cells": cells,
+               "specialists": specialist_gains(manifest, cells), "lossless_mismatches": mismatches}
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(results, indent=2))
     _heatmap(results, out / "eval_tau.png")
     print(matrix_table(results))
     return results
+
+
+def specialist_gains(manifest: dict, cells: dict[str, dict[str, dict]]) -> dict:
+    """Per task, its specialist's tau against the generic drafter's (the first model drafter with
+    no task), and the relative gain; with the mean gain over the tasks that have a specialist."""
+    generic = next((d["name"] for d in manifest["drafters"] if d["kind"] == "model" and not d["task"]), None)
+    per_task = {}
+    for task, row in cells.items():
+        specialist = next((d["name"] for d in manifest["drafters"] if d["task"] == task), None)
+        if generic is None or specialist is None:
+            continue
+        tau_s, tau_g = row[specialist]["tau"], row[generic]["tau"]
+        per_task[task] = {"specialist": specialist, "generic": generic, "tau_specialist": tau_s, "tau_generic": tau_g,
+                          "gain": tau_s / tau_g - 1 if tau_g else 0.0}
+    gains = [v["gain"] for v in per_task.values()]
+    return {"per_task": per_task, "mean_gain": sum(gains) / len(gains) if gains else None}
 
 
 def matrix_table(results: dict) -> str:
@@ -76,6 +77,12 @@ def matrix_table(results: dict) -> str:
     lines = [f"{'tau':<12}" + "".join(f"{d:>{width}}" for d in drafters)]
     for task in results["tasks"]:
         lines.append(f"{task:<12}" + "".join(f"{results['cells'][task][d]['tau']:>{width}.2f}" for d in drafters))
+    gains = results.get("specialists", {})
+    for task, g in gains.get("per_task", {}).items():
+        lines.append(f"{task}: specialist {g['specialist']} tau {g['tau_specialist']:.2f} vs {g['generic']} "
+                     f"{g['tau_generic']:.2f}: {g['gain']:+.1%}")
+    if gains.get("mean_gain") is not None:
+        lines.append(f"mean specialist gain over the generic drafter: {gains['mean_gain']:+.1%}")
     lines.append(f"(greedy, {results['prompts_per_task']} test prompts per task, {results['max_new_tokens']} new "
                  f"tokens; outputs identical to plain decoding: {not results['lossless_mismatches']})")
     return "\n".join(lines)

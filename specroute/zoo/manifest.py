@@ -33,8 +33,29 @@ def load_drafters(zoo: Path, manifest: dict) -> dict[str, Drafter]:
 
 
 def summary_table(manifest: dict) -> str:
-    rows = [f"{'model':<16} {'kind':<6} {'family':<6} {'params':>10}  task"]
-    rows.append(f"{'target':<16} {'target':<6} {manifest['target']['family']:<6} {manifest['target']['params']:>10,}  all")
+    """One row per model: kind, family, shape, parameters, task, step cost against the target's,
+    held-out divergence before -> after distillation; then how each sized drafter was chosen."""
+    rows = [f"{'model':<24} {'kind':<6} {'family':<6} {'shape':>7} {'params':>10}  {'task':<12} {'step cost':>9}  divergence"]
+    t = manifest["target"]
+    rows.append(f"{'target':<24} {'target':<6} {t['family']:<6} {_shape(t.get('arch')):>7} {t['params']:>10,}  {'all':<12}")
     for d in manifest["drafters"]:
-        rows.append(f"{d['name']:<16} {d['kind']:<6} {d['family'] or '-':<6} {d['params']:>10,}  {d['task'] or 'all'}")
+        cost = f"{d['step_cost_ratio']:.3f}" if "step_cost_ratio" in d else "-"
+        div = (f"{d['divergence']} {d['heldout_divergence_before']:.3f} -> {d['heldout_divergence_after']:.3f}"
+               if "heldout_divergence_after" in d else "-")
+        rows.append(f"{d['name']:<24} {d['kind']:<6} {d['family'] or '-':<6} {_shape(d.get('arch')):>7} "
+                    f"{d['params']:>10,}  {d['task'] or 'all':<12} {cost:>9}  {div}")
+    for d in manifest["drafters"]:
+        if "sizing" in d:
+            rows.append(f"sizing {d['task']}: " + ", ".join(_trial(t) for t in d["sizing"]))
     return "\n".join(rows)
+
+
+def _shape(arch: dict | None) -> str:
+    return f"{arch['hidden']}x{arch['layers']}" if arch else "-"
+
+
+def _trial(trial: dict) -> str:
+    if "excluded" in trial:
+        return f"{trial['candidate']} excluded ({trial['excluded']})"
+    chosen = " <- chosen" if trial.get("chosen") else ""
+    return f"{trial['candidate']} {trial['speedup']:.2f}x tau {trial['tau']:.2f}{chosen}"

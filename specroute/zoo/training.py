@@ -4,8 +4,8 @@
 - `generate_on_policy`: continuations of task prompts sampled from a model (DistillSpec's
   on-policy data: from the drafter or the target).
 - `distill`: trains a drafter to minimise a divergence (`specroute.zoo.divergence`) between the
-  target's and its own next-token distributions on those sequences, the target's logits computed
-  on the fly (Zhou et al., 2024).
+  target's and its own next-token distributions where they predict those continuations (Zhou et
+  al., 2024); the target's side comes from a `specroute.zoo.teacher.TeacherCache`.
 
 Each loop shows a progress bar and uses AdamW with warmup and cosine decay. This module knows
 nothing about presets, files or which task the data came from.
@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from specroute.zoo.divergence import DIVERGENCES
+from specroute.zoo.teacher import Sample, TeacherCache, logits_at, pad_batch
 
 
 def _schedule(optimizer: torch.optim.Optimizer, steps: int, warmup: int):
@@ -69,10 +70,10 @@ def pretrain(model, tokens: list[int], steps: int, batch_size: int, seq_len: int
 
 @torch.no_grad()
 def generate_on_policy(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float,
-                       batch_size: int, max_prompt_tokens: int, seed: int, desc: str = "on-policy data") -> list[list[int]]:
-    """Prompt + sampled continuation ids, one list per prompt (padding removed)."""
+                       batch_size: int, max_prompt_tokens: int, seed: int, desc: str = "on-policy data") -> list[Sample]:
+    """One sample per prompt: its ids and the sampled continuation (padding removed)."""
     torch.manual_seed(seed)
-    sequences = []
+    samples = []
     for i in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
         chunk = prompts[i: i + batch_size]
         enc = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True,
@@ -86,55 +87,41 @@ def generate_on_policy(model, tokenizer, prompts: list[str], max_new_tokens: int
             # Finished rows are padded with the end-of-text token: keep the first one only.
             if tokenizer.pad_token_id in continuation:
                 continuation = continuation[: continuation.index(tokenizer.pad_token_id) + 1]
-            sequences.append(prompt + continuation)
-    return sequences
+            samples.append(Sample(prompt, continuation))
+    return samples
 
 
-def _pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids [B, T] and a mask [B, T] of real positions."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.bool)
-    for i, s in enumerate(sequences):
-        ids[i, : len(s)] = torch.tensor(s)
-        mask[i, : len(s)] = True
-    return ids, mask
+def _divergence_on(student, teacher: TeacherCache, indices: list[int], pad_id: int, divergence: str) -> torch.Tensor:
+    """Mean per-position divergence(target, drafter) over the samples' predicting positions."""
+    ids, attention, predicting = (t.to(student.device) for t in pad_batch([teacher.samples[i] for i in indices], pad_id))
+    target_logprobs = teacher.dense(indices).to(student.device)  # [N, V]
+    drafter_logits = logits_at(student, ids, attention, predicting)  # [N, V]
+    return DIVERGENCES[divergence](target_logprobs, drafter_logits).mean()
 
 
-def _divergence_on(student, teacher, sequences: list[list[int]], pad_id: int, divergence: str) -> torch.Tensor:
-    ids, mask = _pad(sequences, pad_id)
-    ids, mask = ids.to(student.device), mask.to(student.device)
-    with torch.no_grad():
-        target_logits = teacher(input_ids=ids, attention_mask=mask.long()).logits  # [B, T, V]
-    drafter_logits = student(input_ids=ids, attention_mask=mask.long()).logits  # [B, T, V]
-    per_position = DIVERGENCES[divergence](target_logits, drafter_logits)  # [B, T]
-    return (per_position * mask).sum() / mask.sum()
-
-
-def distill(student, teacher, sequences: list[list[int]], steps: int, batch_size: int, lr: float,
-            divergence: str, pad_id: int, seed: int, desc: str = "distill") -> list[float]:
-    """Minimises divergence(target, drafter) over the sequences; returns the loss per step."""
+def distill(student, teacher: TeacherCache, steps: int, batch_size: int, lr: float, divergence: str, pad_id: int,
+            seed: int, desc: str = "distill") -> list[float]:
+    """Minimises divergence(target, drafter) over the teacher's samples; returns the loss per step."""
     if divergence not in DIVERGENCES:
         raise ValueError(f"unknown divergence {divergence!r}; known: {sorted(DIVERGENCES)}")
     rng = random.Random(seed)
     opt = _Optimizer(student, lr, steps)
-    teacher.eval()
     student.train()
     bar = tqdm(range(steps), desc=desc, leave=False)
     for _ in bar:
-        batch = rng.sample(sequences, min(batch_size, len(sequences)))
+        batch = rng.sample(range(len(teacher)), min(batch_size, len(teacher)))
         opt.step(_divergence_on(student, teacher, batch, pad_id, divergence), bar)
     student.eval()
     return opt.losses
 
 
 @torch.no_grad()
-def heldout_divergence(student, teacher, sequences: list[list[int]], pad_id: int, divergence: str,
-                       batch_size: int = 16) -> float:
-    """Mean per-token divergence on held-out sequences."""
+def heldout_divergence(student, teacher: TeacherCache, pad_id: int, divergence: str, batch_size: int = 16) -> float:
+    """Mean per-position divergence on held-out samples."""
     total, count = 0.0, 0
-    for i in range(0, len(sequences), batch_size):
-        chunk = sequences[i: i + batch_size]
-        total += float(_divergence_on(student, teacher, chunk, pad_id, divergence)) * len(chunk)
-        count += len(chunk)
+    for i in range(0, len(teacher), batch_size):
+        indices = list(range(i, min(len(teacher), i + batch_size)))
+        positions = sum(len(teacher.samples[j].continuation) for j in indices)
+        total += float(_divergence_on(student, teacher, indices, pad_id, divergence)) * positions
+        count += positions
     return total / max(1, count)

@@ -11,7 +11,7 @@ def test_engine_bench_writes_results(built_zoo, tmp_path):
     for name in ("engine.md", "engine.json", "engine.png"):
         assert (tmp_path / name).is_file()
     table = json.loads((tmp_path / "engine.json").read_text())["results"]["all"]
-    assert set(table) == {"plain", "hf_plain", "hf_assisted", "chain", "tree", "ngram"}
+    assert set(table) == {"plain", "hf_plain", "hf_assisted", "chain", "tree", "ngram", "specialist"}
     assert all(row["lossless"] for row in table.values())
     assert table["plain"]["speedup"] == 1.0
     assert results["setup"]["zoo_preset"] == "tiny"

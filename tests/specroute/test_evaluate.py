@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from specroute.cli import main
 
 
@@ -20,3 +22,18 @@ def test_zoo_eval_writes_the_matrix(built_zoo, tmp_path, capsys):
     assert results["lossless_mismatches"] == []
     out = capsys.readouterr().out
     assert "generic-llama" in out and "identical to plain decoding: True" in out
+    assert "mean specialist gain over the generic drafter" in out
+    assert set(results["specialists"]["per_task"]) == set(ALL_FAMILIES)
+
+
+def test_specialist_gains_compare_each_task_specialist_with_the_generic_drafter():
+    from specroute.zoo.evaluate import specialist_gains
+    manifest = {"drafters": [{"name": "g", "kind": "model", "task": None}, {"name": "ngram", "kind": "ngram", "task": None},
+                             {"name": "a-x", "kind": "model", "task": "a"}, {"name": "b-ngram", "kind": "ngram", "task": "b"}]}
+    cells = {"a": {"g": {"tau": 2.0}, "a-x": {"tau": 2.5}, "ngram": {"tau": 1.0}, "b-ngram": {"tau": 1.0}},
+             "b": {"g": {"tau": 4.0}, "a-x": {"tau": 3.0}, "ngram": {"tau": 3.0}, "b-ngram": {"tau": 3.0}}}
+    gains = specialist_gains(manifest, cells)
+    assert gains["per_task"]["a"]["gain"] == pytest.approx(0.25)
+    assert gains["per_task"]["b"] == {"specialist": "b-ngram", "generic": "g", "tau_specialist": 3.0,
+                                      "tau_generic": 4.0, "gain": pytest.approx(-0.25)}
+    assert gains["mean_gain"] == pytest.approx(0.0)

@@ -2,6 +2,7 @@
 disjoint splits, and distillation lowers the divergence to the target on held-out data."""
 
 import json
+import shutil
 
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -68,9 +69,23 @@ def test_prompts_end_at_a_token_boundary():
         assert ex.continuation.strip()
 
 
-def test_a_zoo_refuses_another_preset(built_zoo):
-    with pytest.raises(ValueError, match="another preset"):
-        build_zoo("demo", built_zoo)
+def test_a_changed_stage_is_redone_and_nothing_before_it(built_zoo, tmp_path):
+    """Stages are keyed by the settings they use: editing one drafter's spec redoes that drafter
+    (and the cost measurement that follows every drafter); the corpus, tokenizer, target,
+    on-policy data, teacher and other drafters are reused."""
+    from specroute.zoo.build import ZooBuilder
+    from specroute.zoo.presets import TINY, TrainSpec
+    zoo = tmp_path / "zoo"
+    shutil.copytree(built_zoo, zoo)
+    before = {p.name: json.loads(p.read_text()) for p in (zoo / ".stages").glob("*.json")}
+    changed = TINY.drafters[0].model_copy(update={"distill": TrainSpec(steps=5, lr=3e-3)})
+    preset = TINY.model_copy(update={"drafters": (changed, *TINY.drafters[1:])})
+    logs = []
+    ZooBuilder(preset, zoo, log=logs.append).build()
+    after = {p.name: json.loads(p.read_text()) for p in (zoo / ".stages").glob("*.json")}
+    redone = {name for name in before if after[name] != before[name]}
+    assert redone == {f"drafter-{changed.name}.json", "costs.json"}
+    assert sum("skipped" in line for line in logs) == len(before) - 2
 
 
 def test_all_six_families_build_deterministic_disjoint_splits():
@@ -87,9 +102,48 @@ def test_all_six_families_build_deterministic_disjoint_splits():
     assert all(ex.prompt == ex.prompt.rstrip() for split in a.values() for ex in split)
 
 
-def test_every_task_has_a_distilled_specialist(built_zoo):
+def test_every_task_has_a_specialist(built_zoo):
     manifest = load_manifest(built_zoo)
-    specialists = {d["task"]: d for d in manifest["drafters"] if d["kind"] == "model" and d["task"]}
+    specialists = {d["task"]: d for d in manifest["drafters"] if d["task"]}
     assert set(specialists) == set(manifest["corpus"]["families"])
-    assert {d["family"] for d in specialists.values()} == {"llama", "gpt2"}
-    assert {d["divergence"] for d in specialists.values()} == {"forward_kl", "reverse_kl", "tv"}
+    models = [d for d in specialists.values() if d["kind"] == "model"]
+    assert {d["family"] for d in models} == {"llama", "gpt2"}
+    assert {d["divergence"] for d in models} == {"forward_kl", "reverse_kl", "tv"}
+
+
+def test_sized_drafters_are_the_fastest_measured_candidate(built_zoo):
+    """Sizing trains every candidate briefly, measures each through the engine beside plain
+    decoding, and keeps the fastest; its name says which one won."""
+    sized = {d["task"]: d for d in load_manifest(built_zoo)["drafters"] if "sizing" in d}
+    assert set(sized) == {"code", "extraction"}
+    for task, drafter in sized.items():
+        trials = drafter["sizing"]
+        assert [t["candidate"] for t in trials] == (["llama-32x1", "llama-32x2"] if task == "code"
+                                                    else ["llama-32x1", "ngram"])
+        for trial in trials:
+            assert trial["tau"] >= 1.0 and trial["tokens_per_s"] > 0 and trial["speedup"] > 0
+        chosen = max(trials, key=lambda t: t["speedup"])
+        assert [t for t in trials if t.get("chosen")] == [chosen]
+        assert drafter["name"] == f"{task}-{chosen['candidate']}"
+        assert drafter["kind"] == ("ngram" if chosen["candidate"] == "ngram" else "model")
+    assert not (built_zoo / ".sizing" / "code").exists()  # the losers are not kept
+
+
+def test_model_drafters_record_their_measured_step_cost(built_zoo):
+    """Measured side by side with the target in the `costs` stage (a ratio, not two timings)."""
+    manifest = load_manifest(built_zoo)
+    costs = json.loads((built_zoo / ".stages" / "costs.json").read_text())["costs"]
+    for drafter in manifest["drafters"]:
+        if drafter["kind"] == "model":
+            assert drafter["step_ms"] > 0 and drafter["target_step_ms"] > 0 and drafter["step_cost_ratio"] > 0
+            assert costs[drafter["name"]]["step_cost_ratio"] == drafter["step_cost_ratio"]
+            assert set(drafter["arch"]) >= {"family", "hidden", "layers"}
+
+
+def test_summary_table_shows_every_model_and_the_sizing(built_zoo):
+    from specroute.zoo.manifest import summary_table
+    manifest = load_manifest(built_zoo)
+    table = summary_table(manifest)
+    for drafter in manifest["drafters"]:
+        assert drafter["name"] in table
+    assert "sizing code:" in table and "<- chosen" in table
