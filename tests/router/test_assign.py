@@ -1,0 +1,58 @@
+"""Drafter assignment on the tiny zoo, and the `specroute tasks` commands end to end (detect from
+a prompt file or from Redis's query log, assign, route)."""
+
+import json
+
+from router.assign import RoutingTable, assign_drafters, zoo_drafters
+from router.detect import load_tasks
+from router.stats import RequestRecord, RoutingStats
+from specroute.cli import main
+
+
+def test_assignment_picks_the_fastest_measured_drafter_per_task(built_zoo, tasks_dir, tmp_path):
+    tasks = load_tasks(tasks_dir)
+    target, drafters, generic = zoo_drafters(built_zoo)
+    assert generic == "generic-llama"
+    table = assign_drafters(tasks.samples(), target, drafters, generic, tasks.version, prompts_per_task=1,
+                            max_new_tokens=6, device="cpu")
+    assert set(table.table) == set(tasks.names)
+    names = {d.name for d in drafters}
+    for task, drafter in table.table.items():
+        assert set(table.matrix[task]) == names | {"plain"}
+        ranked = table.eligible[task]
+        assert ranked[0] == drafter and set(ranked) == names
+        speedups = [table.matrix[task][d]["speedup"] for d in ranked]
+        assert speedups == sorted(speedups, reverse=True)
+    table.save(tmp_path / "routing.json")
+    assert RoutingTable.load(tmp_path) == table
+
+
+def test_tasks_commands_end_to_end(built_zoo, tmp_path, capsys, redis_url):
+    out = tmp_path / "tasks"
+    assert main(["tasks", "detect", "--prompts", str(built_zoo / "corpus" / "train.jsonl"), "--out", str(out),
+                 "--k-max", "8"]) == 0
+    assert "tasks in" in capsys.readouterr().out
+    assert main(["tasks", "assign", "--tasks", str(out), "--zoo", str(built_zoo), "--prompts", "1",
+                 "--max-new-tokens", "4", "--device", "cpu"]) == 0
+    assert (out / "routing.json").is_file()
+    capsys.readouterr()
+    assert main(["tasks", "route", "--tasks", str(out), "--prompt", "def parse(self, text):",
+                 "--redis-url", redis_url]) == 0
+    decision = json.loads(capsys.readouterr().out)
+    assert decision["source"] in ("classifier", "low-confidence") and decision["drafter"]
+    assert main(["tasks", "route", "--tasks", str(out), "--prompt", "x", "--drafter", "nope"]) == 2
+    assert "unknown drafter 'nope'" in capsys.readouterr().err
+
+    # Re-detection on served traffic: the query log in Redis.
+    stats = RoutingStats(redis_url)
+    lines = (built_zoo / "corpus" / "train.jsonl").read_text().splitlines()[:400]
+    for line in lines:
+        stats.record(RequestRecord("t", "d", 2.0, 10, 5, 0.1, json.loads(line)["prompt"]))
+    again = tmp_path / "again"
+    assert main(["tasks", "detect", "--from-redis", redis_url, "--out", str(again), "--k-max", "6"]) == 0
+    assert load_tasks(again).meta["num_prompts"] == 400
+
+
+def test_tasks_detect_needs_exactly_one_source(tmp_path, capsys):
+    assert main(["tasks", "detect", "--out", str(tmp_path)]) == 2
+    assert "exactly one of --prompts" in capsys.readouterr().err
