@@ -140,7 +140,7 @@ class RoutingStats:
         recent = f"{p}:recent:{r.task}:{r.drafter}"
         pipe.lpush(recent, r.reward)
         pipe.ltrim(recent, 0, self.recent - 1)
-        entry = {k: v for k, v in asdict(r).items()}
+        entry = asdict(r)
         entry["prompt"] = r.prompt[:MAX_LOGGED_PROMPT_CHARS]
         entry["time"] = time.time()
         pipe.xadd(f"{p}:log", {k: str(v) for k, v in entry.items()}, maxlen=self.log_cap, approximate=True)

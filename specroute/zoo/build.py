@@ -179,6 +179,7 @@ class ZooBuilder:
         tasks = [spec.task] if spec.task else list(p.families)
         train, heldout = self._teachers(tasks, "train"), self._teachers(tasks, "validation")
         info = {"task": spec.task, "divergence": spec.divergence}
+        name = spec.name
         if not spec.sized:
             model, before = self._pretrained(spec, spec.candidates[0], heldout)
             done_steps = 0
@@ -199,10 +200,10 @@ class ZooBuilder:
             distill(model, train, remaining, spec.distill.batch_size, spec.distill.lr, spec.divergence, pad,
                     p.seed + done_steps, desc=f"{spec.name} distill")
         after = heldout_divergence(model, heldout, pad, spec.divergence)
-        name = spec.name if not spec.sized else f"{spec.name}-{label(model_arch(model))}"
         self._save(model, name)
-        return {**info, "name": name, "kind": "model", "family": model_arch(model).family, "params": _params(model),
-                "arch": model_arch(model).model_dump(),
+        arch = model_arch(model)
+        return {**info, "name": name, "kind": "model", "family": arch.family, "params": _params(model),
+                "arch": arch.model_dump(),
                 "heldout_divergence_before": before, "heldout_divergence_after": after}
 
     def _costs(self, drafters: list[dict]) -> dict:
