@@ -24,10 +24,7 @@ shapes below were chosen, so the benchmark's test prompts play no part in tuning
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,12 +32,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from bench.common import load_zoo, provenance
 from drafter_service.base import create_drafter
 from drafter_service.generation import GenerationStats
 from specroute.engine import Engine
-from specroute.zoo.build import build_zoo
-from specroute.zoo.manifest import load_manifest
 from specroute.zoo.corpus import load_split
+from specroute.zoo.manifest import drafter_options
 from verifier_service.target import TargetModel
 
 GENERIC_DRAFTER = "generic-llama"
@@ -89,8 +86,8 @@ def _specialists(zoo: Path, manifest: dict, target: TargetModel, chain: dict) ->
     methods = {}
     for d in manifest["drafters"]:
         if d["task"] and d["task"] not in methods:
-            drafter = (create_drafter("model", {"path": zoo / d["path"], **chain}) if d["kind"] == "model"
-                       else create_drafter(d["kind"], {}))
+            shape = chain if d["kind"] == "model" else {}
+            drafter = create_drafter(d["kind"], {**drafter_options(zoo, d), **shape})
             methods[d["task"]] = _engine_method(Engine(target, drafter))
     return methods if set(methods) == set(manifest["corpus"]["families"]) else {}
 
@@ -105,18 +102,9 @@ def _prompts(zoo: Path, manifest: dict, tokenizer, per_task: int, max_prompt_tok
     return prompts
 
 
-def _load(zoo: Path, preset: str) -> tuple[dict, TargetModel]:
-    if not (zoo / "manifest.json").is_file():
-        print(f"[bench] no zoo at {zoo}: building preset {preset!r} first")
-        build_zoo(preset, zoo)
-    torch.set_num_threads(2)
-    manifest = load_manifest(zoo)
-    return manifest, TargetModel.from_dir(zoo / manifest["target"]["path"])
-
-
 def run_engine_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_tokens: int, repeats: int,
                      out: Path, chain: dict = CHAIN, tree: dict = TREE, max_prompt_tokens: int = 192) -> dict:
-    manifest, target = _load(zoo, preset)
+    manifest, target = load_zoo(zoo, preset)
     drafter_dir = zoo / GENERIC_DRAFTER
     chain_drafter = create_drafter("model", {"path": drafter_dir, **chain})
     eos = target.tokenizer.eos_token_id
@@ -147,7 +135,7 @@ def run_engine_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_toke
 def run_tree_sweep(zoo: Path, preset: str, prompts_per_task: int, max_new_tokens: int, repeats: int,
                    out: Path, grid=SWEEP_GRID, max_prompt_tokens: int = 192) -> dict:
     """Tree shapes of the generic model drafter on validation prompts (how defaults are chosen)."""
-    manifest, target = _load(zoo, preset)
+    manifest, target = load_zoo(zoo, preset)
     methods = {"plain": _engine_method(Engine(target))}
     for top_k, depth, nodes in grid:
         spec = {"path": zoo / GENERIC_DRAFTER, "top_k": top_k, "max_depth": depth, "max_nodes": nodes}
@@ -198,10 +186,7 @@ def _for_task(method, task: str):
 
 def _setup(zoo: Path, manifest: dict, prompts_per_task: int, max_new_tokens: int, repeats: int, extra: dict) -> dict:
     return {
-        "command": "specroute " + " ".join(sys.argv[1:]) if sys.argv[1:3] == ["bench", "engine"]
-                   else f"specroute bench engine --zoo {zoo}",
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
-        "python": platform.python_version(), "torch": torch.__version__,
+        **provenance("engine", zoo),
         "zoo_preset": manifest["preset"], "target_params": manifest["target"]["params"],
         "drafter": GENERIC_DRAFTER, "drafter_params": next(d["params"] for d in manifest["drafters"]
                                                            if d["name"] == GENERIC_DRAFTER),

@@ -21,11 +21,8 @@ Writes `router.md`, `router.json` and `router.png` under the output directory.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -33,7 +30,7 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 from tqdm.auto import tqdm
 
-from bench.engine import _load
+from bench.common import load_zoo, provenance
 from router.assign import assign_drafters, zoo_drafters
 from router.detect import detect_tasks, load_tasks, save_tasks
 from router.router import Router, RouterConfig
@@ -46,7 +43,7 @@ GOALS = {"ari": 0.9, "accuracy": 0.95, "routed_over_generic": 1.2, "routed_over_
 
 def run_router_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_tokens: int, out: Path,
                      detect_prompts: int = 4000, seed: int = 0, threshold: float = 0.5) -> dict:
-    manifest, target = _load(zoo, preset)
+    manifest, target = load_zoo(zoo, preset)
     files = manifest["corpus"]["files"]
     train, validation, test = (load_split(zoo / files[s]) for s in ("train", "validation", "test"))
     families = manifest["corpus"]["families"]
@@ -105,10 +102,7 @@ def run_router_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_toke
 
     results = {
         "setup": {
-            "command": "specroute " + " ".join(sys.argv[1:]) if sys.argv[1:3] == ["bench", "router"]
-                       else f"specroute bench router --zoo {zoo}",
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
-            "python": platform.python_version(), "torch": torch.__version__, "zoo_preset": manifest["preset"],
+            **provenance("router", zoo), "zoo_preset": manifest["preset"],
             "detect_prompts": len(sample), "test_prompts_classified": len(test), "prompts_per_task": prompts_per_task,
             "max_new_tokens": max_new_tokens, "confidence_threshold": threshold, "seed": seed},
         "detection": {"k": len(detection.tasks), "merge_gap": detection.meta["merge_gap"],

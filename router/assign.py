@@ -43,15 +43,13 @@ class DrafterRef:
         return {"kind": self.kind, "options": {k: str(v) for k, v in self.options.items()}}
 
 
-def zoo_drafters(zoo: Path) -> tuple[Path, list[DrafterRef], str]:
-    """(target dir, every drafter of a built zoo, the generic drafter's name)."""
-    from specroute.zoo.manifest import load_manifest
+def zoo_drafters(zoo: Path) -> tuple[Path, list[DrafterRef], str | None]:
+    """(target dir, every drafter of a built zoo, the generic drafter's name if it has one)."""
+    from specroute.zoo.manifest import drafter_options, generic_drafter, load_manifest
     zoo = Path(zoo)
     manifest = load_manifest(zoo)
-    refs = [DrafterRef(d["name"], d["kind"], {"path": zoo / d["path"]} if d["kind"] == "model" else {})
-            for d in manifest["drafters"]]
-    generic = next(d["name"] for d in manifest["drafters"] if d["kind"] == "model" and not d["task"])
-    return zoo / manifest["target"]["path"], refs, generic
+    refs = [DrafterRef(d["name"], d["kind"], drafter_options(zoo, d)) for d in manifest["drafters"]]
+    return zoo / manifest["target"]["path"], refs, generic_drafter(manifest)
 
 
 @dataclass
@@ -83,11 +81,13 @@ class RoutingTable:
         return cls(**data)
 
 
-def assign_drafters(samples: dict[str, list[str]], target_dir: Path, drafters: list[DrafterRef], default: str,
+def assign_drafters(samples: dict[str, list[str]], target_dir: Path, drafters: list[DrafterRef], default: str | None,
                     tasks_version: str, prompts_per_task: int = 8, max_new_tokens: int = 64,
                     device: str = "auto") -> RoutingTable:
     """Measures every drafter on every task's sample prompts; the fastest per task wins."""
     names = [d.name for d in drafters]
+    if default is None:
+        raise ValueError("no default drafter for unsure prompts: name one (--default)")
     if default not in names:
         raise ValueError(f"default drafter {default!r} is not among the drafters {names}")
     target = TargetModel.from_dir(target_dir, device=device)

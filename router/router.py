@@ -59,10 +59,6 @@ class Router:
         self._rng = random.Random(config.seed)
         self._rng_lock = threading.Lock()
 
-    @property
-    def drafters(self) -> list[str]:
-        return list(self.table.drafters)
-
     def route(self, prompt: str, task: str | None = None, drafter: str | None = None) -> RouteDecision:
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("the prompt is empty")

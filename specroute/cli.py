@@ -143,7 +143,7 @@ def _tasks_assign(args: argparse.Namespace) -> int:
             target, drafters, default = zoo_drafters(Path(args.zoo))
         elif args.target and args.drafter:
             target, drafters = Path(args.target), [_drafter_ref(DrafterRef, spec) for spec in args.drafter]
-            default = args.default or drafters[0].name
+            default = drafters[0].name
         else:
             return _fail("give --zoo DIR, or --target DIR with one --drafter NAME=DIR|ngram per drafter")
         table = assign_drafters(tasks.samples(), target, drafters, args.default or default, tasks.version,

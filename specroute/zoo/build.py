@@ -170,21 +170,26 @@ class ZooBuilder:
         torch.save({name: c.state() for name, c in caches.items()}, self.out / TEACHER_FILE)
         return {"positions": {name: sum(len(s.continuation) for s in c.samples) for name, c in caches.items()}}
 
-    def _teachers(self, tasks: list[str], split: str) -> TeacherCache:
+    def _teachers(self, tasks: list[str]) -> tuple[TeacherCache, TeacherCache]:
+        """(training, held-out) teacher caches of these tasks, from one read of the teacher file."""
         states = torch.load(self.out / TEACHER_FILE, weights_only=True)
-        return TeacherCache.merge([TeacherCache.from_state(states[f"{t}/{split}"]) for t in tasks])
+        return tuple(TeacherCache.merge([TeacherCache.from_state(states[f"{t}/{split}"]) for t in tasks])
+                     for split in ("train", "validation"))
+
+    def _tasks_of(self, spec: DrafterSpec) -> list[str]:
+        return [spec.task] if spec.task else list(self.preset.families)
 
     def _drafter(self, spec: DrafterSpec) -> dict:
         p = self.preset
-        tasks = [spec.task] if spec.task else list(p.families)
-        train, heldout = self._teachers(tasks, "train"), self._teachers(tasks, "validation")
+        tasks = self._tasks_of(spec)
+        train, heldout = self._teachers(tasks)
         info = {"task": spec.task, "divergence": spec.divergence}
         name = spec.name
         if not spec.sized:
             model, before = self._pretrained(spec, spec.candidates[0], heldout)
             done_steps = 0
         else:
-            trials = self._size(spec, tasks, heldout)
+            trials = self._size(spec, tasks, train, heldout)
             winner = max((t for t in trials if "speedup" in t), key=lambda t: t["speedup"])
             winner["chosen"] = True
             info["sizing"] = [{k: v for k, v in t.items() if not k.startswith("_")} for t in trials]
@@ -224,27 +229,26 @@ class ZooBuilder:
     def _pretrained(self, spec: DrafterSpec, arch: ArchSpec, heldout: TeacherCache):
         """A new drafter trained on its tasks' text, and its held-out divergence to the target."""
         p = self.preset
-        tasks = [spec.task] if spec.task else list(p.families)
+        tasks = self._tasks_of(spec)
         examples = [ex for ex in self._splits()["train"] if ex.task in tasks]
         model = self._new_model(arch, p.seed + 1)
         pretrain(model, self._stream(examples), spec.pretrain.steps, spec.pretrain.batch_size, p.seq_len,
                  spec.pretrain.lr, p.seed, desc=f"{spec.name} {label(arch)} pretrain")
         return model, heldout_divergence(model, heldout, self._load_tokenizer().pad_token_id, spec.divergence)
 
-    def _size(self, spec: DrafterSpec, tasks: list[str], heldout: TeacherCache) -> list[dict]:
+    def _size(self, spec: DrafterSpec, tasks: list[str], train: TeacherCache, heldout: TeacherCache) -> list[dict]:
         """Trains every affordable candidate briefly and measures each through the engine."""
         p = self.preset
-        train = self._teachers(tasks, "train")
         pad = self._load_tokenizer().pad_token_id
         trials, drafters = [], {}
-        target_model = self._load("target")
+        target = TargetModel.from_dir(self.out / "target", device=self.device)
         for candidate in spec.candidates:
             trial = {"candidate": label(candidate)}
             trials.append(trial)
             if candidate == NGRAM:
                 drafters[trial["candidate"]] = create_drafter("ngram", {})
                 continue
-            ratio = step_cost_ratio(self._new_model(candidate, p.seed).eval(), target_model)["ratio"]
+            ratio = step_cost_ratio(self._new_model(candidate, p.seed).eval(), target.model)["ratio"]
             trial["step_cost_ratio"] = ratio
             if p.max_step_cost_ratio is not None and ratio > p.max_step_cost_ratio:
                 trial["excluded"] = f"step cost {ratio:.3f} of the target's > {p.max_step_cost_ratio:.3f}"
@@ -259,7 +263,6 @@ class ZooBuilder:
             drafters[trial["candidate"]] = create_drafter("model", {"path": path, "device": self.device})
         if not drafters:
             raise ValueError(f"drafter {spec.name!r}: no candidate fits the step cost bound {p.max_step_cost_ratio}")
-        target = TargetModel.from_dir(self.out / "target", device=self.device)
         engines = {PLAIN: Engine(target), **{name: Engine(target, d) for name, d in drafters.items()}}
         tok = self._load_tokenizer()
         prompts = [tok.encode(ex.prompt) for ex in self._splits()["validation"] if ex.task in tasks][: p.sizing.prompts]

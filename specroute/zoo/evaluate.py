@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from specroute.engine import Engine
 from specroute.measure import PLAIN, compare_engines
 from specroute.zoo.corpus import load_split
-from specroute.zoo.manifest import load_drafters, load_manifest
+from specroute.zoo.manifest import generic_drafter, load_drafters, load_manifest
 from verifier_service.target import TargetModel
 
 def evaluate_zoo(zoo: Path, prompts_per_task: int, max_new_tokens: int, out: Path | None = None) -> dict:
@@ -57,7 +57,7 @@ def evaluate_zoo(zoo: Path, prompts_per_task: int, max_new_tokens: int, out: Pat
 def specialist_gains(manifest: dict, cells: dict[str, dict[str, dict]]) -> dict:
     """Per task, its specialist's tau against the generic drafter's (the first model drafter with
     no task), and the relative gain; with the mean gain over the tasks that have a specialist."""
-    generic = next((d["name"] for d in manifest["drafters"] if d["kind"] == "model" and not d["task"]), None)
+    generic = generic_drafter(manifest)
     per_task = {}
     for task, row in cells.items():
         specialist = next((d["name"] for d in manifest["drafters"] if d["task"] == task), None)

@@ -21,15 +21,19 @@ def load_manifest(zoo: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def drafter_options(zoo: Path, entry: dict) -> dict:
+    """Settings for `create_drafter(entry["kind"], ...)`: where a model drafter's weights are."""
+    return {"path": Path(zoo) / entry["path"]} if entry["kind"] == "model" else {}
+
+
+def generic_drafter(manifest: dict) -> str | None:
+    """The name of the generic drafter: the first model drafter specialised for no task."""
+    return next((d["name"] for d in manifest["drafters"] if d["kind"] == "model" and not d["task"]), None)
+
+
 def load_drafters(zoo: Path, manifest: dict) -> dict[str, Drafter]:
     """Every drafter the manifest names, by name, with its kind's default settings."""
-    drafters: dict[str, Drafter] = {}
-    for entry in manifest["drafters"]:
-        if entry["kind"] == "model":
-            drafters[entry["name"]] = create_drafter("model", {"path": Path(zoo) / entry["path"]})
-        else:
-            drafters[entry["name"]] = create_drafter(entry["kind"], {})
-    return drafters
+    return {e["name"]: create_drafter(e["kind"], drafter_options(zoo, e)) for e in manifest["drafters"]}
 
 
 def summary_table(manifest: dict) -> str:

@@ -4,7 +4,6 @@ disjoint splits, and distillation lowers the divergence to the target on held-ou
 import json
 import shutil
 
-import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from specroute.zoo.build import build_zoo
