@@ -1,0 +1,221 @@
+"""The verifier's gRPC server and the drafter's remote session, over real gRPC on loopback.
+
+Greedy output through the remote verifier equals the in-process engine's; every bad message gets
+a clear status and leaves no session behind; cancellation, deadlines and the session limit work;
+a replica that stops mid-stream hands the session to another without changing the output.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from drafter_service.base import create_drafter
+from drafter_service.generation import GenerationStats, StopConditions, collect, speculate
+from protos.specroute.v1 import specroute_pb2, verifier_pb2, verifier_pb2_grpc
+from specroute.engine import Engine
+from tests.conftest import PROMPTS
+from verifier_service.client import VerifierError, VerifierPool
+from verifier_service.contracts import DraftTree
+from verifier_service.sampling import SamplingParams
+from verifier_service.server import VerifierServer, VerifierServerConfig
+
+MAX_NEW = 20
+
+
+def wait_for(predicate, timeout_s=5.0):
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+@pytest.fixture(scope="module")
+def server(target):
+    srv = VerifierServer(target, VerifierServerConfig(max_sessions=3, idle_timeout_s=3.0), replica="v0").start()
+    yield srv
+    srv.stop(grace_s=0.5)
+
+
+@pytest.fixture(scope="module")
+def stub(server):
+    channel = grpc.insecure_channel(server.address)
+    yield verifier_pb2_grpc.VerifierStub(channel)
+    channel.close()
+
+
+@pytest.fixture(scope="module")
+def pool(server):
+    p = VerifierPool.static([server.address], failover_timeout_s=2.0)
+    yield p
+    p.close()
+
+
+def remote_generate(pool, target, drafter, prompt, sampling=SamplingParams(), max_new=MAX_NEW):
+    ids = target.tokenizer.encode(prompt)
+    with pool.open(ids, sampling) as session:
+        draft = drafter.start(ids, sampling) if drafter is not None else None
+        stats = GenerationStats()
+        stop = StopConditions(max_new, session.eos_token_ids)
+        return collect(speculate(session, draft, target.tokenizer, ids, stop, stats), stats), session
+
+
+def open_msg(ids, **sampling):
+    return verifier_pb2.SessionRequest(open=verifier_pb2.OpenSession(
+        prompt_ids=ids, sampling=specroute_pb2.SamplingParams(**sampling)))
+
+
+def tree_msg(tokens, parents, **kw):
+    return verifier_pb2.SessionRequest(tree=verifier_pb2.Tree(tokens=tokens, parents=parents, **kw))
+
+
+def call(stub, messages, timeout=10):
+    return list(stub.Session(iter(messages), timeout=timeout))
+
+
+@pytest.mark.parametrize("kind", ["none", "ngram", "model"])
+def test_remote_greedy_equals_in_process(pool, target, tiny_zoo, kind):
+    drafter = {"none": None, "ngram": create_drafter("ngram", {}),
+               "model": create_drafter("model", {"path": tiny_zoo.llama_drafter})}[kind]
+    engine = Engine(target, drafter)
+    for prompt in PROMPTS[:6]:
+        expected = engine.generate(prompt, MAX_NEW)
+        result, session = remote_generate(pool, target, drafter, prompt)
+        assert result.token_ids == expected.token_ids
+        assert result.text == expected.text
+        assert session.failovers == 0 and session.replica == "v0"
+
+
+def test_sampled_with_seed_is_reproducible(pool, target, tiny_zoo):
+    drafter = create_drafter("model", {"path": tiny_zoo.llama_drafter})
+    sampling = SamplingParams(temperature=0.9, top_p=0.9, seed=7)
+    engine = Engine(target, drafter)
+    expected = engine.generate(PROMPTS[0], MAX_NEW, sampling)
+    result, _ = remote_generate(pool, target, drafter, PROMPTS[0], sampling)
+    assert result.token_ids == expected.token_ids
+
+
+@pytest.mark.parametrize("messages, code, words", [
+    ([open_msg([])], grpc.StatusCode.INVALID_ARGUMENT, "empty"),
+    ([open_msg([1] * 10_000)], grpc.StatusCode.INVALID_ARGUMENT, "context"),
+    ([open_msg([10**6])], grpc.StatusCode.INVALID_ARGUMENT, "vocabulary"),
+    ([open_msg([5, 6], temperature=-1.0)], grpc.StatusCode.INVALID_ARGUMENT, "temperature"),
+    ([open_msg([5, 6], temperature=1.0, top_p=1.5)], grpc.StatusCode.INVALID_ARGUMENT, "top_p"),
+    ([tree_msg([5], [-1])], grpc.StatusCode.FAILED_PRECONDITION, "open"),
+    ([open_msg([5, 6]), open_msg([5, 6])], grpc.StatusCode.FAILED_PRECONDITION, "open"),
+    ([open_msg([5, 6]), tree_msg([6, 7], [-1])], grpc.StatusCode.INVALID_ARGUMENT, "parents"),
+    ([open_msg([5, 6]), tree_msg([9], [-1])], grpc.StatusCode.INVALID_ARGUMENT, "root"),
+    ([open_msg([5, 6]), tree_msg([6, 7, 8], [-1, 2, 0])], grpc.StatusCode.INVALID_ARGUMENT, "parent"),
+    ([open_msg([5, 6]), tree_msg([6, 10**6], [-1, 0])], grpc.StatusCode.INVALID_ARGUMENT, "vocabulary"),
+    ([open_msg([5, 6]), tree_msg([6] + [7] * 100, [-1] + list(range(100)))],
+     grpc.StatusCode.INVALID_ARGUMENT, "limit"),
+    ([open_msg([5, 6], temperature=1.0), tree_msg([6, 7], [-1, 0])], grpc.StatusCode.INVALID_ARGUMENT,
+     "distribution"),
+    ([open_msg([5, 6], temperature=1.0),
+      tree_msg([6, 7], [-1, 0], dists=[verifier_pb2.DraftDist(token_ids=[7], probs=[0.5, 0.5])])],
+     grpc.StatusCode.INVALID_ARGUMENT, "distribution"),
+    ([open_msg([5, 6], temperature=1.0),
+      tree_msg([6, 7], [-1, 0], dists=[verifier_pb2.DraftDist(token_ids=[7, 8], probs=[0.2, 0.2])] * 2)],
+     grpc.StatusCode.INVALID_ARGUMENT, "sum"),
+    ([open_msg([2**28] * 300_000)], grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+])
+def test_bad_messages_get_clear_errors_and_free_the_session(stub, server, messages, code, words):
+    with pytest.raises(grpc.RpcError) as err:
+        call(stub, messages)
+    assert err.value.code() == code, err.value.details()
+    assert words in (err.value.details() or ""), err.value.details()
+    assert wait_for(lambda: server.active_sessions == 0)
+
+
+def test_a_good_session_after_bad_ones(stub, target):
+    ids = target.tokenizer.encode(PROMPTS[1])
+    responses = call(stub, [open_msg(ids), tree_msg([ids[-1]], [-1])])
+    assert responses[0].WhichOneof("kind") == "opened"
+    assert responses[1].verdict.num_drafted == 0
+
+
+def test_session_limit_and_cancellation(stub, server, pool, target):
+    ids = target.tokenizer.encode(PROMPTS[2])
+    sessions = [pool.open(ids, SamplingParams()) for _ in range(server.config.max_sessions)]
+    assert server.active_sessions == server.config.max_sessions
+    with pytest.raises(grpc.RpcError) as err:
+        call(stub, [open_msg(ids)])
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    with pytest.raises(VerifierError) as verr:
+        pool.open(ids, SamplingParams())
+    assert verr.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    for session in sessions:
+        session.close()  # a cancelled stream frees its session at once
+    assert wait_for(lambda: server.active_sessions == 0)
+
+
+def test_deadline_and_idle_timeout(stub, server, target):
+    ids = target.tokenizer.encode(PROMPTS[3])
+    hold = threading.Event()
+
+    def slow():
+        yield open_msg(ids)
+        hold.wait(10)
+    with pytest.raises(grpc.RpcError) as err:
+        call(stub, slow(), timeout=0.5)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert wait_for(lambda: server.active_sessions == 0)
+    with pytest.raises(grpc.RpcError) as err:  # no deadline, but idle longer than idle_timeout_s
+        call(stub, slow(), timeout=None)
+    hold.set()
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "no message" in err.value.details()
+    assert wait_for(lambda: server.active_sessions == 0)
+
+
+def test_health_protocol(server):
+    with grpc.insecure_channel(server.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = health.Check(health_pb2.HealthCheckRequest(service="specroute.v1.Verifier"), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_failover_to_another_replica_keeps_greedy_output(target, tiny_zoo):
+    first = VerifierServer(target, replica="a").start()
+    second = VerifierServer(target, replica="b").start()
+    drafter = create_drafter("model", {"path": tiny_zoo.llama_drafter})
+    expected = Engine(target, drafter).generate(PROMPTS[4], 40)
+    pool = VerifierPool.static([first.address, second.address], failover_timeout_s=5.0)
+    try:
+        ids = target.tokenizer.encode(PROMPTS[4])
+        session = pool.open(ids, SamplingParams())
+        victim = {"a": first, "b": second}[session.replica]
+        draft = drafter.start(ids, SamplingParams())
+        stats = GenerationStats()
+        tokens = []
+        for i, chunk in enumerate(speculate(session, draft, target.tokenizer, ids, StopConditions(40), stats)):
+            tokens.extend(chunk.token_ids)
+            if i == 1:
+                victim.stop(grace_s=0)  # the replica goes away mid-stream
+        assert tokens == expected.token_ids
+        assert session.failovers == 1 and session.replica != victim.servicer.replica
+        session.close()
+    finally:
+        pool.close()
+        first.stop(0)
+        second.stop(0)
+
+
+def test_no_replica_left_is_a_retryable_error_not_a_hang(target):
+    srv = VerifierServer(target, replica="only").start()
+    pool = VerifierPool.static([srv.address], failover_timeout_s=1.0, quarantine_s=30.0)
+    try:
+        session = pool.open(target.tokenizer.encode(PROMPTS[5]), SamplingParams())
+        srv.stop(grace_s=0)
+        start = time.monotonic()
+        with pytest.raises(VerifierError) as err:
+            session.verify(DraftTree.root_only(session.root))
+        assert err.value.code == grpc.StatusCode.UNAVAILABLE
+        assert time.monotonic() - start < 10
+    finally:
+        pool.close()

@@ -1,0 +1,286 @@
+"""The drafter's side of the verifier API: a pool of verifier replicas and a remote session.
+
+`VerifierPool` knows the live verifier replicas through a `discover()` callable (in the Ray
+Serve app: the verifier directory, `verifier_service.directory`; in tests: a fixed list), keeps
+one gRPC channel per replica, and opens each session on the least loaded replica it knows of
+(the load the replica last reported plus the sessions this pool opened since). It refreshes its
+list every `refresh_s` in the background, so it follows replicas being added and removed.
+
+`RemoteSession` is the `drafter_service.generation.Verifier` the speculative loop drives: the
+same `root`, `can_continue`, `max_draft_depth`, `max_tree_nodes` and `verify(tree)` as an
+in-process `VerifierSession`, over one bidirectional stream. It tracks the committed tokens
+itself. If its replica fails mid-stream (UNAVAILABLE, a broken stream, a replica that drains),
+it reopens the session on another live replica with every committed token as the prompt, and
+re-sends the tree: greedy output is unchanged, and sampled output keeps the target's exact
+distribution (the new replica draws from a fresh seeded stream). If no replica can take it
+within `failover_timeout_s`, it raises `VerifierError` with code UNAVAILABLE: retryable, never
+a hang.
+
+Errors the verifier reports about the request itself (INVALID_ARGUMENT, RESOURCE_EXHAUSTED on
+every replica, DEADLINE_EXCEEDED) raise `VerifierError` with that code and the verifier's message.
+
+This module knows nothing about how trees are drafted, or about Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import grpc
+
+from protos.specroute.v1 import verifier_pb2, verifier_pb2_grpc
+from verifier_service.contracts import DraftTree, Verdict
+from verifier_service.sampling import SamplingParams
+from verifier_service.wire import sampling_to_proto, tree_to_proto, verdict_from_proto
+
+log = logging.getLogger(__name__)
+
+FAILOVER_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+"""Codes that mean "this replica is gone or going": the session moves to another replica."""
+
+
+class VerifierError(RuntimeError):
+    """A verifier call that failed for good. `code` is a grpc.StatusCode."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+    def __reduce__(self):
+        return VerifierError, (self.code, self.message)
+
+
+@dataclass(frozen=True)
+class ReplicaInfo:
+    address: str
+    active_sessions: int = 0
+    replica: str = ""
+
+
+class VerifierPool:
+    def __init__(self, discover: Callable[[], list[ReplicaInfo]], refresh_s: float = 1.0,
+                 max_message_bytes: int = 1 << 20, failover_timeout_s: float = 60.0, quarantine_s: float = 10.0,
+                 eager: bool = True):
+        """eager: discover once now; otherwise the first discovery happens on the background thread
+        (for callers on an event loop, where a blocking discovery is not allowed)."""
+        self._discover = discover
+        self.refresh_s, self.failover_timeout_s, self.quarantine_s = refresh_s, failover_timeout_s, quarantine_s
+        self._options = [("grpc.max_receive_message_length", max_message_bytes),
+                         ("grpc.max_send_message_length", max_message_bytes)]
+        self._lock = threading.Lock()
+        self._replicas: list[ReplicaInfo] = []
+        self._opened: dict[str, int] = {}  # sessions opened here since the last refresh, per address
+        self._quarantined: dict[str, float] = {}  # address -> until (monotonic)
+        self._channels: dict[str, grpc.Channel] = {}
+        self._closed = threading.Event()
+        if eager:
+            self.refresh()
+        self._refresher = threading.Thread(target=self._refresh_loop, name="verifier-pool", daemon=True)
+        self._refresher.start()
+
+    @classmethod
+    def static(cls, addresses: list[str], **kwargs) -> "VerifierPool":
+        return cls(lambda: [ReplicaInfo(a) for a in addresses], **kwargs)
+
+    def refresh(self) -> None:
+        try:
+            replicas = list(self._discover())
+        except Exception as err:  # discovery down: keep the last list
+            log.warning("verifier discovery failed (%s); keeping %d known replicas", err, len(self._replicas))
+            return
+        with self._lock:
+            self._replicas = replicas
+            self._opened = {}
+            live = {r.address for r in replicas}
+            for address in [a for a in self._channels if a not in live]:
+                self._channels.pop(address).close()
+
+    def _refresh_loop(self) -> None:
+        while True:
+            self.refresh()
+            if self._closed.wait(self.refresh_s):
+                return
+
+    @property
+    def replicas(self) -> list[ReplicaInfo]:
+        with self._lock:
+            return list(self._replicas)
+
+    def pick(self, exclude: set[str] = frozenset()) -> str | None:
+        """The least loaded live replica not excluded or quarantined; None if there is none."""
+        now = time.monotonic()
+        with self._lock:
+            candidates = [r for r in self._replicas
+                          if r.address not in exclude and self._quarantined.get(r.address, 0) <= now]
+            if not candidates:
+                return None
+            load = {r.address: r.active_sessions + self._opened.get(r.address, 0) for r in candidates}
+            least = min(load.values())
+            address = random.choice([a for a, n in load.items() if n == least])
+            self._opened[address] = self._opened.get(address, 0) + 1
+            return address
+
+    def quarantine(self, address: str) -> None:
+        """Skips a replica that failed until discovery has had time to drop it."""
+        with self._lock:
+            self._quarantined[address] = time.monotonic() + self.quarantine_s
+
+    def stub(self, address: str) -> verifier_pb2_grpc.VerifierStub:
+        with self._lock:
+            channel = self._channels.get(address)
+            if channel is None:
+                channel = self._channels[address] = grpc.insecure_channel(address, options=self._options)
+            return verifier_pb2_grpc.VerifierStub(channel)
+
+    def open(self, prompt_ids: list[int], sampling: SamplingParams, request_id: str = "",
+             timeout_s: float | None = None) -> "RemoteSession":
+        return RemoteSession(self, prompt_ids, sampling, request_id, timeout_s)
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._lock:
+            for channel in self._channels.values():
+                channel.close()
+            self._channels.clear()
+
+
+_END = object()
+
+
+class RemoteSession:
+    """One generation's session on a remote verifier, with failover (see the module docstring)."""
+
+    def __init__(self, pool: VerifierPool, prompt_ids: list[int], sampling: SamplingParams, request_id: str = "",
+                 timeout_s: float | None = None):
+        self.pool, self.sampling, self.request_id = pool, sampling, request_id
+        self.deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        self.committed: list[int] = list(prompt_ids)
+        self.failovers = 0
+        self.replica = ""
+        self.address: str | None = None
+        self.prefill_time_s = 0.0
+        self._call = None
+        self._requests: queue.SimpleQueue | None = None
+        self._connect(exclude=set())
+
+    # --- the Verifier protocol -------------------------------------------------------------
+    @property
+    def root(self) -> int:
+        return self.committed[-1]
+
+    @property
+    def prefix_len(self) -> int:
+        return len(self.committed) - 1
+
+    @property
+    def can_continue(self) -> bool:
+        return self.prefix_len < self.max_context
+
+    @property
+    def max_draft_depth(self) -> int:
+        return max(0, self.max_context - 1 - self.prefix_len)
+
+    def verify(self, tree: DraftTree) -> Verdict:
+        message = verifier_pb2.SessionRequest(tree=tree_to_proto(tree))
+        while True:
+            try:
+                self._requests.put(message)
+                response = next(self._call)
+                verdict = verdict_from_proto(response.verdict)
+                break
+            except (grpc.RpcError, StopIteration) as err:
+                self._failover(err)
+        self.committed.extend(verdict.emitted_tokens)
+        return verdict
+
+    def close(self) -> None:
+        """Ends the stream; the verifier frees the session at once. Idempotent."""
+        if self._requests is not None:
+            self._requests.put(verifier_pb2.SessionRequest(close=verifier_pb2.CloseSession()))
+            self._requests.put(_END)
+            self._requests = None
+        if self._call is not None:
+            self._call.cancel()
+            self._call = None
+
+    def __enter__(self) -> "RemoteSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- connection and failover -------------------------------------------------------------
+    def _remaining(self) -> float | None:
+        if self.deadline is None:
+            return None
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise VerifierError(grpc.StatusCode.DEADLINE_EXCEEDED, "the request's deadline passed")
+        return left
+
+    def _connect(self, exclude: set[str]) -> None:
+        """Opens the session on a replica; tries others while replicas fail, up to the failover timeout."""
+        give_up = time.monotonic() + self.pool.failover_timeout_s
+        last_error = "no verifier replica is known"
+        tried = set(exclude)
+        while True:
+            address = self.pool.pick(tried)
+            if address is None:
+                if time.monotonic() >= give_up:
+                    raise VerifierError(grpc.StatusCode.UNAVAILABLE,
+                                        f"no verifier replica could take the session ({last_error}); retry later")
+                time.sleep(min(0.5, self.pool.refresh_s))
+                self.pool.refresh()
+                tried = set()  # a replica that failed may have come back; quarantine still applies
+                continue
+            requests: queue.SimpleQueue = queue.SimpleQueue()
+            requests.put(verifier_pb2.SessionRequest(open=verifier_pb2.OpenSession(
+                prompt_ids=self.committed, sampling=sampling_to_proto(self.sampling), request_id=self.request_id)))
+            call = self.pool.stub(address).Session(iter(requests.get, _END), timeout=self._remaining())
+            try:
+                opened = next(call).opened
+            except (grpc.RpcError, StopIteration) as err:
+                requests.put(_END)
+                code = err.code() if isinstance(err, grpc.RpcError) else grpc.StatusCode.UNAVAILABLE
+                details = err.details() if isinstance(err, grpc.RpcError) else "the stream ended"
+                if code in FAILOVER_CODES or code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    if code != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        self.pool.quarantine(address)
+                    tried.add(address)
+                    last_error = f"{address}: {code.name} {details}"
+                    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and not self._others_left(tried):
+                        raise VerifierError(code, details) from None
+                    continue
+                raise VerifierError(code, details) from None
+            self._call, self._requests, self.address = call, requests, address
+            self.replica, self.max_context = opened.replica, opened.max_context
+            self.max_tree_nodes = opened.max_tree_nodes
+            self.eos_token_ids = frozenset(opened.eos_token_ids)
+            self.prefill_time_s += opened.prefill_ms / 1e3
+            return
+
+    def _others_left(self, tried: set[str]) -> bool:
+        return any(r.address not in tried for r in self.pool.replicas)
+
+    def _failover(self, err: BaseException) -> None:
+        code = err.code() if isinstance(err, grpc.RpcError) else grpc.StatusCode.UNAVAILABLE
+        details = err.details() if isinstance(err, grpc.RpcError) else "the stream ended"
+        if code not in FAILOVER_CODES or self._call is None:
+            if self._requests is not None:
+                self._requests.put(_END)
+            self._requests, self._call = None, None
+            raise VerifierError(code, details) from None
+        log.warning("verifier %s failed mid-stream (%s: %s); resuming on another replica",
+                    self.address, code.name, details)
+        self.pool.quarantine(self.address)
+        failed = self.address
+        self._requests.put(_END)
+        self._call.cancel()
+        self.failovers += 1
+        self._connect(exclude={failed})
