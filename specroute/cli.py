@@ -103,8 +103,42 @@ def _bench_engine(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from specroute.demo import run_demo
-    run_demo(zoo=Path(args.zoo), preset=args.preset, max_new_tokens=args.max_new_tokens)
+    from specroute.demo import run_demo, run_engine_demo
+    (run_engine_demo if args.in_process else run_demo)(zoo=Path(args.zoo), preset=args.preset,
+                                                       max_new_tokens=args.max_new_tokens)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from specroute.config import ConfigError, config_for_zoo, load_config
+    from specroute.serve import LocalSystem
+    if bool(args.config) == bool(args.zoo):
+        return _fail("give exactly one of --config FILE and --zoo DIR")
+    try:
+        if args.config:
+            config = load_config(args.config)
+        else:
+            from specroute.zoo.routing import ensure_routing
+            ensure_routing(Path(args.zoo))
+            config = config_for_zoo(Path(args.zoo))
+    except (ConfigError, FileNotFoundError) as err:
+        return _fail(str(err))
+    system = LocalSystem.start(config, address=args.address)
+    print(f"specroute is serving (up in {system.startup_s:.0f} s)\n"
+          f"  gRPC  {system.grpc_address}   (specroute.v1.SpecRoute; SDK: specroute.client.Client)\n"
+          f"  HTTP  {system.http_url}/v1/completions   (OpenAI-compatible)\n"
+          f"  Redis {system.config.redis.url}\n"
+          "Ctrl-C stops it.", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    system.stop()
     return 0
 
 
@@ -188,15 +222,31 @@ def _bench_router(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_services(args: argparse.Namespace) -> int:
+    from bench.services import run_services_bench
+    run_services_bench(zoo=Path(args.zoo), preset=args.preset, prompts_per_task=args.prompts,
+                       max_new_tokens=args.max_new_tokens, repeats=args.repeats, out=Path(args.out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="specroute", description="Task-routed speculative decoding.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="Build the demo zoo if missing, then generate with and without drafters.")
+    demo = sub.add_parser("demo", help="Build the demo zoo if missing, start the whole system, send every task's "
+                                       "prompts through the SDK, shut down.")
     demo.add_argument("--zoo", default="zoo/demo", help="Zoo directory (built if it has no manifest).")
     demo.add_argument("--preset", default="demo", help="Preset to build when the zoo is missing.")
     demo.add_argument("--max-new-tokens", type=int, default=64)
+    demo.add_argument("--in-process", action="store_true",
+                      help="Instead: every drafter in one process beside plain decoding (speedup, losslessness).")
     demo.set_defaults(func=_demo)
+
+    serve_cmd = sub.add_parser("serve", help="Start the system on Ray Serve: router, drafters, verifier, Redis.")
+    serve_cmd.add_argument("--config", default=None, help="The system's YAML config (see README).")
+    serve_cmd.add_argument("--zoo", default=None, help="Or serve a built zoo with default settings.")
+    serve_cmd.add_argument("--address", default=None, help="An existing Ray cluster (default: start a local one).")
+    serve_cmd.set_defaults(func=_serve)
 
     gen = sub.add_parser("generate", help="Generate in-process with a target and a drafter.")
     gen.add_argument("--target", required=True, help="Target model directory (save_pretrained format).")
@@ -301,6 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
     router_bench.add_argument("--max-new-tokens", type=int, default=64)
     router_bench.add_argument("--out", default="bench/results")
     router_bench.set_defaults(func=_bench_router)
+    services = bench_sub.add_parser("services", help="One stream through the SDK and Ray Serve vs the in-process engine.")
+    services.add_argument("--zoo", default="zoo/bench", help="Zoo directory (built if it has no manifest).")
+    services.add_argument("--preset", default="bench")
+    services.add_argument("--prompts", type=int, default=4, help="Test prompts per task.")
+    services.add_argument("--max-new-tokens", type=int, default=96)
+    services.add_argument("--repeats", type=int, default=3)
+    services.add_argument("--out", default="bench/results")
+    services.set_defaults(func=_bench_services)
     return parser
 
 

@@ -1,10 +1,13 @@
-"""`specroute demo` on the tiny zoo: every drafter's output is identical to plain decoding."""
+"""`specroute demo --in-process` on the tiny zoo: every drafter's output is identical to plain decoding.
 
-from specroute.demo import run_demo
+(The services demo's requests are exercised against the running system in test_system.py.)
+"""
+
+from specroute.demo import run_engine_demo
 
 
 def test_demo_runs_and_every_drafter_is_lossless(built_zoo, capsys):
-    run_demo(zoo=built_zoo, preset="tiny", max_new_tokens=12)
+    run_engine_demo(zoo=built_zoo, preset="tiny", max_new_tokens=12)
     out = capsys.readouterr().out
     from specroute.zoo.presets import ALL_FAMILIES
     rows = [line for line in out.splitlines() if line.startswith(tuple(f"{task} " for task in ALL_FAMILIES))]

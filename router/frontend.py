@@ -1,0 +1,183 @@
+"""The router's request handling, with no transport: validate, route, stream, record.
+
+`RouterFrontend` is what both front doors of the ingress share (gRPC through Ray Serve's proxy,
+and the OpenAI-compatible HTTP endpoint): it checks a request at the edge and turns it into a
+`GenerationRequest` for the drafter the router (`router.router`) picks, streams that drafter's
+chunks with per-request metadata (task, drafter, confidence, tau, rounds, timings), and records
+the finished request in Redis. Every problem with a request raises `RequestError` with a gRPC
+status name and a message that names the problem:
+- INVALID_ARGUMENT: an empty or oversized prompt, max_new_tokens outside [1, limit], a
+  temperature < 0, a top_p outside (0, 1], a top_k < 0, too many stop strings, an unknown task
+  or drafter, a prompt beyond the target's context (reported by the verifier);
+- UNAUTHENTICATED: api keys are configured and the request has none of them;
+- UNAVAILABLE (retryable): the drafter replica or every verifier replica failed;
+- RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED: as the verifier reports them.
+
+Drafters are reached through `drafter_stream(name, request)`, an async iterator of `ChunkOut`
+(a Serve handle in the app, anything in tests). This module knows nothing about gRPC messages,
+HTTP or Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Callable
+
+from pydantic import ValidationError
+
+from drafter_service.contracts import ChunkOut, GenerationRequest
+from router.router import RouteDecision, Router
+from verifier_service.sampling import SamplingParams
+
+log = logging.getLogger("specroute.router")
+
+RETRYABLE = ("UNAVAILABLE",)
+
+
+class RequestError(Exception):
+    """A request that cannot be served. `code` is a grpc.StatusCode name."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+    def __reduce__(self):  # Ray pickles exceptions raised in replicas
+        return RequestError, (self.code, self.message)
+
+
+@dataclass(frozen=True)
+class GenerateParams:
+    """A generation request as it arrives, before validation (both transports build one)."""
+
+    prompt: str
+    max_new_tokens: int | None = None
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    task: str | None = None
+    drafter: str | None = None
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class Limits:
+    default_max_new_tokens: int = 64
+    max_new_tokens_limit: int = 1024
+    max_prompt_bytes: int = 64 * 1024
+    max_stop_strings: int = 8
+    request_timeout_s: float = 300.0
+    api_keys: tuple[str, ...] = ()
+
+
+@dataclass
+class Progress:
+    """What the frontend knows about a request as it streams: routing, then the figures."""
+
+    request_id: str
+    decision: RouteDecision
+    start: float = field(default_factory=time.perf_counter)
+    first_token_s: float | None = None
+    stats: dict | None = None
+    verifier_replica: str = ""
+
+    def metadata(self) -> dict:
+        m = {"request_id": self.request_id, "task": self.decision.task or "", "drafter": self.decision.drafter,
+             "confidence": self.decision.confidence, "route_source": self.decision.source,
+             "verifier_replica": self.verifier_replica}
+        if self.first_token_s is not None:
+            m["time_to_first_token_ms"] = self.first_token_s * 1e3
+        if self.stats is not None:
+            s = self.stats
+            decode_s = s["wall_time_s"]
+            m.update(tau=s["tau"], rounds=s["rounds"], num_drafted=s["num_drafted"], num_accepted=s["num_accepted"],
+                     num_generated=s["num_generated"], prompt_tokens=s["prompt_tokens"],
+                     prefill_ms=s["prefill_time_s"] * 1e3, draft_ms=s["draft_time_s"] * 1e3,
+                     verify_ms=s["verify_time_s"] * 1e3, total_ms=(time.perf_counter() - self.start) * 1e3,
+                     tokens_per_s=s["num_generated"] / decode_s if decode_s > 0 else 0.0)
+        return m
+
+
+class RouterFrontend:
+    def __init__(self, router: Router, drafter_stream: Callable[[str, GenerationRequest], AsyncIterator[ChunkOut]],
+                 limits: Limits = Limits()):
+        self.router, self.drafter_stream, self.limits = router, drafter_stream, limits
+
+    def authorize(self, metadata: dict[str, str]) -> None:
+        if not self.limits.api_keys:
+            return
+        auth = metadata.get("authorization", "")
+        key = auth[len("Bearer "):] if auth.startswith("Bearer ") else metadata.get("x-api-key", "")
+        if key not in self.limits.api_keys:
+            raise RequestError("UNAUTHENTICATED", "a valid API key is required (authorization: Bearer KEY)")
+
+    def prepare(self, p: GenerateParams) -> tuple[GenerationRequest, RouteDecision]:
+        """Validates a request and routes it; raises RequestError(INVALID_ARGUMENT, ...)."""
+        lim = self.limits
+        if not isinstance(p.prompt, str) or not p.prompt.strip():
+            raise RequestError("INVALID_ARGUMENT", "the prompt is empty")
+        size = len(p.prompt.encode("utf-8"))
+        if size > lim.max_prompt_bytes:
+            raise RequestError("INVALID_ARGUMENT", f"the prompt is {size} bytes; the limit is {lim.max_prompt_bytes}")
+        max_new = lim.default_max_new_tokens if p.max_new_tokens is None else p.max_new_tokens
+        if not 1 <= max_new <= lim.max_new_tokens_limit:
+            raise RequestError("INVALID_ARGUMENT",
+                               f"max_new_tokens must be in [1, {lim.max_new_tokens_limit}], got {max_new}")
+        if len(p.stop) > lim.max_stop_strings or any(not s for s in p.stop):
+            raise RequestError("INVALID_ARGUMENT",
+                               f"stop: at most {lim.max_stop_strings} non-empty strings, got {list(p.stop)!r}")
+        try:
+            sampling = SamplingParams(temperature=p.temperature, top_p=p.top_p, top_k=p.top_k, seed=p.seed)
+        except ValidationError as err:
+            e = err.errors()[0]
+            raise RequestError("INVALID_ARGUMENT", f"{e['loc'][0]}: {e['msg']} (got {e['input']!r})") from None
+        try:
+            decision = self.router.route(p.prompt, p.task or None, p.drafter or None)
+        except ValueError as err:
+            raise RequestError("INVALID_ARGUMENT", str(err)) from None
+        request = GenerationRequest(p.prompt, max_new, sampling, tuple(p.stop), p.request_id or uuid.uuid4().hex,
+                                    lim.request_timeout_s)
+        return request, decision
+
+    async def generate(self, p: GenerateParams) -> AsyncIterator[tuple[ChunkOut, Progress]]:
+        """Yields (chunk, progress) per round; raises RequestError. The caller reads metadata off progress."""
+        request, decision = self.prepare(p)
+        progress = Progress(request.request_id, decision)
+        got_any = False
+        try:
+            async for chunk in self.drafter_stream(decision.drafter, request):
+                if chunk.error is not None:
+                    raise RequestError(chunk.error.code, chunk.error.message)
+                if progress.first_token_s is None and chunk.token_ids:
+                    progress.first_token_s = time.perf_counter() - progress.start
+                if chunk.stats is not None:
+                    progress.stats = chunk.stats
+                if chunk.verifier_replica:
+                    progress.verifier_replica = chunk.verifier_replica
+                got_any = True
+                yield chunk, progress
+        except RequestError:
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as err:  # the drafter replica died or Ray failed under it
+            log.warning("drafter %s failed for request %s: %s", decision.drafter, request.request_id, err)
+            raise RequestError("UNAVAILABLE", f"drafter {decision.drafter} failed "
+                               f"{'mid-stream' if got_any else 'before the first token'}; retry the request") from None
+        if progress.stats is not None:
+            s = progress.stats
+            await asyncio.to_thread(self.router.record, decision, p.prompt, s["num_generated"], s["rounds"],
+                                    s["draft_time_s"] + s["verify_time_s"])
+
+    def classify(self, prompt: str, task: str | None = None, drafter: str | None = None) -> RouteDecision:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise RequestError("INVALID_ARGUMENT", "the prompt is empty")
+        try:
+            return self.router.route(prompt, task or None, drafter or None)
+        except ValueError as err:
+            raise RequestError("INVALID_ARGUMENT", str(err)) from None

@@ -1,0 +1,200 @@
+"""The router ingress: the Ray Serve deployment clients talk to, over gRPC and HTTP.
+
+- gRPC (`specroute.v1.SpecRoute`, through Ray Serve's gRPC proxy): `Generate` (server
+  streaming), `Classify`, `ListDrafters`, `Health`. Errors end the call with the status the
+  frontend chose (`router.frontend.RequestError`) and its message.
+- HTTP (FastAPI): `POST /v1/completions` (OpenAI-compatible, streaming or not),
+  `GET /v1/models`, `GET /healthz`.
+
+Each request is validated and routed by `router.frontend`, then streamed from the chosen drafter
+deployment through a Serve handle: one handle call per request. Per-round traffic never passes
+here; it runs between the drafter and a verifier replica over gRPC.
+
+This module adapts transports; it holds no routing logic of its own.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the route signatures' types at runtime.
+
+import time
+import uuid
+
+import grpc
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from ray import serve
+
+from protos.specroute.v1 import specroute_pb2 as pb
+from router import openai_compat as oai
+from router.assign import RoutingTable
+from router.detect import load_tasks
+from router.frontend import GenerateParams, Limits, RequestError, RouterFrontend
+from router.router import Router, RouterConfig
+from router.stats import RoutingStats
+
+VERSION = "specroute.v1"
+
+http = FastAPI(title="specroute", description="OpenAI-compatible completions with task-routed speculative decoding.")
+
+
+@http.exception_handler(RequestValidationError)
+async def _invalid_body(request: Request, exc: RequestValidationError):
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    where = ".".join(str(p) for p in first["loc"] if p != "body")
+    status, body = oai.error_body(RequestError("INVALID_ARGUMENT", f"{where}: {first['msg']}"))
+    return JSONResponse(body, status_code=status)
+
+
+def routing_table_for(table: RoutingTable, deployed: list[str]) -> RoutingTable:
+    """The table restricted to deployed drafters; the default must be one of them."""
+    if table.default not in deployed:
+        raise ValueError(f"the routing table's default drafter {table.default!r} is not deployed: {deployed}")
+    eligible = {t: [d for d in ds if d in deployed] or [table.default] for t, ds in table.eligible.items()}
+    return RoutingTable({t: ds[0] for t, ds in eligible.items()}, eligible, table.matrix, table.default,
+                        {n: d for n, d in table.drafters.items() if n in deployed}, table.tasks_version, table.target)
+
+
+@serve.deployment(name="Router")
+@serve.ingress(http)
+class RouterIngress:
+    def __init__(self, config: dict, drafters: dict, directory, verifier=None):
+        router_cfg, self.drafter_info = config["router"], {d["name"]: d for d in config["drafters"]}
+        tasks = load_tasks(router_cfg["tasks"])
+        table = routing_table_for(RoutingTable.load(router_cfg["routing"]), list(drafters))
+        redis_url = config["redis"].get("url")
+        stats = RoutingStats(redis_url, prefix=config["redis"].get("prefix", "specroute")) if redis_url else None
+        self.router = Router(tasks, table, stats, RouterConfig(**router_cfg.get("policy", {})))
+        limits = Limits(**{k: router_cfg[k] for k in ("default_max_new_tokens", "max_new_tokens_limit",
+                                                       "max_prompt_bytes", "max_stop_strings", "request_timeout_s")},
+                        api_keys=tuple(router_cfg.get("api_keys", ())))
+        self.drafters, self.directory = drafters, directory
+        self.frontend = RouterFrontend(self.router, self._drafter_stream, limits)
+        self.target = str(config["target"]["path"])
+
+    def _drafter_stream(self, name: str, request):
+        return self.drafters[name].options(stream=True).generate.remote(request)
+
+    # --- gRPC --------------------------------------------------------------------------------
+    @staticmethod
+    def _fail(grpc_context, err: RequestError):
+        grpc_context.set_code(getattr(grpc.StatusCode, err.code, grpc.StatusCode.INTERNAL))
+        grpc_context.set_details(err.message)
+        raise err
+
+    async def Generate(self, request: pb.GenerateRequest, grpc_context):
+        try:
+            self.frontend.authorize(dict(grpc_context.invocation_metadata()))
+            s = request.sampling
+            params = GenerateParams(
+                prompt=request.prompt,
+                max_new_tokens=request.max_new_tokens if request.HasField("max_new_tokens") else None,
+                temperature=s.temperature, top_p=s.top_p if s.top_p != 0 else 1.0, top_k=s.top_k,
+                seed=s.seed if s.HasField("seed") else None, stop=tuple(request.stop), task=request.task,
+                drafter=request.drafter, request_id=request.request_id)
+            first = True
+            async for chunk, progress in self.frontend.generate(params):
+                message = pb.GenerateResponse(text=chunk.text, token_ids=chunk.token_ids,
+                                              finish_reason=chunk.finish_reason or "")
+                if chunk.round is not None:
+                    message.round.CopyFrom(pb.RoundInfo(**chunk.round))
+                if first or chunk.finish_reason is not None:
+                    message.metadata.CopyFrom(pb.RequestMetadata(**progress.metadata()))
+                first = False
+                yield message
+        except RequestError as err:
+            self._fail(grpc_context, err)
+
+    async def Classify(self, request: pb.ClassifyRequest, grpc_context) -> pb.ClassifyResponse:
+        try:
+            self.frontend.authorize(dict(grpc_context.invocation_metadata()))
+            d = self.frontend.classify(request.prompt, request.task, request.drafter)
+        except RequestError as err:
+            self._fail(grpc_context, err)
+        return pb.ClassifyResponse(task=d.task or "", drafter=d.drafter, confidence=d.confidence, route_source=d.source)
+
+    async def ListDrafters(self, request: pb.ListDraftersRequest, grpc_context) -> pb.ListDraftersResponse:
+        try:
+            self.frontend.authorize(dict(grpc_context.invocation_metadata()))
+        except RequestError as err:
+            self._fail(grpc_context, err)
+        return pb.ListDraftersResponse(**self._drafters())
+
+    async def Health(self, request: pb.HealthRequest, grpc_context) -> pb.HealthResponse:
+        replicas = await self._verifier_replicas()
+        status = pb.HealthResponse.SERVING if replicas else pb.HealthResponse.NOT_SERVING
+        return pb.HealthResponse(status=status, verifier_replicas=replicas, version=VERSION)
+
+    def _drafters(self) -> dict:
+        table = self.router.table
+        infos = []
+        for name in self.drafters:
+            d = self.drafter_info[name]
+            infos.append(pb.DrafterInfo(name=name, kind=d["kind"], family=d.get("family") or "",
+                                        params=d.get("params") or 0, specialised_for=d.get("specialised_for") or "",
+                                        serves_tasks=[t for t, n in table.table.items() if n == name]))
+        return {"drafters": infos, "default_drafter": table.default, "tasks": list(table.table), "target": self.target}
+
+    async def _verifier_replicas(self) -> int:
+        try:
+            return len(await self.directory.replicas.remote())
+        except Exception:
+            return 0
+
+    # --- HTTP ----------------------------------------------------------------------------------
+    @http.get("/healthz")
+    async def healthz(self):
+        replicas = await self._verifier_replicas()
+        return JSONResponse({"status": "ok" if replicas else "no verifier", "verifier_replicas": replicas},
+                            status_code=200 if replicas else 503)
+
+    @http.get("/v1/models")
+    async def models(self):
+        names = [oai.AUTO_MODEL, *self.drafters]
+        return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "specroute"}
+                                           for n in names]}
+
+    @http.post("/v1/completions")
+    async def completions(self, body: oai.CompletionRequest, request: Request):
+        request_id = uuid.uuid4().hex
+        created = int(time.time())
+        try:
+            self.frontend.authorize({k.lower(): v for k, v in request.headers.items()})
+            params = oai.to_params(body, set(self.drafters), request_id)
+            stream = self.frontend.generate(params)
+            first = await anext(stream)  # errors before the first chunk are plain HTTP errors
+        except RequestError as err:
+            status, payload = oai.error_body(err)
+            return JSONResponse(payload, status_code=status)
+        except StopAsyncIteration:
+            status, payload = oai.error_body(RequestError("INTERNAL", "the drafter sent nothing"))
+            return JSONResponse(payload, status_code=500)
+
+        if not body.stream:
+            text, (chunk, progress) = [first[0].text], first
+            try:
+                async for chunk, progress in stream:
+                    text.append(chunk.text)
+            except RequestError as err:
+                status, payload = oai.error_body(err)
+                return JSONResponse(payload, status_code=status)
+            meta = progress.metadata()
+            return oai.completion(request_id, body.model, "".join(text), chunk.finish_reason, oai.usage(meta), meta,
+                                  created)
+
+        async def events():
+            try:
+                chunk, progress = first
+                while True:
+                    last = chunk.finish_reason is not None
+                    meta = progress.metadata() if last else None
+                    yield oai.sse(oai.completion(request_id, body.model, chunk.text, chunk.finish_reason,
+                                                 oai.usage(meta) if last else None, meta, created))
+                    if last:
+                        break
+                    chunk, progress = await anext(stream, (None, None))
+                    if chunk is None:
+                        break
+            except RequestError as err:
+                yield oai.sse(oai.error_body(err)[1])
+            yield oai.sse("[DONE]")
+        return StreamingResponse(events(), media_type="text/event-stream")

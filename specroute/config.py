@@ -1,0 +1,209 @@
+"""The one configuration of a running system, validated at the edge by pydantic.
+
+    config = load_config("specroute.yaml")   # or SystemConfig.model_validate(dict)
+
+It covers the target, every drafter (its kind and settings, and its deployment's resources), the
+router, the verifier, Redis, the endpoints, and each deployment's replicas, resources and
+autoscaling. A bad field fails here, before anything starts, with `ConfigError` naming the field:
+`drafters.1.deployment.num_gpus: Input should be greater than or equal to 0`. Paths relative to
+the config file are resolved against its directory.
+
+`config_for_zoo(zoo)` makes the config of a built zoo: its target, all its drafters, and the
+task artifact and routing table in `zoo/tasks`.
+
+This module knows nothing about Ray, gRPC or models; it only describes them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from router.router import RouterConfig
+from verifier_service.server import VerifierServerConfig
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names every bad field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DeploymentOptions(_Strict):
+    """Ray Serve deployment settings of one component."""
+
+    num_replicas: int = Field(1, ge=1, description="Fixed replica count (ignored when autoscaling is set).")
+    num_cpus: float = Field(0.25, ge=0, description="Logical CPUs per replica (Ray scheduling).")
+    num_gpus: float = Field(0, ge=0, description="GPUs per replica: each drafter and the verifier get their own on a cluster.")
+    max_ongoing_requests: int = Field(16, ge=1)
+    autoscaling: dict[str, Any] | None = Field(
+        None, description="Ray Serve autoscaling_config (min_replicas, max_replicas, target_ongoing_requests, ...).")
+    torch_threads: int | None = Field(None, ge=1, description="torch threads per replica; default: all cores.")
+
+    def serve_options(self) -> dict:
+        """Keyword arguments for `Deployment.options`."""
+        options: dict[str, Any] = {"max_ongoing_requests": self.max_ongoing_requests,
+                                   "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}}
+        if self.autoscaling is not None:
+            options["autoscaling_config"] = self.autoscaling
+        else:
+            options["num_replicas"] = self.num_replicas
+        return options
+
+
+class TargetSettings(_Strict):
+    path: Path = Field(description="The target model directory (save_pretrained: config, weights, tokenizer).")
+    device: str = "auto"
+    dtype: str = "float32"
+
+
+class DrafterSettings(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: str = Field(description="A registered drafter kind: model, ngram, ...")
+    options: dict[str, Any] = Field(default_factory=dict, description="The kind's settings (validated by its Config).")
+    specialised_for: str | None = Field(None, description="The zoo task it was distilled on (informational).")
+    family: str | None = None
+    params: int = 0
+    stream_interval_ms: float = Field(20.0, ge=0, description="Rounds finishing within this interval are streamed "
+                                                              "as one chunk (0: one chunk per round).")
+    deployment: DeploymentOptions = Field(default_factory=DeploymentOptions)
+
+    @model_validator(mode="after")
+    def _kind_and_options(self) -> "DrafterSettings":
+        from drafter_service.base import _REGISTRY, _import_builtin_drafters
+        _import_builtin_drafters()
+        if self.kind not in _REGISTRY:
+            raise ValueError(f"unknown drafter kind {self.kind!r}; known: {sorted(_REGISTRY)}")
+        _REGISTRY[self.kind].Config.model_validate(self.options)
+        return self
+
+
+class RouterSettings(_Strict):
+    tasks: Path = Field(description="Task artifact directory (`specroute tasks detect`).")
+    routing: Path | None = Field(None, description="Routing table (`specroute tasks assign`); default: tasks/routing.json.")
+    policy: RouterConfig = Field(default_factory=RouterConfig)
+    default_max_new_tokens: int = Field(64, ge=1)
+    max_new_tokens_limit: int = Field(1024, ge=1)
+    max_prompt_bytes: int = Field(64 * 1024, ge=1, description="Longer prompts get INVALID_ARGUMENT before tokenising.")
+    max_stop_strings: int = Field(8, ge=0)
+    request_timeout_s: float = Field(300.0, gt=0, description="Server-side deadline of one generation.")
+    api_keys: list[str] = Field(default_factory=list, description="If any, requests must send `authorization: Bearer KEY`.")
+    deployment: DeploymentOptions = Field(default_factory=lambda: DeploymentOptions(num_cpus=0.1))
+
+    @model_validator(mode="after")
+    def _limits(self) -> "RouterSettings":
+        if self.default_max_new_tokens > self.max_new_tokens_limit:
+            raise ValueError("default_max_new_tokens is above max_new_tokens_limit")
+        return self
+
+    @property
+    def routing_file(self) -> Path:
+        return self.routing or self.tasks / "routing.json"
+
+
+class VerifierSettings(VerifierServerConfig):
+    failover_timeout_s: float = Field(60.0, gt=0, description="How long a drafter looks for a live verifier "
+                                                              "replica before failing a request as UNAVAILABLE.")
+    heartbeat_s: float = Field(1.0, gt=0, description="How often replicas report to the directory.")
+    deployment: DeploymentOptions = Field(default_factory=lambda: DeploymentOptions(num_cpus=0.5))
+
+
+class RedisSettings(_Strict):
+    url: str | None = Field(None, description="redis://... ; None: `specroute serve` starts the embedded server.")
+    prefix: str = "specroute"
+
+
+class EndpointSettings(_Strict):
+    host: str = Field("127.0.0.1", description="HTTP host; 0.0.0.0 to serve beyond this machine.")
+    http_port: int = Field(8000, ge=1, le=65535)
+    grpc_port: int = Field(9000, ge=1, le=65535)
+
+
+class SystemConfig(_Strict):
+    app_name: str = Field("specroute", pattern=r"^[A-Za-z0-9_-]+$")
+    target: TargetSettings
+    drafters: list[DrafterSettings] = Field(min_length=1)
+    router: RouterSettings
+    verifier: VerifierSettings = Field(default_factory=VerifierSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    endpoints: EndpointSettings = Field(default_factory=EndpointSettings)
+
+    @model_validator(mode="after")
+    def _unique_drafters(self) -> "SystemConfig":
+        names = [d.name for d in self.drafters]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"drafter names must be unique: {repeated}")
+        return self
+
+    def drafter(self, name: str) -> DrafterSettings:
+        return next(d for d in self.drafters if d.name == name)
+
+
+def _format(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"{where}: {e['msg']}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def validate_config(data: dict, base_dir: Path | None = None) -> SystemConfig:
+    """Validates a config dict; relative paths are taken against base_dir (default: cwd)."""
+    if not isinstance(data, dict):
+        raise ConfigError("invalid configuration: the top level must be a mapping")
+    if base_dir is not None:
+        data = _resolve_paths(data, Path(base_dir))
+    try:
+        return SystemConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format(err)) from None
+
+
+def load_config(path: str | Path) -> SystemConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no config file at {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    return validate_config(data, path.resolve().parent)
+
+
+def _resolve_paths(data: dict, base: Path) -> dict:
+    """Absolutises the config's path fields (target.path, router.tasks/routing, model drafters' path)."""
+    def absolute(value):
+        return str(value if Path(value).is_absolute() else (base / value).resolve())
+    data = {**data}
+    if isinstance(data.get("target"), dict) and "path" in data["target"]:
+        data["target"] = {**data["target"], "path": absolute(data["target"]["path"])}
+    if isinstance(data.get("router"), dict):
+        data["router"] = {**data["router"], **{k: absolute(v) for k, v in data["router"].items()
+                                               if k in ("tasks", "routing") and v}}
+    if isinstance(data.get("drafters"), list):
+        data["drafters"] = [{**d, "options": {**d["options"], "path": absolute(d["options"]["path"])}}
+                            if isinstance(d, dict) and isinstance(d.get("options"), dict) and "path" in d["options"]
+                            else d for d in data["drafters"]]
+    return data
+
+
+def config_for_zoo(zoo: Path, **overrides) -> SystemConfig:
+    """The system config of a built zoo: its target, every drafter, and zoo/tasks for routing."""
+    from specroute.zoo.manifest import load_manifest
+    zoo = Path(zoo).resolve()
+    manifest = load_manifest(zoo)
+    drafters = [{"name": d["name"], "kind": d["kind"],
+                 "options": {"path": str(zoo / d["path"])} if d["kind"] == "model" else {},
+                 "specialised_for": d.get("task"), "family": d.get("family"), "params": d.get("params", 0)}
+                for d in manifest["drafters"]]
+    data = {"target": {"path": str(zoo / manifest["target"]["path"])}, "drafters": drafters,
+            "router": {"tasks": str(zoo / "tasks")}}
+    for key, value in overrides.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    return validate_config(data)

@@ -1,0 +1,110 @@
+"""Starting and stopping the whole system: `specroute serve --config FILE [--address ADDR]`.
+
+`LocalSystem.start(config)`:
+1. starts Redis when the config names none (the embedded server, `router.redis_server`);
+2. connects to Ray: a local Ray started here (the default), or an existing cluster (`address`);
+3. starts Serve with HTTP on `endpoints.host:http_port` and the gRPC proxy on `grpc_port`,
+   registered for `specroute.v1.SpecRoute`;
+4. deploys the application (`specroute.app.build_app`) and waits until it is running.
+`stop()` deletes the application and, for what it started itself, shuts Serve, Ray and Redis down.
+
+This module knows how to start things, not what they do.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+from specroute.config import SystemConfig
+
+log = logging.getLogger("specroute")
+
+
+@dataclass
+class LocalSystem:
+    config: SystemConfig
+    address: str | None = None
+    started_ray: bool = False
+    redis: object | None = None
+    startup_s: float = 0.0
+    _handles: dict = field(default_factory=dict)
+
+    @property
+    def grpc_address(self) -> str:
+        return f"{self.config.endpoints.host}:{self.config.endpoints.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.config.endpoints.host}:{self.config.endpoints.http_port}"
+
+    @classmethod
+    def start(cls, config: SystemConfig, address: str | None = None, num_cpus: int | None = None,
+              ready_timeout_s: float = 600.0) -> "LocalSystem":
+        import ray
+        from ray import serve
+        from ray.serve.config import gRPCOptions, HTTPOptions
+
+        from specroute.app import GRPC_SERVICER, build_app
+
+        t0 = time.perf_counter()
+        system = cls(config, address)
+        if config.redis.url is None:
+            from router.redis_server import EmbeddedRedis
+            system.redis = EmbeddedRedis().start()
+            config = system.config = config.model_copy(update={"redis": config.redis.model_copy(
+                update={"url": system.redis.url})})
+        if not ray.is_initialized():
+            repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)}}
+            if address is None:
+                # Logical CPUs: deployments ask for fractions; a laptop's cores are shared, not split.
+                ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=False,
+                         runtime_env=env, logging_level=logging.WARNING, log_to_driver=False)
+                system.started_ray = True
+            else:
+                ray.init(address=address, runtime_env=env, logging_level=logging.WARNING)
+        ep = config.endpoints
+        serve.start(http_options=HTTPOptions(host=ep.host, port=ep.http_port),
+                    grpc_options=gRPCOptions(port=ep.grpc_port, grpc_servicer_functions=[GRPC_SERVICER]))
+        serve.run(build_app(config), name=config.app_name, route_prefix="/", blocking=False)
+        system._wait_ready(ready_timeout_s)
+        system.startup_s = time.perf_counter() - t0
+        return system
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        from ray import serve
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            app = serve.status().applications.get(self.config.app_name)
+            if app is not None and app.status == "RUNNING":
+                return
+            if app is not None and app.status == "DEPLOY_FAILED":
+                raise RuntimeError(f"deploying {self.config.app_name} failed: {app.message}")
+            time.sleep(0.5)
+        raise TimeoutError(f"{self.config.app_name} was not running after {timeout_s:.0f} s")
+
+    def replica_counts(self) -> dict[str, int]:
+        from ray import serve
+        app = serve.status().applications[self.config.app_name]
+        return {name: sum(d.replica_states.values()) for name, d in app.deployments.items()}
+
+    def stop(self) -> None:
+        import ray
+        from ray import serve
+        try:
+            serve.delete(self.config.app_name)
+        finally:
+            if self.started_ray:
+                serve.shutdown()
+                ray.shutdown()
+            if self.redis is not None:
+                self.redis.stop()
+
+    def __enter__(self) -> "LocalSystem":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,78 @@
+"""The system config: validated at the edge, with errors that name the bad field."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from specroute.config import ConfigError, load_config, validate_config
+
+
+@pytest.fixture()
+def config_dict(built_zoo):
+    return {"target": {"path": str(built_zoo / "target")},
+            "drafters": [{"name": "g", "kind": "model", "options": {"path": str(built_zoo / "generic-llama")}},
+                         {"name": "n", "kind": "ngram", "deployment": {"num_gpus": 0, "num_cpus": 0.1}}],
+            "router": {"tasks": str(built_zoo / "tasks")}}
+
+
+def test_a_valid_config_and_relative_paths(tmp_path, built_zoo, config_dict):
+    config_dict["target"]["path"] = "zoo/target"
+    config_dict["drafters"][0]["options"]["path"] = "zoo/generic-llama"
+    (tmp_path / "zoo").symlink_to(built_zoo)
+    path = tmp_path / "specroute.yaml"
+    path.write_text(yaml.safe_dump(config_dict))
+    config = load_config(path)
+    assert config.target.path == (tmp_path / "zoo/target").resolve()
+    assert config.router.routing_file == config.router.tasks / "routing.json"
+    assert config.drafter("n").deployment.serve_options() == {
+        "max_ongoing_requests": 16, "ray_actor_options": {"num_cpus": 0.1, "num_gpus": 0}, "num_replicas": 1}
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda c: c["drafters"][1]["deployment"].update(num_gpus=-1), "drafters.1.deployment.num_gpus"),
+    (lambda c: c["drafters"][0].update(kind="bogus"), "unknown drafter kind 'bogus'"),
+    (lambda c: c["drafters"][0]["options"].update(top_k=0), "top_k"),
+    (lambda c: c["drafters"][0]["options"].update(path="/nonexistent"), "no config.json"),
+    (lambda c: c["drafters"].append(dict(c["drafters"][1])), "unique"),
+    (lambda c: c["router"].update(max_new_tokens_limit=0), "router.max_new_tokens_limit"),
+    (lambda c: c["router"].update(colour="red"), "router.colour: Extra inputs are not permitted"),
+    (lambda c: c.update(verifier={"max_sessions": 0}), "verifier.max_sessions"),
+    (lambda c: c.update(endpoints={"grpc_port": 70000}), "endpoints.grpc_port"),
+    (lambda c: c.pop("target"), "target: Field required"),
+    (lambda c: c.update(drafters=[]), "drafters"),
+])
+def test_bad_fields_are_named(config_dict, edit, words):
+    edit(config_dict)
+    with pytest.raises(ConfigError, match=words.replace(".", r"\.").replace("(", r"\(")):
+        validate_config(config_dict)
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="no config file"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("target: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(tmp_path / "list.yaml")
+
+
+def test_the_app_builder_import_path_builds_the_graph(config_dict):
+    from ray.serve import Application
+
+    from specroute.app import app_builder, build_app
+    config_dict["router"]["deployment"] = {"autoscaling": {"min_replicas": 1, "max_replicas": 3}}
+    assert isinstance(build_app(validate_config(config_dict)), Application)
+    assert isinstance(app_builder(config_dict), Application)
+
+
+def test_the_example_config_is_valid_once_the_demo_zoo_exists(tmp_path, built_zoo):
+    from pathlib import Path
+    example = yaml.safe_load((Path(__file__).parents[2] / "infra/config/demo.yaml").read_text())
+    example["target"]["path"] = str(built_zoo / "target")
+    example["drafters"][0]["options"]["path"] = str(built_zoo / "generic-llama")
+    example["router"]["tasks"] = str(built_zoo / "tasks")
+    config = validate_config(example)
+    assert config.router.deployment.serve_options()["autoscaling_config"]["max_replicas"] == 2

@@ -1,0 +1,282 @@
+"""The whole system on a real local Ray cluster: Serve deployments, gRPC on loopback, real Redis.
+
+One system serves the tiny zoo for the whole module (started once: Ray, Serve with its gRPC
+proxy, the router, three drafters of different kinds, two verifier replicas, embedded Redis).
+Through the SDK and the openai client: greedy output equals the target's own, streaming,
+concurrent requests, every bad input, and replicas killed mid-stream.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+
+from specroute import errors
+from specroute.client import AsyncClient, Client
+
+pytestmark = pytest.mark.integration
+
+DRAFTERS = ("generic-llama", "prose-gpt2", "ngram")
+MAX_NEW = 24
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def system(built_zoo):
+    from specroute.config import config_for_zoo
+    from specroute.serve import LocalSystem
+    from specroute.zoo.routing import ensure_routing
+    ensure_routing(built_zoo)
+    config = config_for_zoo(built_zoo, endpoints={"http_port": _free_port(), "grpc_port": _free_port()},
+                            verifier={"deployment": {"num_replicas": 2, "num_cpus": 0.25}, "failover_timeout_s": 30},
+                            router={"max_new_tokens_limit": 256})
+    config = config.model_copy(update={"drafters": [d for d in config.drafters if d.name in DRAFTERS]})
+    system = LocalSystem.start(config, num_cpus=8)
+    yield system
+    system.stop()
+
+
+@pytest.fixture(scope="module")
+def client(system):
+    with Client(system.grpc_address, timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def prompts(built_zoo):
+    from specroute.zoo.corpus import load_split
+    from specroute.zoo.manifest import load_manifest
+    tests = load_split(built_zoo / load_manifest(built_zoo)["corpus"]["files"]["test"])
+    by_task = {}
+    for ex in tests:
+        by_task.setdefault(ex.task, ex.prompt)
+    return list(by_task.values())
+
+
+@pytest.fixture(scope="module")
+def reference(built_zoo, prompts):
+    """The target's own greedy output for each prompt (plain decoding, in process)."""
+    from specroute.engine import Engine
+    engine = Engine.load(built_zoo / "target", device="cpu")
+    return {p: engine.generate(p, MAX_NEW).token_ids for p in prompts}
+
+
+def _replica_actor(deployment: str, unique_id: str | None = None):
+    import ray
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        name = entry["name"]
+        if name.startswith("SERVE_REPLICA::") and f"#{deployment}#" in name and (unique_id is None or
+                                                                                 name.endswith(unique_id)):
+            return ray.get_actor(name, namespace=entry["namespace"])
+    raise LookupError(f"no replica of {deployment} {unique_id or ''}")
+
+
+def _wait_running(system, timeout_s=120):
+    from ray import serve
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        app = serve.status().applications[system.config.app_name]
+        if app.status == "RUNNING" and all(d.status == "HEALTHY" for d in app.deployments.values()):
+            return
+        time.sleep(0.5)
+    raise TimeoutError("the app did not recover")
+
+
+def _open_verifier_sessions(system) -> int:
+    from ray import serve
+    directory = serve.get_deployment_handle("VerifierDirectory", system.config.app_name)
+    return sum(r["active_sessions"] for r in directory.replicas.remote().result(timeout_s=10))
+
+
+def test_health_and_drafters(client):
+    assert client.health().serving
+    listing = client.list_drafters()
+    assert {d.name for d in listing.drafters} == set(DRAFTERS)
+    assert listing.default_drafter == "generic-llama"
+    assert {d.kind for d in listing.drafters} == {"model", "ngram"}
+    assert {d.family for d in listing.drafters if d.kind == "model"} == {"llama", "gpt2"}
+
+
+@pytest.mark.parametrize("drafter", [None, *DRAFTERS])
+def test_greedy_through_the_sdk_equals_the_target(client, prompts, reference, drafter):
+    for prompt in prompts:
+        done = client.generate(prompt, max_new_tokens=MAX_NEW, drafter=drafter)
+        assert done.token_ids == reference[prompt], (drafter, prompt)
+        m = done.metadata
+        assert m.drafter == (drafter or m.drafter) and m.rounds > 0 and m.tau >= 1.0
+        assert m.num_generated == MAX_NEW == len(done.token_ids)
+        assert m.route_source == ("drafter-override" if drafter else m.route_source)
+
+
+def test_streaming_chunks_and_metadata(client, prompts, reference):
+    chunks = list(client.stream(prompts[0], max_new_tokens=MAX_NEW))
+    assert len(chunks) > 1
+    assert chunks[0].metadata is not None and chunks[0].metadata.drafter
+    assert chunks[-1].finish_reason == "length" and all(c.finish_reason is None for c in chunks[:-1])
+    assert [t for c in chunks for t in c.token_ids] == reference[prompts[0]]
+    last = chunks[-1].metadata
+    assert last.tau == pytest.approx(sum(c.round.num_emitted for c in chunks if c.round) / last.rounds)
+    assert last.time_to_first_token_ms > 0 and last.total_ms >= last.time_to_first_token_ms
+    assert client.classify(prompts[0]).drafter in DRAFTERS
+
+
+def test_sampling_with_a_seed_is_reproducible(client, prompts):
+    a = client.generate(prompts[1], max_new_tokens=16, temperature=0.8, top_p=0.9, seed=3)
+    b = client.generate(prompts[1], max_new_tokens=16, temperature=0.8, top_p=0.9, seed=3)
+    assert a.token_ids == b.token_ids
+
+
+def test_asyncio_client(system, prompts, reference):
+    import asyncio
+
+    async def run():
+        async with AsyncClient(system.grpc_address, timeout=60) as c:
+            done = await c.generate(prompts[2], max_new_tokens=MAX_NEW)
+            streamed = [t async for chunk in c.stream(prompts[2], max_new_tokens=MAX_NEW) for t in chunk.token_ids]
+            return done.token_ids, streamed
+    done, streamed = asyncio.run(run())
+    assert done == streamed == reference[prompts[2]]
+
+
+def test_concurrent_requests(client, prompts, reference):
+    jobs = [(p, d) for p in prompts for d in DRAFTERS][:12]
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda job: client.generate(job[0], max_new_tokens=MAX_NEW, drafter=job[1]), jobs))
+    for (prompt, _), done in zip(jobs, results):
+        assert done.token_ids == reference[prompt]
+
+
+def test_openai_client(system, prompts, reference, built_zoo):
+    import openai
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(built_zoo / "target")
+    api = openai.OpenAI(base_url=system.http_url + "/v1", api_key="unused", max_retries=0)
+    expected = tok.decode(reference[prompts[0]])
+    done = api.completions.create(model="specroute", prompt=prompts[0], max_tokens=MAX_NEW, temperature=0)
+    assert done.choices[0].text == expected and done.choices[0].finish_reason == "length"
+    assert done.usage.completion_tokens == MAX_NEW
+    pieces = api.completions.create(model="ngram", prompt=prompts[0], max_tokens=MAX_NEW, temperature=0, stream=True)
+    assert "".join(p.choices[0].text for p in pieces) == expected
+    assert {m.id for m in api.models.list()} == {"specroute", *DRAFTERS}
+    with pytest.raises(openai.BadRequestError, match="max_new_tokens"):
+        api.completions.create(model="specroute", prompt=prompts[0], max_tokens=0)
+    with pytest.raises(openai.BadRequestError, match="temperature"):
+        api.completions.create(model="specroute", prompt=prompts[0], max_tokens=4, temperature=-1)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"prompt": ""}, "empty"),
+    ({"prompt": "   "}, "empty"),
+    ({"prompt": "word " * 2000}, "context"),
+    ({"prompt": "x" * 70_000}, "bytes"),
+    ({"max_new_tokens": 0}, "max_new_tokens"),
+    ({"max_new_tokens": -5}, "max_new_tokens"),
+    ({"max_new_tokens": 10_000}, "max_new_tokens"),
+    ({"temperature": -0.5}, "temperature"),
+    ({"temperature": 1.0, "top_p": 1.5}, "top_p"),
+    ({"temperature": 1.0, "top_p": -0.1}, "top_p"),
+    ({"top_k": -1}, "top_k"),
+    ({"task": "no-such-task"}, "unknown task"),
+    ({"drafter": "no-such-drafter"}, "unknown drafter"),
+    ({"stop": [""]}, "stop"),
+])
+def test_bad_input_is_invalid_argument(client, kwargs, words):
+    kwargs = {"prompt": "def f(x):", "max_new_tokens": 8, **kwargs}
+    with pytest.raises(errors.InvalidArgumentError, match=words):
+        client.generate(kwargs.pop("prompt"), **kwargs)
+
+
+def test_oversized_message_is_refused_before_any_work(client):
+    # Ray Serve's gRPC proxy admits large messages; the router refuses them by size, before
+    # tokenising. (Oversized messages on the internal API: tests/verifier_service/test_server.py.)
+    with pytest.raises(errors.InvalidArgumentError, match="5242880 bytes; the limit is 65536"):
+        client.generate("y" * (5 << 20), max_new_tokens=4)
+
+
+def test_malformed_tree_on_the_internal_api(system, client):
+    from ray import serve
+
+    from protos.specroute.v1 import verifier_pb2, verifier_pb2_grpc
+    directory = serve.get_deployment_handle("VerifierDirectory", system.config.app_name)
+    address = directory.replicas.remote().result(timeout_s=10)[0]["address"]
+    with grpc.insecure_channel(address) as channel:
+        stub = verifier_pb2_grpc.VerifierStub(channel)
+        messages = [verifier_pb2.SessionRequest(open=verifier_pb2.OpenSession(prompt_ids=[5, 6])),
+                    verifier_pb2.SessionRequest(tree=verifier_pb2.Tree(tokens=[6, 7, 8], parents=[-1, 5, 0]))]
+        with pytest.raises(grpc.RpcError) as err:
+            list(stub.Session(iter(messages), timeout=30))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "parent" in err.value.details()
+
+
+def test_no_session_leaks_and_no_replica_died(system, client):
+    assert client.generate("def f(x):", max_new_tokens=4).metadata.num_generated == 4
+    # Sessions close as streams end; the directory hears within a heartbeat.
+    deadline = time.monotonic() + 10
+    while _open_verifier_sessions(system) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _open_verifier_sessions(system) == 0
+    counts = system.replica_counts()
+    assert counts["Verifier"] == 2 and all(counts[f"Drafter-{d}"] == 1 for d in DRAFTERS)
+
+
+def test_a_client_that_goes_away_frees_its_session(system, client, prompts):
+    stream = client.stream(prompts[0], max_new_tokens=200)
+    next(stream)
+    stream.close()  # cancels the call
+    deadline = time.monotonic() + 15
+    while _open_verifier_sessions(system) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _open_verifier_sessions(system) == 0
+
+
+def test_verifier_replica_killed_mid_stream_resumes_elsewhere(system, client, built_zoo, prompts):
+    import ray
+
+    from specroute.engine import Engine
+    long_new = 120
+    expected = Engine.load(built_zoo / "target", device="cpu").generate(prompts[3], long_new).token_ids
+    stream = client.stream(prompts[3], max_new_tokens=long_new, drafter="generic-llama")
+    first = next(stream)
+    replica = first.metadata.verifier_replica if first.metadata and first.metadata.verifier_replica else None
+    victim = _replica_actor("Verifier", replica) if replica else _replica_actor("Verifier")
+    ray.kill(victim, no_restart=False)
+    rest = list(stream)
+    tokens = [t for c in [first, *rest] for t in c.token_ids]
+    assert tokens == expected
+    assert rest[-1].finish_reason == "length"
+    _wait_running(system)
+
+
+def test_drafter_replica_killed_mid_stream_fails_retryably(system, client, prompts):
+    import ray
+    stream = client.stream(prompts[0], max_new_tokens=250, drafter="prose-gpt2")
+    next(stream)
+    ray.kill(_replica_actor("Drafter-prose-gpt2"), no_restart=False)
+    start = time.monotonic()
+    with pytest.raises(errors.UnavailableError) as err:
+        for _ in stream:
+            pass
+    assert err.value.retryable and time.monotonic() - start < 60
+    _wait_running(system)
+    assert client.generate(prompts[0], max_new_tokens=8, drafter="prose-gpt2").metadata.num_generated == 8
+
+
+def test_demo_requests_print_routing_and_text(client, built_zoo, capsys):
+    from specroute.demo import demo_prompts, show_requests
+    from specroute.zoo.manifest import load_manifest
+    examples = demo_prompts(built_zoo, load_manifest(built_zoo), per_task=1)
+    results = show_requests(client, examples, max_new_tokens=8)
+    out = capsys.readouterr().out
+    assert len(results) == len(examples) == 6
+    assert all(r.metadata.drafter in DRAFTERS and 0 < r.metadata.num_generated <= 8 for r in results), results
+    assert out.count("\ntext:") == 6, out
