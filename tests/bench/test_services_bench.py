@@ -1,0 +1,15 @@
+"""`specroute bench services` on the tiny zoo: runs end to end, the service's output equals the engine's."""
+
+import json
+
+import pytest
+
+
+@pytest.mark.integration
+def test_services_bench_writes_its_results(built_zoo, tmp_path):
+    from bench.services import run_services_bench
+    result = run_services_bench(built_zoo, "tiny", prompts_per_task=1, max_new_tokens=8, repeats=1, out=tmp_path)
+    assert result["mismatches"] == 0
+    assert set(result["per_task"]) == set(json.loads((tmp_path / "services.json").read_text())["per_task"])
+    assert all(row["service"]["tokens_per_s"] > 0 for row in result["per_task"].values())
+    assert (tmp_path / "services.png").stat().st_size > 0 and "service / engine" in (tmp_path / "services.md").read_text()
