@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from specroute.config import SystemConfig
 
@@ -30,7 +30,6 @@ class LocalSystem:
     started_ray: bool = False
     redis: object | None = None
     startup_s: float = 0.0
-    _handles: dict = field(default_factory=dict)
 
     @property
     def grpc_address(self) -> str:

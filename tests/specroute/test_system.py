@@ -9,7 +9,6 @@ concurrent requests, every bad input, and replicas killed mid-stream.
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
