@@ -94,6 +94,14 @@ def drafter_kinds() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def drafter_config_model(kind: str) -> type[BaseModel]:
+    """The pydantic Config of a registered kind (to validate settings before loading anything)."""
+    _import_builtin_drafters()
+    if kind not in _REGISTRY:
+        raise ValueError(f"unknown drafter kind {kind!r}; known: {sorted(_REGISTRY)}")
+    return _REGISTRY[kind].Config
+
+
 def create_drafter(kind: str, config: dict | BaseModel) -> Drafter:
     """Validates `config` against the kind's Config model and builds the drafter."""
     _import_builtin_drafters()

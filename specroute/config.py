@@ -75,11 +75,8 @@ class DrafterSettings(_Strict):
 
     @model_validator(mode="after")
     def _kind_and_options(self) -> "DrafterSettings":
-        from drafter_service.base import _REGISTRY, _import_builtin_drafters
-        _import_builtin_drafters()
-        if self.kind not in _REGISTRY:
-            raise ValueError(f"unknown drafter kind {self.kind!r}; known: {sorted(_REGISTRY)}")
-        _REGISTRY[self.kind].Config.model_validate(self.options)
+        from drafter_service.base import drafter_config_model
+        drafter_config_model(self.kind).model_validate(self.options)
         return self
 
 
