@@ -21,7 +21,6 @@ Writes `services.md`, `services.json` and `services.png` under the output direct
 from __future__ import annotations
 
 import json
-import socket
 import statistics
 import time
 from pathlib import Path
@@ -30,16 +29,11 @@ from tqdm.auto import tqdm
 
 from bench.common import load_zoo, provenance
 from drafter_service.base import create_drafter
+from router.redis_server import free_port
 from specroute.engine import Engine
 from specroute.zoo.corpus import load_split
 
 GOAL = 0.85
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_tokens: int, repeats: int,
@@ -51,7 +45,7 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
 
     manifest, target = load_zoo(zoo, preset)
     ensure_routing(zoo)
-    config = config_for_zoo(zoo, endpoints={"http_port": _free_port(), "grpc_port": _free_port()},
+    config = config_for_zoo(zoo, endpoints={"http_port": free_port(), "grpc_port": free_port()},
                             router={"max_new_tokens_limit": max(1024, max_new_tokens)})
     families = manifest["corpus"]["families"]
     specialist = {d.specialised_for: d for d in config.drafters if d.specialised_for}

@@ -27,11 +27,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
-from pydantic import ValidationError
-
 from drafter_service.contracts import ChunkOut, GenerationRequest
 from router.router import RouteDecision, Router
-from verifier_service.sampling import SamplingParams
+from verifier_service.sampling import checked_sampling
 
 log = logging.getLogger("specroute.router")
 
@@ -132,10 +130,9 @@ class RouterFrontend:
             raise RequestError("INVALID_ARGUMENT",
                                f"stop: at most {lim.max_stop_strings} non-empty strings, got {list(p.stop)!r}")
         try:
-            sampling = SamplingParams(temperature=p.temperature, top_p=p.top_p, top_k=p.top_k, seed=p.seed)
-        except ValidationError as err:
-            e = err.errors()[0]
-            raise RequestError("INVALID_ARGUMENT", f"{e['loc'][0]}: {e['msg']} (got {e['input']!r})") from None
+            sampling = checked_sampling(temperature=p.temperature, top_p=p.top_p, top_k=p.top_k, seed=p.seed)
+        except ValueError as err:
+            raise RequestError("INVALID_ARGUMENT", str(err)) from None
         try:
             decision = self.router.route(p.prompt, p.task or None, p.drafter or None)
         except ValueError as err:
@@ -175,8 +172,6 @@ class RouterFrontend:
                                     s["draft_time_s"] + s["verify_time_s"])
 
     def classify(self, prompt: str, task: str | None = None, drafter: str | None = None) -> RouteDecision:
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise RequestError("INVALID_ARGUMENT", "the prompt is empty")
         try:
             return self.router.route(prompt, task or None, drafter or None)
         except ValueError as err:

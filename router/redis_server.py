@@ -35,7 +35,8 @@ def redis_executable() -> str:
     return found
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on loopback now (for embedded servers and local endpoints)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -45,7 +46,7 @@ class EmbeddedRedis:
     """`redis-server` on 127.0.0.1:port in a child process; `url` is what clients connect to."""
 
     def __init__(self, port: int | None = None, maxmemory_mb: int = 256):
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.maxmemory_mb = maxmemory_mb
         self._dir = tempfile.mkdtemp(prefix="specroute-redis-")
         self._process: subprocess.Popen | None = None

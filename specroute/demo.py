@@ -45,6 +45,7 @@ def demo_prompts(zoo: Path, manifest: dict, per_task: int = PROMPTS_PER_TASK) ->
 
 def run_demo(zoo: Path, preset: str, max_new_tokens: int) -> None:
     """The whole system: routing, drafter services, the verifier service, through the SDK."""
+    from router.redis_server import free_port
     from specroute.client import Client
     from specroute.config import config_for_zoo
     from specroute.serve import LocalSystem
@@ -54,7 +55,7 @@ def run_demo(zoo: Path, preset: str, max_new_tokens: int) -> None:
     print(summary_table(manifest), "\n")
     print("[demo] task detection and drafter assignment (once; saved in the zoo's tasks/)")
     ensure_routing(zoo)
-    config = config_for_zoo(zoo, endpoints={"http_port": _free_port(), "grpc_port": _free_port()})
+    config = config_for_zoo(zoo, endpoints={"http_port": free_port(), "grpc_port": free_port()})
     print(f"[demo] starting Ray Serve: router, {len(config.drafters)} drafter deployments, the verifier, Redis")
     with LocalSystem.start(config) as system:
         print(f"[demo] up in {system.startup_s:.0f} s: gRPC {system.grpc_address}, HTTP {system.http_url}/v1/completions")
@@ -76,13 +77,6 @@ def show_requests(client, examples: list[tuple[str, str]], max_new_tokens: int) 
         print(f"text:   {result.text[:300]!r}")
         done.append(result)
     return done
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_engine_demo(zoo: Path, preset: str, max_new_tokens: int) -> None:

@@ -247,8 +247,7 @@ class RemoteSession:
                 opened = next(call).opened
             except (grpc.RpcError, StopIteration) as err:
                 requests.put(_END)
-                code = err.code() if isinstance(err, grpc.RpcError) else grpc.StatusCode.UNAVAILABLE
-                details = err.details() if isinstance(err, grpc.RpcError) else "the stream ended"
+                code, details = _status(err)
                 if code in FAILOVER_CODES or code == grpc.StatusCode.RESOURCE_EXHAUSTED:
                     if code != grpc.StatusCode.RESOURCE_EXHAUSTED:
                         self.pool.quarantine(address)
@@ -269,8 +268,7 @@ class RemoteSession:
         return any(r.address not in tried for r in self.pool.replicas)
 
     def _failover(self, err: BaseException) -> None:
-        code = err.code() if isinstance(err, grpc.RpcError) else grpc.StatusCode.UNAVAILABLE
-        details = err.details() if isinstance(err, grpc.RpcError) else "the stream ended"
+        code, details = _status(err)
         if code not in FAILOVER_CODES or self._call is None:
             if self._requests is not None:
                 self._requests.put(_END)
@@ -284,3 +282,10 @@ class RemoteSession:
         self._call.cancel()
         self.failovers += 1
         self._connect(exclude={failed})
+
+
+def _status(err: BaseException) -> tuple[grpc.StatusCode, str]:
+    """A failed call's code and message; a stream that just ended counts as UNAVAILABLE."""
+    if isinstance(err, grpc.RpcError):
+        return err.code(), err.details()
+    return grpc.StatusCode.UNAVAILABLE, "the stream ended"

@@ -11,7 +11,7 @@ This module knows nothing about trees, caches or models.
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
 class SamplingParams(BaseModel):
@@ -27,6 +27,15 @@ class SamplingParams(BaseModel):
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+
+def checked_sampling(**values) -> SamplingParams:
+    """SamplingParams(**values), or ValueError naming the first bad field: `top_p: ... (got 1.5)`."""
+    try:
+        return SamplingParams(**values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise ValueError(f"{first['loc'][0]}: {first['msg']} (got {first['input']!r})") from None
 
 
 def processed_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:

@@ -11,11 +11,9 @@ This module knows nothing about sessions, servers or models.
 
 from __future__ import annotations
 
-from pydantic import ValidationError
-
 from protos.specroute.v1 import specroute_pb2, verifier_pb2
 from verifier_service.contracts import DraftTree, InvalidTreeError, SparseDist, Verdict
-from verifier_service.sampling import SamplingParams
+from verifier_service.sampling import SamplingParams, checked_sampling
 
 
 def sampling_to_proto(params: SamplingParams) -> specroute_pb2.SamplingParams:
@@ -31,11 +29,10 @@ def sampling_from_proto(msg: specroute_pb2.SamplingParams) -> SamplingParams:
     An unset top_p (0 on the wire) means 1.
     """
     try:
-        return SamplingParams(temperature=msg.temperature, top_p=msg.top_p if msg.top_p != 0 else 1.0,
-                              top_k=msg.top_k, seed=msg.seed if msg.HasField("seed") else None)
-    except ValidationError as err:
-        first = err.errors()[0]
-        raise ValueError(f"sampling.{first['loc'][0]}: {first['msg']} (got {first['input']!r})") from None
+        return checked_sampling(temperature=msg.temperature, top_p=msg.top_p if msg.top_p != 0 else 1.0,
+                                top_k=msg.top_k, seed=msg.seed if msg.HasField("seed") else None)
+    except ValueError as err:
+        raise ValueError(f"sampling.{err}") from None
 
 
 def tree_to_proto(tree: DraftTree) -> verifier_pb2.Tree:

@@ -8,13 +8,13 @@ concurrent requests, every bad input, and replicas killed mid-stream.
 
 from __future__ import annotations
 
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
 
+from router.redis_server import free_port
 from specroute import errors
 from specroute.client import AsyncClient, Client
 
@@ -24,19 +24,13 @@ DRAFTERS = ("generic-llama", "prose-gpt2", "ngram")
 MAX_NEW = 24
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def system(built_zoo):
     from specroute.config import config_for_zoo
     from specroute.serve import LocalSystem
     from specroute.zoo.routing import ensure_routing
     ensure_routing(built_zoo)
-    config = config_for_zoo(built_zoo, endpoints={"http_port": _free_port(), "grpc_port": _free_port()},
+    config = config_for_zoo(built_zoo, endpoints={"http_port": free_port(), "grpc_port": free_port()},
                             verifier={"deployment": {"num_replicas": 2, "num_cpus": 0.25}, "failover_timeout_s": 30},
                             router={"max_new_tokens_limit": 256})
     config = config.model_copy(update={"drafters": [d for d in config.drafters if d.name in DRAFTERS]})
@@ -95,6 +89,14 @@ def _open_verifier_sessions(system) -> int:
     from ray import serve
     directory = serve.get_deployment_handle("VerifierDirectory", system.config.app_name)
     return sum(r["active_sessions"] for r in directory.replicas.remote().result(timeout_s=10))
+
+
+def _wait_sessions_closed(system, timeout_s: float) -> int:
+    """Open verifier sessions once they reach 0 or timeout_s passes (the directory hears within a heartbeat)."""
+    deadline = time.monotonic() + timeout_s
+    while _open_verifier_sessions(system) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return _open_verifier_sessions(system)
 
 
 def test_health_and_drafters(client):
@@ -219,11 +221,7 @@ def test_malformed_tree_on_the_internal_api(system, client):
 
 def test_no_session_leaks_and_no_replica_died(system, client):
     assert client.generate("def f(x):", max_new_tokens=4).metadata.num_generated == 4
-    # Sessions close as streams end; the directory hears within a heartbeat.
-    deadline = time.monotonic() + 10
-    while _open_verifier_sessions(system) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert _open_verifier_sessions(system) == 0
+    assert _wait_sessions_closed(system, timeout_s=10) == 0
     counts = system.replica_counts()
     assert counts["Verifier"] == 2 and all(counts[f"Drafter-{d}"] == 1 for d in DRAFTERS)
 
@@ -232,10 +230,7 @@ def test_a_client_that_goes_away_frees_its_session(system, client, prompts):
     stream = client.stream(prompts[0], max_new_tokens=200)
     next(stream)
     stream.close()  # cancels the call
-    deadline = time.monotonic() + 15
-    while _open_verifier_sessions(system) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert _open_verifier_sessions(system) == 0
+    assert _wait_sessions_closed(system, timeout_s=15) == 0
 
 
 def test_verifier_replica_killed_mid_stream_resumes_elsewhere(system, client, built_zoo, prompts):
