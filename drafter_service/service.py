@@ -46,7 +46,8 @@ class DrafterService:
             yield _error("INVALID_ARGUMENT", "the prompt is empty: it has no tokens")
             return
         try:
-            session = self.pool.open(ids, request.sampling, request.request_id, request.timeout_s)
+            session = self.pool.open(ids, request.sampling, request.request_id, request.timeout_s,
+                                     request.max_new_tokens)
         except VerifierError as err:
             yield _error(err.code.name, err.message)
             return

@@ -24,7 +24,8 @@ from ray.serve import Application
 
 from drafter_service.deployment import DrafterDeployment
 from router.ingress import RouterIngress
-from specroute.config import SystemConfig, load_config, validate_config
+from specroute.config import DeploymentOptions, SystemConfig, load_config, validate_config
+from verifier_service import autoscale
 from verifier_service.deployment import VerifierDeployment
 from verifier_service.directory import VerifierDirectory
 
@@ -35,13 +36,24 @@ def deployment_name(drafter: str) -> str:
     return f"Drafter-{drafter}"
 
 
+def verifier_serve_options(options: DeploymentOptions) -> dict:
+    """The verifier's Serve options. Drafters bypass Serve handles, so an autoscaling verifier
+    scales on the sessions its replicas report (`verifier_service.autoscale`) unless the config
+    names a policy of its own."""
+    serve_options = options.serve_options()
+    autoscaling = serve_options.get("autoscaling_config")
+    if autoscaling is not None and "policy" not in autoscaling:
+        serve_options["autoscaling_config"] = {**autoscaling, "policy": {"policy_function": autoscale.POLICY}}
+    return serve_options
+
+
 def build_app(config: SystemConfig) -> Application:
     plain = config.model_dump(mode="json")
     plain["router"]["routing"] = str(config.router.routing_file)
     directory = serve.deployment(VerifierDirectory, name="VerifierDirectory",
                                  ray_actor_options={"num_cpus": 0}).bind()
     verifier_opts = config.verifier.deployment
-    verifier = VerifierDeployment.options(**verifier_opts.serve_options()).bind(
+    verifier = VerifierDeployment.options(**verifier_serve_options(verifier_opts)).bind(
         plain["target"], plain["verifier"], directory, verifier_opts.torch_threads)
     drafters = {}
     for d in config.drafters:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from router.router import RouterConfig
 from verifier_service.server import VerifierServerConfig
@@ -40,15 +40,32 @@ class DeploymentOptions(_Strict):
     num_replicas: int = Field(1, ge=1, description="Fixed replica count (ignored when autoscaling is set).")
     num_cpus: float = Field(0.25, ge=0, description="Logical CPUs per replica (Ray scheduling).")
     num_gpus: float = Field(0, ge=0, description="GPUs per replica: each drafter and the verifier get their own on a cluster.")
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources per replica, e.g. {verifier_gpu: 1} to place the "
+                                          "replicas on the worker group that advertises them.")
     max_ongoing_requests: int = Field(16, ge=1)
     autoscaling: dict[str, Any] | None = Field(
         None, description="Ray Serve autoscaling_config (min_replicas, max_replicas, target_ongoing_requests, ...).")
     torch_threads: int | None = Field(None, ge=1, description="torch threads per replica; default: all cores.")
 
+    @field_validator("autoscaling")
+    @classmethod
+    def _ray_accepts(cls, autoscaling: dict[str, Any] | None) -> dict[str, Any] | None:
+        if autoscaling is not None:
+            from ray.serve.config import AutoscalingConfig  # Ray's own schema decides
+            known = set(getattr(AutoscalingConfig, "model_fields", None) or AutoscalingConfig.__fields__)
+            unknown = sorted(set(autoscaling) - known)
+            if unknown:
+                raise ValueError(f"unknown autoscaling field(s) {unknown}; Ray Serve's are {sorted(known)}")
+            AutoscalingConfig(**autoscaling)
+        return autoscaling
+
     def serve_options(self) -> dict:
         """Keyword arguments for `Deployment.options`."""
-        options: dict[str, Any] = {"max_ongoing_requests": self.max_ongoing_requests,
-                                   "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}}
+        actor: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.resources:
+            actor["resources"] = dict(self.resources)
+        options: dict[str, Any] = {"max_ongoing_requests": self.max_ongoing_requests, "ray_actor_options": actor}
         if self.autoscaling is not None:
             options["autoscaling_config"] = self.autoscaling
         else:

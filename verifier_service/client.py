@@ -139,8 +139,8 @@ class VerifierPool:
             return verifier_pb2_grpc.VerifierStub(channel)
 
     def open(self, prompt_ids: list[int], sampling: SamplingParams, request_id: str = "",
-             timeout_s: float | None = None) -> "RemoteSession":
-        return RemoteSession(self, prompt_ids, sampling, request_id, timeout_s)
+             timeout_s: float | None = None, max_new_tokens: int = 0) -> "RemoteSession":
+        return RemoteSession(self, prompt_ids, sampling, request_id, timeout_s, max_new_tokens)
 
     def close(self) -> None:
         self._closed.set()
@@ -157,8 +157,11 @@ class RemoteSession:
     """One generation's session on a remote verifier, with failover (see the module docstring)."""
 
     def __init__(self, pool: VerifierPool, prompt_ids: list[int], sampling: SamplingParams, request_id: str = "",
-                 timeout_s: float | None = None):
+                 timeout_s: float | None = None, max_new_tokens: int = 0):
+        """max_new_tokens: what the generation may add (0: unknown), so the verifier reserves no
+        more KV room than it needs."""
         self.pool, self.sampling, self.request_id = pool, sampling, request_id
+        self.end = len(prompt_ids) + max_new_tokens if max_new_tokens > 0 else None
         self.deadline = None if timeout_s is None else time.monotonic() + timeout_s
         self.committed: list[int] = list(prompt_ids)
         self.failovers = 0
@@ -241,7 +244,8 @@ class RemoteSession:
                 continue
             requests: queue.SimpleQueue = queue.SimpleQueue()
             requests.put(verifier_pb2.SessionRequest(open=verifier_pb2.OpenSession(
-                prompt_ids=self.committed, sampling=sampling_to_proto(self.sampling), request_id=self.request_id)))
+                prompt_ids=self.committed, sampling=sampling_to_proto(self.sampling), request_id=self.request_id,
+                max_new_tokens=0 if self.end is None else max(1, self.end - len(self.committed)))))
             call = self.pool.stub(address).Session(iter(requests.get, _END), timeout=self._remaining())
             try:
                 opened = next(call).opened

@@ -7,6 +7,10 @@ once-a-second heartbeat. When Serve stops a replica (scale-down, redeploy), the 
 the directory, refuses new sessions and lets open ones finish for up to the grace period.
 `check_health` fails if the gRPC server has stopped, so Serve replaces the replica.
 
+Serve's own autoscaling signal (requests through its handles) never sees the verifier's traffic,
+so each replica reports its open sessions and waiting work as custom autoscaling metrics
+(`record_autoscaling_stats`), which `verifier_service.autoscale.scale_on_sessions` reads.
+
 This module only hosts; the protocol is `verifier_service.server`.
 """
 
@@ -64,6 +68,11 @@ class VerifierDeployment:
 
     def active_sessions(self) -> int:
         return self.server.active_sessions
+
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Custom autoscaling metrics (Ray Serve calls this on each replica periodically)."""
+        servicer = self.server.servicer
+        return {"sessions": float(servicer.active_sessions), "queued": float(servicer.waiting)}
 
     def check_health(self) -> None:
         if not self.server._thread.is_alive():

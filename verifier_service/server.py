@@ -11,13 +11,17 @@ The session lives exactly as long as its stream: a close message, a half-close, 
 cancellation, a broken connection, an expired deadline or `idle_timeout_s` without a message end
 the handler, and its `finally` frees the session at once.
 
-Target forwards run on one worker thread (the model is not shared between threads), so the event
-loop stays free to accept, cancel and answer health checks while a forward runs.
+Target forwards run off the event loop, so it stays free to accept, cancel and answer health
+checks while a forward runs. With `batching` (the default) they run on the continuous batcher's
+thread (`verifier_service.batching`): concurrent sessions' trees share one forward. Without it,
+each session verifies on its own `VerifierSession`, one forward at a time on one worker thread
+(the baseline the scale benchmark compares against).
 
 Errors end the stream with a status and a message that names the problem:
 - INVALID_ARGUMENT: a bad prompt (empty, beyond the context, ids outside the vocabulary), bad
   sampling values, a malformed or invalid tree;
-- RESOURCE_EXHAUSTED: `max_sessions` streams are open, or a message exceeds `max_message_bytes`;
+- RESOURCE_EXHAUSTED: `max_sessions` streams are open, a message exceeds `max_message_bytes`, or
+  the KV pool (`max_kv_tokens`) cannot reserve room for a new session;
 - FAILED_PRECONDITION: messages out of order (a tree before the session is open, two opens);
 - UNAVAILABLE: the server is draining (being removed);
 - DEADLINE_EXCEEDED: the client's deadline passed (gRPC's own).
@@ -40,7 +44,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from pydantic import BaseModel, ConfigDict, Field
 
 from protos.specroute.v1 import verifier_pb2, verifier_pb2_grpc
+from verifier_service.batching import BatchedVerifier
 from verifier_service.contracts import InvalidTreeError
+from verifier_service.kv_pool import PoolFullError
 from verifier_service.session import DEFAULT_MAX_TREE_NODES, VerifierSession
 from verifier_service.target import TargetModel
 from verifier_service.wire import sampling_from_proto, tree_from_proto, verdict_to_proto
@@ -61,6 +67,61 @@ class VerifierServerConfig(BaseModel):
     max_tree_nodes: int = Field(DEFAULT_MAX_TREE_NODES, ge=1, description="Most nodes a tree may have, root included.")
     max_message_bytes: int = Field(1 << 20, ge=1024, description="Larger messages get RESOURCE_EXHAUSTED.")
     idle_timeout_s: float = Field(60.0, gt=0, description="A session with no message for this long is closed.")
+    batching: bool = Field(True, description="Verify concurrent sessions' trees in one forward (continuous batching).")
+    max_batch_tokens: int = Field(512, ge=1, description="Most new tokens (tree nodes, prefill) in one batched forward.")
+    prefill_chunk_tokens: int = Field(256, ge=1, description="Prompts are prefilled in chunks of at most this many "
+                                                             "tokens, so running sessions keep their pace.")
+    max_kv_tokens: int | None = Field(None, ge=1, description="Tokens the batched KV pool may hold; default "
+                                                              "max_sessions x (context + max_tree_nodes).")
+
+
+class _Unbatched:
+    """One `VerifierSession` per stream; forwards one at a time on one worker thread."""
+
+    def __init__(self, target: TargetModel, config: VerifierServerConfig):
+        self.target, self.config = target, config
+        self._forward = ThreadPoolExecutor(1, thread_name_prefix="verifier-forward")
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._forward, fn, *args)
+
+    async def open(self, prompt_ids: list[int], sampling, max_new_tokens: int):
+        return await self._run(VerifierSession, self.target, prompt_ids, sampling, self.config.max_tree_nodes)
+
+    async def verify(self, session, tree):
+        return await self._run(session.verify, tree)
+
+    def close(self, session) -> None:
+        pass
+
+    def stop(self) -> None:
+        self._forward.shutdown(wait=False, cancel_futures=True)
+
+
+class _Batched:
+    """Sessions in one KV pool; their trees share forwards (`verifier_service.batching`)."""
+
+    def __init__(self, target: TargetModel, config: VerifierServerConfig):
+        max_kv = config.max_kv_tokens or config.max_sessions * (target.max_context + config.max_tree_nodes)
+        self.config = config
+        self.batcher = BatchedVerifier(target, config.max_batch_tokens, max_kv, config.prefill_chunk_tokens)
+
+    async def open(self, prompt_ids: list[int], sampling, max_new_tokens: int):
+        session = self.batcher.open(prompt_ids, sampling, self.config.max_tree_nodes, max_new_tokens)
+        try:
+            return await asyncio.wrap_future(session.ready)
+        except BaseException:  # cancelled or failed while prefilling: free its room now
+            self.batcher.close(session)
+            raise
+
+    async def verify(self, session, tree):
+        return await asyncio.wrap_future(self.batcher.verify(session, tree))
+
+    def close(self, session) -> None:
+        self.batcher.close(session)
+
+    def stop(self) -> None:
+        self.batcher.stop()
 
 
 class VerifierServicer(verifier_pb2_grpc.VerifierServicer):
@@ -68,11 +129,9 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServicer):
         self.target, self.config, self.replica = target, config, replica
         self.active_sessions = 0
         self.sessions_served = 0
+        self.waiting = 0  # opens and trees waiting for a forward: the autoscaler's queue signal
         self.draining = False
-        self._forward = ThreadPoolExecutor(1, thread_name_prefix="verifier-forward")
-
-    async def _run(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._forward, fn, *args)
+        self.backend = (_Batched if config.batching else _Unbatched)(target, config)
 
     async def _next(self, requests, context) -> verifier_pb2.SessionRequest | None:
         try:
@@ -91,6 +150,7 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServicer):
                                 f"verifier {self.replica} has {self.active_sessions} sessions open, its limit")
         self.active_sessions += 1
         requests = aiter(request_iterator)
+        session = None
         try:
             first = await self._next(requests, context)
             if first is None:
@@ -99,12 +159,16 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServicer):
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                     "the first message of a session must be `open`")
             start = time.perf_counter()
+            self.waiting += 1
             try:
                 sampling = sampling_from_proto(first.open.sampling)
-                session = await self._run(VerifierSession, self.target, list(first.open.prompt_ids), sampling,
-                                          self.config.max_tree_nodes)
+                session = await self.backend.open(list(first.open.prompt_ids), sampling, first.open.max_new_tokens)
+            except PoolFullError as err:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(err))
             except ValueError as err:  # includes ContextOverflowError
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            finally:
+                self.waiting -= 1
             self.sessions_served += 1
             yield verifier_pb2.SessionResponse(opened=verifier_pb2.SessionOpened(
                 max_context=self.target.max_context, max_tree_nodes=self.config.max_tree_nodes,
@@ -118,12 +182,19 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServicer):
                 if kind != "tree":
                     await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                         f"a session is open: expected `tree` or `close`, got `{kind}`")
+                self.waiting += 1
                 try:
-                    verdict = await self._run(session.verify, tree_from_proto(message.tree))
+                    verdict = await self.backend.verify(session, tree_from_proto(message.tree))
                 except InvalidTreeError as err:
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid tree: {err}")
+                except PoolFullError as err:
+                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(err))
+                finally:
+                    self.waiting -= 1
                 yield verifier_pb2.SessionResponse(verdict=verdict_to_proto(verdict))
         finally:
+            if session is not None:
+                self.backend.close(session)
             self.active_sessions -= 1
 
 
@@ -188,7 +259,7 @@ class VerifierServer:
         asyncio.run_coroutine_threadsafe(self._server.stop(grace_s), self._loop).result(timeout=grace_s + 5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
-        self.servicer._forward.shutdown(wait=False, cancel_futures=True)
+        self.servicer.backend.stop()
 
 
 def _node_ip() -> str:

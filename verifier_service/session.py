@@ -5,9 +5,10 @@ the first round, like every other, processes the root and returns what follows i
 decoding is the same `verify` with a root-only tree, so the baseline and speculation share
 every line of this path.
 
-`verify(tree)` = `check(tree)`, one `forward_tree`, `accept(tree, logits)`. The three steps are
-public so that a batched verifier can check many sessions' trees, run one forward for all of
-them and hand each session its rows of logits.
+`verify(tree)` = `check(tree)`, one `forward_tree`, `accept(tree, logits)`. `SessionState` holds
+what does not depend on where the KV cache lives (committed tokens, RNG, `check`, `walk`,
+`commit`), so the batched verifier (`verifier_service.batching`), which keeps many sessions'
+caches in one pool, shares every check and the acceptance math with this one.
 
 Invariant: the cache holds exactly committed[:-1]; committed[-1] (the root, the last bonus) is
 not in the cache yet. A tree that fails `check` leaves the session unchanged.
@@ -23,7 +24,7 @@ from dataclasses import replace
 
 import torch
 
-from verifier_service.acceptance import greedy_walk, sample_walk
+from verifier_service.acceptance import WalkResult, greedy_walk, sample_walk
 from verifier_service.contracts import NO_PARENT, DraftTree, InvalidTreeError, Verdict
 from verifier_service.kv_cache import keep_tree_nodes, truncate
 from verifier_service.sampling import SamplingParams, processed_probs
@@ -37,7 +38,10 @@ class ContextOverflowError(ValueError):
     """The prompt does not fit the target's context window."""
 
 
-class VerifierSession:
+class SessionState:
+    """What any verifier keeps per generation, whatever holds its KV cache: the committed tokens,
+    the sampling settings and seeded RNG, the tree checks and the acceptance walk."""
+
     def __init__(self, target: TargetModel, prompt_ids: list[int], sampling: SamplingParams,
                  max_tree_nodes: int = DEFAULT_MAX_TREE_NODES):
         if not prompt_ids:
@@ -56,10 +60,6 @@ class VerifierSession:
         self.committed: list[int] = list(prompt_ids)
         self.generator = torch.Generator().manual_seed(
             sampling.seed if sampling.seed is not None else random.getrandbits(63))
-        self.cache = target.new_cache()
-        prefill = self.committed[:-1]
-        if prefill:
-            target.forward_tree(prefill, [NO_PARENT, *range(len(prefill) - 1)], self.cache)
 
     @property
     def prefix_len(self) -> int:
@@ -104,6 +104,31 @@ class VerifierSession:
         if not self.sampling.greedy:
             tree.validate_sampling()
 
+    def walk(self, tree: DraftTree, logits: torch.Tensor) -> WalkResult:
+        """The acceptance walk over the tree's logits [n, V] (pure: the session is unchanged)."""
+        if self.sampling.greedy:
+            return greedy_walk(tree, logits.argmax(-1).tolist())
+        return sample_walk(tree, processed_probs(logits, self.sampling), self.generator)
+
+    def commit(self, tree: DraftTree, walk: WalkResult) -> Verdict:
+        """Appends the accepted path and the bonus token to the committed tokens."""
+        accepted_tokens = tuple(tree.tokens[i] for i in walk.accepted_nodes)
+        self.committed.extend((*accepted_tokens, walk.bonus_token))
+        return Verdict(walk.accepted_nodes, accepted_tokens, walk.bonus_token, tree.num_drafted)
+
+
+class VerifierSession(SessionState):
+    """A session whose KV cache is its own HF `DynamicCache`: one generation, one forward at a time.
+    (`verifier_service.batching` keeps many sessions' caches in one pool instead.)"""
+
+    def __init__(self, target: TargetModel, prompt_ids: list[int], sampling: SamplingParams,
+                 max_tree_nodes: int = DEFAULT_MAX_TREE_NODES):
+        super().__init__(target, prompt_ids, sampling, max_tree_nodes)
+        self.cache = target.new_cache()
+        prefill = self.committed[:-1]
+        if prefill:
+            target.forward_tree(prefill, [NO_PARENT, *range(len(prefill) - 1)], self.cache)
+
     def verify(self, tree: DraftTree) -> Verdict:
         """One round: check, one target forward over all nodes, acceptance walk, commit."""
         self.check(tree)
@@ -125,14 +150,9 @@ class VerifierSession:
         the cache; keeps the accepted path's cache entries and commits path and bonus."""
         prefix_len = self.prefix_len
         try:
-            if self.sampling.greedy:
-                walk = greedy_walk(tree, logits.argmax(-1).tolist())
-            else:
-                walk = sample_walk(tree, processed_probs(logits, self.sampling), self.generator)
+            walk = self.walk(tree, logits)
         except BaseException:
             truncate(self.cache, prefix_len)
             raise
         keep_tree_nodes(self.cache, prefix_len, [0, *walk.accepted_nodes])
-        accepted_tokens = tuple(tree.tokens[i] for i in walk.accepted_nodes)
-        self.committed.extend((*accepted_tokens, walk.bonus_token))
-        return Verdict(walk.accepted_nodes, accepted_tokens, walk.bonus_token, tree.num_drafted)
+        return self.commit(tree, walk)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -41,10 +43,15 @@ def test_a_valid_config_and_relative_paths(tmp_path, built_zoo, config_dict):
     (lambda c: c.update(endpoints={"grpc_port": 70000}), "endpoints.grpc_port"),
     (lambda c: c.pop("target"), "target: Field required"),
     (lambda c: c.update(drafters=[]), "drafters"),
+    (lambda c: c["drafters"][1]["deployment"].update(autoscaling={"max_replica": 2}),
+     "drafters.1.deployment.autoscaling: Value error, unknown autoscaling field(s) ['max_replica']"),
+    (lambda c: c["drafters"][1]["deployment"].update(autoscaling={"min_replicas": 3, "max_replicas": 2}),
+     "max_replicas (2) must be greater than or equal to min_replicas (3)"),
+    (lambda c: c.update(verifier={"max_batch_tokens": 0}), "verifier.max_batch_tokens"),
 ])
 def test_bad_fields_are_named(config_dict, edit, words):
     edit(config_dict)
-    with pytest.raises(ConfigError, match=words.replace(".", r"\.").replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(words)):
         validate_config(config_dict)
 
 
@@ -76,3 +83,18 @@ def test_the_example_config_is_valid_once_the_demo_zoo_exists(tmp_path, built_zo
     example["router"]["tasks"] = str(built_zoo / "tasks")
     config = validate_config(example)
     assert config.router.deployment.serve_options()["autoscaling_config"]["max_replicas"] == 2
+
+
+def test_resources_and_the_verifier_autoscaling_policy():
+    from specroute.app import verifier_serve_options
+    from specroute.config import DeploymentOptions
+    from verifier_service.autoscale import POLICY
+    options = DeploymentOptions(num_gpus=1, resources={"verifier_gpu": 1},
+                                autoscaling={"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 8})
+    serve_options = verifier_serve_options(options)
+    assert serve_options["ray_actor_options"] == {"num_cpus": 0.25, "num_gpus": 1, "resources": {"verifier_gpu": 1}}
+    assert serve_options["autoscaling_config"]["policy"] == {"policy_function": POLICY}
+    assert "num_replicas" not in serve_options
+    theirs = {"policy_function": "ray.serve.autoscaling_policy:replica_queue_length_autoscaling_policy"}
+    own = DeploymentOptions(autoscaling={"max_replicas": 2, "policy": theirs})
+    assert verifier_serve_options(own)["autoscaling_config"]["policy"] == theirs

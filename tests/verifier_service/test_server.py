@@ -1,7 +1,8 @@
 """The verifier's gRPC server and the drafter's remote session, over real gRPC on loopback.
 
-Greedy output through the remote verifier equals the in-process engine's; every bad message gets
-a clear status and leaves no session behind; cancellation, deadlines and the session limit work;
+Both verification backends (continuous batching, and one session at a time) pass every test.
+Greedy output through the remote verifier equals the in-process engine's, also for concurrent
+sessions; every bad message gets a clear status and leaves no session behind; cancellation, deadlines and the session limit work;
 a replica that stops mid-stream hands the session to another without changing the output.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
@@ -36,9 +38,10 @@ def wait_for(predicate, timeout_s=5.0):
     return predicate()
 
 
-@pytest.fixture(scope="module")
-def server(target):
-    srv = VerifierServer(target, VerifierServerConfig(max_sessions=3, idle_timeout_s=3.0), replica="v0").start()
+@pytest.fixture(scope="module", params=[True, False], ids=["batched", "unbatched"])
+def server(target, request):
+    config = VerifierServerConfig(max_sessions=3, idle_timeout_s=3.0, batching=request.param)
+    srv = VerifierServer(target, config, replica="v0").start()
     yield srv
     srv.stop(grace_s=0.5)
 
@@ -90,6 +93,32 @@ def test_remote_greedy_equals_in_process(pool, target, tiny_zoo, kind):
         assert result.token_ids == expected.token_ids
         assert result.text == expected.text
         assert session.failovers == 0 and session.replica == "v0"
+
+
+def test_concurrent_sessions_keep_greedy_output(pool, target, tiny_zoo, server):
+    drafter = create_drafter("model", {"path": tiny_zoo.llama_drafter})
+    engine = Engine(target, drafter)
+    prompts = PROMPTS[:server.config.max_sessions]
+    expected = [engine.generate(p, MAX_NEW).token_ids for p in prompts]
+    with ThreadPoolExecutor(len(prompts)) as workers:
+        results = list(workers.map(lambda p: remote_generate(pool, target, drafter, p)[0].token_ids, prompts))
+    assert results == expected
+    assert wait_for(lambda: server.active_sessions == 0)
+
+
+def test_kv_pool_bound_is_resource_exhausted(target):
+    config = VerifierServerConfig(max_kv_tokens=target.max_context // 2)
+    srv = VerifierServer(target, config, replica="small").start()
+    try:
+        stub = verifier_pb2_grpc.VerifierStub(grpc.insecure_channel(srv.address))
+        with pytest.raises(grpc.RpcError) as err:  # max_new_tokens 0: reserves the whole context
+            call(stub, [open_msg([1, 2, 3])])
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "KV pool" in err.value.details()
+        small = verifier_pb2.SessionRequest(open=verifier_pb2.OpenSession(prompt_ids=[1, 2, 3], max_new_tokens=8))
+        assert next(iter(stub.Session(iter([small]), timeout=10))).opened.max_context == target.max_context
+        assert wait_for(lambda: srv.servicer.backend.batcher.reserved == 0)
+    finally:
+        srv.stop(grace_s=0.5)
 
 
 def test_sampled_with_seed_is_reproducible(pool, target, tiny_zoo):

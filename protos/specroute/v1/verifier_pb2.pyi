@@ -8,14 +8,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class OpenSession(_message.Message):
-    __slots__ = ("prompt_ids", "sampling", "request_id")
+    __slots__ = ("prompt_ids", "sampling", "request_id", "max_new_tokens")
     PROMPT_IDS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
     prompt_ids: _containers.RepeatedScalarFieldContainer[int]
     sampling: _specroute_pb2.SamplingParams
     request_id: str
-    def __init__(self, prompt_ids: _Optional[_Iterable[int]] = ..., sampling: _Optional[_Union[_specroute_pb2.SamplingParams, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    max_new_tokens: int
+    def __init__(self, prompt_ids: _Optional[_Iterable[int]] = ..., sampling: _Optional[_Union[_specroute_pb2.SamplingParams, _Mapping]] = ..., request_id: _Optional[str] = ..., max_new_tokens: _Optional[int] = ...) -> None: ...
 
 class DraftDist(_message.Message):
     __slots__ = ("token_ids", "probs")
