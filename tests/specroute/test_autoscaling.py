@@ -1,0 +1,89 @@
+"""Autoscaling on a real local Ray cluster: up under load, down after, within limits that fit 2 cores.
+
+The verifier's traffic bypasses Serve handles, so it scales on the sessions its replicas report
+(`verifier_service.autoscale`); the drafter scales on Serve's own ongoing-requests signal. Load is
+a bounded number of SDK streams on loopback for a bounded time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from router.redis_server import free_port
+from specroute.client import Client
+
+pytestmark = pytest.mark.integration
+
+FAST = {"min_replicas": 1, "max_replicas": 2, "metrics_interval_s": 0.5, "look_back_period_s": 2.0,
+        "upscale_delay_s": 1.0, "downscale_delay_s": 4.0}
+STREAMS = 6
+LOAD_LIMIT_S = 90  # the load stops by itself after this, scaled or not
+
+
+@pytest.fixture(scope="module")
+def system(built_zoo):
+    from specroute.config import config_for_zoo
+    from specroute.serve import LocalSystem
+    from specroute.zoo.routing import ensure_routing
+    ensure_routing(built_zoo)
+    config = config_for_zoo(
+        built_zoo, endpoints={"http_port": free_port(), "grpc_port": free_port()},
+        verifier={"deployment": {"num_cpus": 0.25, "autoscaling": {**FAST, "target_ongoing_requests": 2}}})
+    drafter = next(d for d in config.drafters if d.name == "ngram")
+    drafter = drafter.model_copy(update={"deployment": drafter.deployment.model_copy(
+        update={"autoscaling": {**FAST, "target_ongoing_requests": 2}, "num_cpus": 0.25})})
+    generic = next(d for d in config.drafters if d.name == "generic-llama")  # the router's fallback
+    config = config.model_copy(update={"drafters": [generic, drafter]})
+    system = LocalSystem.start(config, num_cpus=8)
+    yield system
+    system.stop()
+
+
+def running(deployment: str, app: str) -> int:
+    from ray import serve
+    status = serve.status().applications[app].deployments[deployment]
+    return status.replica_states.get("RUNNING", 0)
+
+
+def wait_until(predicate, timeout_s: float, every_s: float = 0.5) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(every_s)
+    return predicate()
+
+
+def test_scales_up_under_load_and_down_after(system, built_zoo):
+    app = system.config.app_name
+    deployments = ("Verifier", "Drafter-ngram")
+    assert all(running(d, app) == 1 for d in deployments)
+    stop = threading.Event()
+    served, errors = [], []
+
+    def load() -> None:
+        with Client(system.grpc_address, timeout=60) as client:
+            deadline = time.monotonic() + LOAD_LIMIT_S
+            while not stop.is_set() and time.monotonic() < deadline:
+                try:
+                    served.append(client.generate("def parse(text):", max_new_tokens=48, drafter="ngram").text)
+                except Exception as err:  # counted, and the test fails on any
+                    errors.append(err)
+
+    workers = [threading.Thread(target=load, daemon=True) for _ in range(STREAMS)]
+    for w in workers:
+        w.start()
+    try:
+        scaled_up = wait_until(lambda: all(running(d, app) == 2 for d in deployments), timeout_s=LOAD_LIMIT_S - 10)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(timeout=70)
+    assert not errors, errors[:3]
+    assert served
+    assert scaled_up, {d: running(d, app) for d in deployments}
+    assert wait_until(lambda: all(running(d, app) == 1 for d in deployments), timeout_s=60), \
+        {d: running(d, app) for d in deployments}
