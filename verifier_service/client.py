@@ -196,6 +196,8 @@ class RemoteSession:
                 self._requests.put(message)
                 response = next(self._call)
                 verdict = verdict_from_proto(response.verdict)
+                if response.verdict.max_tree_nodes:  # the verifier's budget for the next tree, from its load
+                    self.max_tree_nodes = response.verdict.max_tree_nodes
                 break
             except (grpc.RpcError, StopIteration) as err:
                 self._failover(err)

@@ -51,8 +51,9 @@ class VerifierDeployment:
         threading.Thread(target=self._heartbeats, name="verifier-heartbeat", daemon=True).start()
 
     def _beat(self) -> None:
-        self.directory.heartbeat.remote(self.server.address, self.server.servicer.replica,
-                                        self.server.active_sessions, self.config.max_sessions).result(timeout_s=10)
+        servicer = self.server.servicer
+        self.directory.heartbeat.remote(self.server.address, servicer.replica, self.server.active_sessions,
+                                        self.config.max_sessions, servicer.stats()).result(timeout_s=10)
 
     def _heartbeats(self) -> None:
         while True:

@@ -22,15 +22,17 @@ class VerifierDirectory:
         self.ttl_s = ttl_s
         self._entries: dict[str, dict] = {}
 
-    def heartbeat(self, address: str, replica: str, active_sessions: int, max_sessions: int) -> None:
+    def heartbeat(self, address: str, replica: str, active_sessions: int, max_sessions: int,
+                  stats: dict | None = None) -> None:
+        """stats: the replica's counters (forwards, trees verified, ...), passed through for observers."""
         self._entries[address] = {"address": address, "replica": replica, "active_sessions": active_sessions,
-                                  "max_sessions": max_sessions, "seen": time.monotonic()}
+                                  "max_sessions": max_sessions, "stats": stats or {}, "seen": time.monotonic()}
 
     def remove(self, address: str) -> None:
         self._entries.pop(address, None)
 
     def replicas(self) -> list[dict]:
-        """Live replicas: address, replica, active_sessions, max_sessions."""
+        """Live replicas: address, replica, active_sessions, max_sessions, stats."""
         now = time.monotonic()
         for address in [a for a, e in self._entries.items() if now - e["seen"] > self.ttl_s]:
             del self._entries[address]

@@ -73,6 +73,13 @@ class VerifierServerConfig(BaseModel):
                                                              "tokens, so running sessions keep their pace.")
     max_kv_tokens: int | None = Field(None, ge=1, description="Tokens the batched KV pool may hold; default "
                                                               "max_sessions x (context + max_tree_nodes).")
+    batch_wait_ms: float = Field(10.0, ge=0, description="A batched forward waits up to this long for sessions "
+                                                         "that are drafting to send their trees.")
+    step_tokens: int | None = Field(128, ge=1, description="Under load, each verdict gives its session a node budget "
+                                                           "of step_tokens / open sessions for the next tree (at least "
+                                                           "min_tree_nodes), so a forward stays near this many tokens; "
+                                                           "None: only max_tree_nodes bounds trees.")
+    min_tree_nodes: int = Field(4, ge=1, description="The smallest node budget a verdict gives.")
 
 
 class _Unbatched:
@@ -104,7 +111,8 @@ class _Batched:
     def __init__(self, target: TargetModel, config: VerifierServerConfig):
         max_kv = config.max_kv_tokens or config.max_sessions * (target.max_context + config.max_tree_nodes)
         self.config = config
-        self.batcher = BatchedVerifier(target, config.max_batch_tokens, max_kv, config.prefill_chunk_tokens)
+        self.batcher = BatchedVerifier(target, config.max_batch_tokens, max_kv, config.prefill_chunk_tokens,
+                                       config.batch_wait_ms)
 
     async def open(self, prompt_ids: list[int], sampling, max_new_tokens: int):
         session = self.batcher.open(prompt_ids, sampling, self.config.max_tree_nodes, max_new_tokens)
@@ -132,6 +140,27 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServicer):
         self.waiting = 0  # opens and trees waiting for a forward: the autoscaler's queue signal
         self.draining = False
         self.backend = (_Batched if config.batching else _Unbatched)(target, config)
+
+    def stats(self) -> dict[str, float]:
+        """Counters since start: sessions served, forwards and trees verified (batched mode)."""
+        out = {"sessions_served": self.sessions_served, "waiting": self.waiting}
+        batcher = getattr(self.backend, "batcher", None)
+        if batcher is not None:
+            out.update(forwards=batcher.forwards, trees=batcher.trees_verified)
+        return out
+
+    def tree_budget(self) -> int:
+        """Nodes the next tree of a session may have: the open sessions share `step_tokens`.
+
+        Verification compute is what concurrent sessions share, and most drafted nodes are
+        rejected: under load, smaller trees buy more accepted tokens per forward (goodput-driven
+        speculation length, Liu et al. 2024, "Optimizing Speculative Decoding for Serving Large
+        Language Models Using Goodput"). One session alone keeps the whole max_tree_nodes."""
+        config = self.config
+        if config.step_tokens is None:
+            return config.max_tree_nodes
+        share = config.step_tokens // max(1, self.active_sessions)
+        return max(min(config.min_tree_nodes, config.max_tree_nodes), min(config.max_tree_nodes, share))
 
     async def _next(self, requests, context) -> verifier_pb2.SessionRequest | None:
         try:
@@ -191,7 +220,9 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServicer):
                     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(err))
                 finally:
                     self.waiting -= 1
-                yield verifier_pb2.SessionResponse(verdict=verdict_to_proto(verdict))
+                message = verdict_to_proto(verdict)
+                message.max_tree_nodes = self.tree_budget()
+                yield verifier_pb2.SessionResponse(verdict=message)
         finally:
             if session is not None:
                 self.backend.close(session)

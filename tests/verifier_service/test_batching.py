@@ -169,3 +169,24 @@ def test_pool_hands_out_lowest_slots_and_grows():
     assert pool.extent == 3
     with pytest.raises(PoolFullError):
         pool.allocate(7)
+
+
+def test_a_forward_waits_briefly_for_drafting_sessions(target):
+    batcher = BatchedVerifier(target, batch_wait_ms=300)
+    try:
+        sessions = [batcher.open([1, 2, 3], GREEDY), batcher.open([4, 5], GREEDY)]
+        for s in sessions:
+            s.ready.result(timeout=30)
+        forwards = batcher.forwards
+        first = batcher.verify(sessions[0], DraftTree.root_only(sessions[0].root))
+        time.sleep(0.05)  # the other session is still drafting: the forward waits for it
+        second = batcher.verify(sessions[1], DraftTree.root_only(sessions[1].root))
+        first.result(timeout=30), second.result(timeout=30)
+        assert batcher.forwards == forwards + 1
+        batcher.close(sessions[1])  # one session left: no wait at all (else this would take 5 s)
+        batcher.batch_wait_s = 5.0
+        start = time.monotonic()
+        batcher.verify(sessions[0], DraftTree.root_only(sessions[0].root)).result(timeout=30)
+        assert time.monotonic() - start < 2.0
+    finally:
+        batcher.stop()

@@ -24,7 +24,7 @@ from tests.conftest import PROMPTS
 from verifier_service.client import VerifierError, VerifierPool
 from verifier_service.contracts import DraftTree
 from verifier_service.sampling import SamplingParams
-from verifier_service.server import VerifierServer, VerifierServerConfig
+from verifier_service.server import VerifierServer, VerifierServerConfig, VerifierServicer
 
 MAX_NEW = 20
 
@@ -248,3 +248,24 @@ def test_no_replica_left_is_a_retryable_error_not_a_hang(target):
         assert time.monotonic() - start < 10
     finally:
         pool.close()
+
+
+def test_verdicts_carry_a_tree_budget_shared_among_open_sessions(target):
+    config = VerifierServerConfig(step_tokens=8, min_tree_nodes=3, max_tree_nodes=16)
+    srv = VerifierServer(target, config, replica="budget").start()
+    channel = grpc.insecure_channel(srv.address)
+    try:
+        servicer, budgets = srv.servicer, {}
+        for open_sessions in (1, 2, 4):  # no session is running: set the count the budget reads
+            servicer.active_sessions = open_sessions
+            budgets[open_sessions] = servicer.tree_budget()
+        servicer.active_sessions = 0
+        assert budgets == {1: 8, 2: 4, 4: 3}  # 8 / sessions, at least min_tree_nodes
+        responses = call(verifier_pb2_grpc.VerifierStub(channel), [open_msg([7, 8]), tree_msg([8], [-1])])
+        assert responses[1].verdict.max_tree_nodes == 8
+        unbounded = VerifierServicer(target, config.model_copy(update={"step_tokens": None}), "x")
+        assert unbounded.tree_budget() == 16
+        unbounded.backend.stop()
+    finally:
+        channel.close()
+        srv.stop(grace_s=0.5)

@@ -68,18 +68,20 @@ class SessionOpened(_message.Message):
     def __init__(self, max_context: _Optional[int] = ..., max_tree_nodes: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., prefill_ms: _Optional[float] = ..., replica: _Optional[str] = ...) -> None: ...
 
 class Verdict(_message.Message):
-    __slots__ = ("accepted_nodes", "accepted_tokens", "bonus_token", "num_drafted", "verify_ms")
+    __slots__ = ("accepted_nodes", "accepted_tokens", "bonus_token", "num_drafted", "verify_ms", "max_tree_nodes")
     ACCEPTED_NODES_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     BONUS_TOKEN_FIELD_NUMBER: _ClassVar[int]
     NUM_DRAFTED_FIELD_NUMBER: _ClassVar[int]
     VERIFY_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TREE_NODES_FIELD_NUMBER: _ClassVar[int]
     accepted_nodes: _containers.RepeatedScalarFieldContainer[int]
     accepted_tokens: _containers.RepeatedScalarFieldContainer[int]
     bonus_token: int
     num_drafted: int
     verify_ms: float
-    def __init__(self, accepted_nodes: _Optional[_Iterable[int]] = ..., accepted_tokens: _Optional[_Iterable[int]] = ..., bonus_token: _Optional[int] = ..., num_drafted: _Optional[int] = ..., verify_ms: _Optional[float] = ...) -> None: ...
+    max_tree_nodes: int
+    def __init__(self, accepted_nodes: _Optional[_Iterable[int]] = ..., accepted_tokens: _Optional[_Iterable[int]] = ..., bonus_token: _Optional[int] = ..., num_drafted: _Optional[int] = ..., verify_ms: _Optional[float] = ..., max_tree_nodes: _Optional[int] = ...) -> None: ...
 
 class SessionResponse(_message.Message):
     __slots__ = ("opened", "verdict")
