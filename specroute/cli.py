@@ -10,6 +10,9 @@
     specroute tasks route --tasks DIR --prompt TEXT [--task T] [--drafter D] [--redis-url URL]
     specroute bench engine [--zoo DIR]
     specroute bench router [--zoo DIR]
+    specroute bench services [--zoo DIR]
+    specroute bench scale [--zoo DIR] [--drafter NAME]
+    specroute loadtest --target ADDRESS --concurrency N --duration S (--zoo DIR | --prompts FILE) [--mix TASKS]
 
 Heavy imports (torch, transformers) happen inside the subcommands, so `--help` is instant.
 """
@@ -222,11 +225,61 @@ def _bench_router(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_scale(args: argparse.Namespace) -> int:
+    from bench.scale import run_scale_bench
+    run_scale_bench(zoo=Path(args.zoo), preset=args.preset, concurrencies=tuple(args.streams),
+                    duration_s=args.duration, max_new_tokens=args.max_new_tokens, repeats=args.repeats,
+                    out=Path(args.out), drafter=args.drafter,
+                    verifier_threads=tuple(args.verifier_threads))
+    return 0
+
+
 def _bench_services(args: argparse.Namespace) -> int:
     from bench.services import run_services_bench
     run_services_bench(zoo=Path(args.zoo), preset=args.preset, prompts_per_task=args.prompts,
                        max_new_tokens=args.max_new_tokens, repeats=args.repeats, out=Path(args.out))
     return 0
+
+
+def _loadtest(args: argparse.Namespace) -> int:
+    import os
+
+    from pydantic import ValidationError
+
+    from specroute.loadtest import LoadTestConfig, PromptMix, load_prompt_source, ray_replica_counter, run_loadtest
+    flags = {"target": "--target", "concurrency": "--concurrency", "duration_s": "--duration", "mix": "--mix",
+             "max_requests": "--max-requests", "max_new_tokens": "--max-new-tokens", "temperature": "--temperature",
+             "warmup_requests": "--warmup", "seed": "--seed", "api_key": "--api-key", "request_timeout_s": "--timeout",
+             "drain_s": "--drain", "retries": "--retries", "drafter": "--drafter"}
+    if bool(args.zoo) == bool(args.prompts):
+        return _fail("give exactly one of --zoo DIR and --prompts FILE")
+    try:
+        config = LoadTestConfig(target=args.target, concurrency=args.concurrency, duration_s=args.duration,
+                                max_requests=args.max_requests, max_new_tokens=args.max_new_tokens,
+                                temperature=args.temperature, warmup_requests=args.warmup, mix=args.mix,
+                                seed=args.seed, api_key=args.api_key or os.environ.get("SPECROUTE_API_KEY"),
+                                request_timeout_s=args.timeout, drain_s=args.drain, retries=args.retries,
+                                drafter=args.drafter)
+    except ValidationError as err:
+        first = err.errors()[0]
+        name = flags.get(str(first["loc"][0]), str(first["loc"][0])) if first["loc"] else "loadtest"
+        return _fail(f"{name}: {first['msg'].removeprefix('Value error, ')}")
+    try:
+        prompts = load_prompt_source(zoo=args.zoo, prompts_file=args.prompts)
+        PromptMix(prompts, config.mix, config.seed)  # an unknown --mix task fails here, before any connection
+    except (ValueError, FileNotFoundError) as err:
+        return _fail(str(err))
+    counter, note, disconnect = ray_replica_counter(args.ray_address)
+    if counter is None:
+        print(f"note: {note}", file=sys.stderr)
+    try:
+        report = run_loadtest(config, prompts, replica_counts=counter, out_dir=Path(args.out),
+                              progress=not args.no_progress, replica_note=note)
+    finally:
+        disconnect()
+    print(report.markdown())
+    print(f"wrote {Path(args.out) / 'report.md'}, report.json and loadtest.png")
+    return 0 if report.summary["requests"]["ok"] else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -359,6 +412,54 @@ def build_parser() -> argparse.ArgumentParser:
     services.add_argument("--repeats", type=int, default=3)
     services.add_argument("--out", default="bench/results")
     services.set_defaults(func=_bench_services)
+    scale = bench_sub.add_parser("scale", help="Aggregate tokens/s at N streams, batched vs unbatched verification.")
+    scale.add_argument("--zoo", default="zoo/bench", help="Zoo directory (built if it has no manifest).")
+    scale.add_argument("--preset", default="bench")
+    scale.add_argument("--streams", type=int, nargs="+", default=[1, 4, 8, 16], help="Concurrency levels.")
+    scale.add_argument("--duration", type=float, default=15.0, help="Seconds of load per level.")
+    scale.add_argument("--max-new-tokens", type=int, default=64)
+    scale.add_argument("--repeats", type=int, default=3)
+    scale.add_argument("--drafter", default=None, help="Every request to this drafter (default: routed).")
+    scale.add_argument("--verifier-threads", type=int, nargs="+", default=[1, 2],
+                       help="torch thread counts of the verifier to try, each mode with each; a mode's figure is its best.")
+    scale.add_argument("--out", default="bench/results")
+    scale.set_defaults(func=_bench_scale)
+
+    load = sub.add_parser("loadtest", help="Bounded closed-loop load test of one gRPC endpoint: throughput, TTFT, "
+                                           "inter-token latency, tau, errors, replicas over time.",
+                          description="N workers each send one streaming request after another to the one address "
+                                      "given, until --duration or --max-requests; requests still running at the end "
+                                      "get --drain seconds, then are cancelled. Writes report.md, report.json and "
+                                      "loadtest.png to --out. Exit code 0 if any request succeeded, 1 if none did, "
+                                      "2 for bad arguments.")
+    load.add_argument("--target", default="127.0.0.1:9000", metavar="ADDRESS",
+                      help="The gRPC address HOST:PORT (default: loopback).")
+    load.add_argument("--concurrency", type=int, default=4, metavar="N", help="Closed-loop workers, 1-256.")
+    load.add_argument("--duration", type=float, default=30.0, metavar="S", help="Seconds of load, > 0 and <= 3600.")
+    load.add_argument("--mix", default=None, metavar="TASKS",
+                      help="Tasks and optional weights, e.g. code,math or code=3,math=1 (default: every task equally).")
+    load.add_argument("--zoo", default=None, metavar="DIR", help="Prompts: a built zoo's held-out test split.")
+    load.add_argument("--prompts", default=None, metavar="FILE", help='Or JSONL lines {"prompt": ..., "task": ...}.')
+    load.add_argument("--max-requests", type=int, default=10_000, metavar="N", help="Hard bound on requests started.")
+    load.add_argument("--max-new-tokens", type=int, default=64, metavar="N")
+    load.add_argument("--temperature", type=float, default=0.0, help="0 is greedy; > 0 seeds request i with SEED+i.")
+    load.add_argument("--warmup", type=int, default=0, metavar="N",
+                      help="Requests sent first and left out of the figures.")
+    load.add_argument("--seed", type=int, default=0, help="Seed of the prompt draw.")
+    load.add_argument("--timeout", type=float, default=60.0, metavar="S", help="Each request's deadline in seconds.")
+    load.add_argument("--drain", type=float, default=10.0, metavar="S",
+                      help="Grace for requests running at the end, seconds.")
+    load.add_argument("--retries", type=int, default=0, help="SDK retries of UNAVAILABLE before the first token.")
+    load.add_argument("--drafter", default=None, metavar="NAME", help="Send every request to this drafter "
+                                                                     "(default: the router chooses).")
+    load.add_argument("--out", default="loadtest-results", metavar="DIR", help="Output directory.")
+    load.add_argument("--ray-address", default="auto", metavar="ADDR",
+                      help="Ray cluster for replica counts (ray.init address: auto, HOST:PORT, ray://...), or none; "
+                           "unreachable: the report says so and the run goes on.")
+    load.add_argument("--api-key", default=None, metavar="KEY",
+                      help="Sent as authorization: Bearer KEY (default: $SPECROUTE_API_KEY).")
+    load.add_argument("--no-progress", action="store_true", help="No progress bar.")
+    load.set_defaults(func=_loadtest)
     return parser
 
 

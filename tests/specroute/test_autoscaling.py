@@ -12,8 +12,9 @@ import time
 
 import pytest
 
-from router.redis_server import free_port
 from specroute.client import Client
+from specroute.config import DeploymentOptions
+from tests.specroute.systems import start_tiny_system
 
 pytestmark = pytest.mark.integration
 
@@ -25,19 +26,11 @@ LOAD_LIMIT_S = 90  # the load stops by itself after this, scaled or not
 
 @pytest.fixture(scope="module")
 def system(built_zoo):
-    from specroute.config import config_for_zoo
-    from specroute.serve import LocalSystem
-    from specroute.zoo.routing import ensure_routing
-    ensure_routing(built_zoo)
-    config = config_for_zoo(
-        built_zoo, endpoints={"http_port": free_port(), "grpc_port": free_port()},
-        verifier={"deployment": {"num_cpus": 0.25, "autoscaling": {**FAST, "target_ongoing_requests": 2}}})
-    drafter = next(d for d in config.drafters if d.name == "ngram")
-    drafter = drafter.model_copy(update={"deployment": drafter.deployment.model_copy(
-        update={"autoscaling": {**FAST, "target_ongoing_requests": 2}, "num_cpus": 0.25})})
-    generic = next(d for d in config.drafters if d.name == "generic-llama")  # the router's fallback
-    config = config.model_copy(update={"drafters": [generic, drafter]})
-    system = LocalSystem.start(config, num_cpus=8)
+    autoscaling = {**FAST, "target_ongoing_requests": 2}
+    system = start_tiny_system(  # generic-llama: the router's fallback, at one replica
+        built_zoo, ("generic-llama", "ngram"),
+        drafter_updates={"ngram": {"deployment": DeploymentOptions(num_cpus=0.25, autoscaling=autoscaling)}},
+        verifier={"deployment": {"num_cpus": 0.25, "autoscaling": autoscaling}})
     yield system
     system.stop()
 

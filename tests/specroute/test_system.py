@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
-from router.redis_server import free_port
 from specroute import errors
 from specroute.client import AsyncClient, Client
+from tests.specroute.systems import start_tiny_system
 
 pytestmark = pytest.mark.integration
 
@@ -26,15 +26,8 @@ MAX_NEW = 24
 
 @pytest.fixture(scope="module")
 def system(built_zoo):
-    from specroute.config import config_for_zoo
-    from specroute.serve import LocalSystem
-    from specroute.zoo.routing import ensure_routing
-    ensure_routing(built_zoo)
-    config = config_for_zoo(built_zoo, endpoints={"http_port": free_port(), "grpc_port": free_port()},
-                            verifier={"deployment": {"num_replicas": 2, "num_cpus": 0.25}, "failover_timeout_s": 30},
-                            router={"max_new_tokens_limit": 256})
-    config = config.model_copy(update={"drafters": [d for d in config.drafters if d.name in DRAFTERS]})
-    system = LocalSystem.start(config, num_cpus=8)
+    system = start_tiny_system(built_zoo, DRAFTERS, router={"max_new_tokens_limit": 256},
+                               verifier={"deployment": {"num_replicas": 2, "num_cpus": 0.25}, "failover_timeout_s": 30})
     yield system
     system.stop()
 
