@@ -1,12 +1,15 @@
-"""What every benchmark shares: the zoo it runs on (built first when missing) and the record of
-the command and machine that produced its figures. Knows nothing about what is measured."""
+"""What every benchmark shares: the zoo it runs on (built first when missing), the record of the
+command and machine that produced its figures, and how results are written. Knows nothing about
+what is measured."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -32,3 +35,20 @@ def provenance(bench: str, zoo: Path) -> dict:
     return {"command": command,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
             "python": platform.python_version(), "torch": torch.__version__}
+
+
+def provenance_lines(p: dict) -> list[str]:
+    """The markdown lines naming the command and the machine of a `provenance` record."""
+    return [f"Command: `{p.get('command', '')}`  ",
+            f"Machine: {p.get('machine', '')}; Python {p.get('python', '')}, torch {p.get('torch', '')}  "]
+
+
+def write_results(out: Path, stem: str, result: dict, markdown: str,
+                  plot: Callable[[dict, Path], None] | None = None) -> None:
+    """Writes STEM.json and STEM.md (and STEM.png through `plot`) under `out`; prints the markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2))
+    (out / f"{stem}.md").write_text(markdown)
+    if plot is not None:
+        plot(result, out / f"{stem}.png")
+    print(markdown)

@@ -23,7 +23,6 @@ shapes below were chosen, so the benchmark's test prompts play no part in tuning
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from bench.common import load_zoo, provenance
+from bench.common import load_zoo, provenance, provenance_lines, write_results
 from drafter_service.base import create_drafter
 from drafter_service.generation import GenerationStats
 from specroute.engine import Engine
@@ -124,11 +123,7 @@ def run_engine_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_toke
     results = _summarise(runs, list(methods))
     results["setup"] = _setup(zoo, manifest, prompts_per_task, max_new_tokens, repeats,
                               {"chain": chain, "tree": tree, "split": "test"})
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "engine.json").write_text(json.dumps(results, indent=2))
-    (out / "engine.md").write_text(_markdown(results, "Engine benchmark"))
-    _plot(results, out / "engine.png")
-    print(_markdown(results, "Engine benchmark"))
+    write_results(out, "engine", results, _markdown(results, "Engine benchmark"), _plot)
     return results
 
 
@@ -143,10 +138,7 @@ def run_tree_sweep(zoo: Path, preset: str, prompts_per_task: int, max_new_tokens
     prompts = _prompts(zoo, manifest, target.tokenizer, prompts_per_task, max_prompt_tokens, split="validation")
     results = _summarise(_measure(methods, prompts, max_new_tokens, repeats), list(methods))
     results["setup"] = _setup(zoo, manifest, prompts_per_task, max_new_tokens, repeats, {"split": "validation"})
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "engine_sweep.json").write_text(json.dumps(results, indent=2))
-    (out / "engine_sweep.md").write_text(_markdown(results, "Tree-shape sweep (validation prompts)"))
-    print(_markdown(results, "Tree-shape sweep (validation prompts)"))
+    write_results(out, "engine_sweep", results, _markdown(results, "Tree-shape sweep (validation prompts)"))
     return results
 
 
@@ -221,9 +213,7 @@ def _merge(ms: list[Measurement]) -> Measurement:
 
 def _markdown(results: dict, title: str) -> str:
     s = results.get("setup", {})
-    lines = [f"# {title}", "",
-             f"Command: `{s.get('command', '')}`  ",
-             f"Machine: {s.get('machine', '')}; Python {s.get('python', '')}, torch {s.get('torch', '')}  ",
+    lines = [f"# {title}", "", *provenance_lines(s),
              f"Models: zoo preset `{s.get('zoo_preset')}`, target {s.get('target_params', 0):,} params, "
              f"drafter `{s.get('drafter')}` {s.get('drafter_params', 0):,} params"
              + (f"; chain {s['chain']}, tree {s['tree']}" if "chain" in s else "") + "  ",

@@ -20,7 +20,6 @@ Writes `router.md`, `router.json` and `router.png` under the output directory.
 
 from __future__ import annotations
 
-import json
 import random
 import statistics
 import time
@@ -30,7 +29,7 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 from tqdm.auto import tqdm
 
-from bench.common import load_zoo, provenance
+from bench.common import load_zoo, provenance, provenance_lines, write_results
 from router.assign import assign_drafters, zoo_drafters
 from router.detect import detect_tasks, load_tasks, save_tasks
 from router.router import Router, RouterConfig
@@ -114,11 +113,7 @@ def run_router_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_toke
         "routed_over_generic": means["routed"] / means["generic"], "routed_over_oracle": means["routed"] / means["oracle"],
         "lossless": lossless, "goals": GOALS,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "router.json").write_text(json.dumps(results, indent=2))
-    (out / "router.md").write_text(_markdown(results))
-    _plot(results, out / "router.png")
-    print(_markdown(results))
+    write_results(out, "router", results, _markdown(results), _plot)
     return results
 
 
@@ -182,9 +177,7 @@ def _markdown(r: dict) -> str:
     ok = lambda v, goal, above=True: "met" if (v >= goal if above else v < goal) else "NOT met"  # noqa: E731
     p99 = max(v["p99"] for v in r["latency_ms"].values())
     lines = [
-        "# Router benchmark", "",
-        f"Command: `{s['command']}`  ",
-        f"Machine: {s['machine']}; Python {s['python']}, torch {s['torch']}  ",
+        "# Router benchmark", "", *provenance_lines(s),
         f"Models: zoo preset `{s['zoo_preset']}`; detection on {s['detect_prompts']} training prompts; classifier on "
         f"{s['test_prompts_classified']} test prompts; routed tau on {s['prompts_per_task']} test prompts per task, "
         f"{s['max_new_tokens']} new tokens, greedy; confidence threshold {s['confidence_threshold']}.", "",

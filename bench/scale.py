@@ -37,7 +37,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from bench.common import load_zoo, provenance
+from bench.common import load_zoo, provenance, provenance_lines, write_results
 from router.redis_server import free_port
 from specroute.loadtest import LoadTestConfig, load_zoo_prompts, run_loadtest
 
@@ -121,12 +121,7 @@ def run_scale_bench(zoo: Path, preset: str, concurrencies: tuple[int, ...], dura
                   name: {str(n): v for n, v in by_n.items()} for name, by_n in runs.items()},
               "goal": {"streams": GOAL_STREAMS, "ratio": GOAL, "measured": goal_ratio,
                        "met": goal_ratio is not None and goal_ratio >= GOAL}}
-    out.mkdir(parents=True, exist_ok=True)
-    stem = "scale-routed" if drafter is None else f"scale-{drafter}"
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=2))
-    (out / f"{stem}.md").write_text(_markdown(result))
-    _plot(result, out / f"{stem}.png")
-    print(_markdown(result))
+    write_results(out, "scale-routed" if drafter is None else f"scale-{drafter}", result, _markdown(result), _plot)
     return result
 
 
@@ -165,9 +160,7 @@ def _markdown(r: dict) -> str:
     goal = r["goal"]
     lines = [
         "# Scale: aggregate throughput under concurrent streams, batched vs unbatched verification",
-        "",
-        f"Command: `{r['command']}`  ",
-        f"Machine: {r['machine']}; Python {r['python']}, torch {r['torch']}  ",
+        "", *provenance_lines(r),
         f"Zoo: `{r['zoo']}` (preset {r['preset']}); " + (
             f"every request to the {r['drafter']} drafter.  " if r["drafter"] else
             f"every drafter deployed ({', '.join(r['drafters'])}), the router choosing per prompt.  "),

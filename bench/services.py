@@ -20,14 +20,13 @@ Writes `services.md`, `services.json` and `services.png` under the output direct
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from bench.common import load_zoo, provenance
+from bench.common import load_zoo, provenance, provenance_lines, write_results
 from drafter_service.base import create_drafter
 from router.redis_server import free_port
 from specroute.engine import Engine
@@ -112,20 +111,14 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
               "startup_s": system.startup_s, "mismatches": mismatches, "per_task": per_task,
               "overall_ratio": overall, "goal": GOAL,
               "goal_met": all(row["ratio"] >= GOAL for row in per_task.values())}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "services.json").write_text(json.dumps(result, indent=2))
-    (out / "services.md").write_text(_markdown(result))
-    _plot(result, out / "services.png")
-    print(_markdown(result))
+    write_results(out, "services", result, _markdown(result), _plot)
     return result
 
 
 def _markdown(r: dict) -> str:
     lines = [
         "# Services: one stream through the SDK and Ray Serve against the in-process engine",
-        "",
-        f"Command: `{r['command']}`  ",
-        f"Machine: {r['machine']}; Python {r['python']}, torch {r['torch']}  ",
+        "", *provenance_lines(r),
         f"Zoo: `{r['zoo']}` (preset {r['preset']}); {r['prompts_per_task']} test prompts per task, "
         f"{r['max_new_tokens']} new tokens, greedy, median of {r['repeats']} repeats; system start-up "
         f"{r['startup_s']:.0f} s.",

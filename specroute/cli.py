@@ -225,6 +225,16 @@ def _bench_router(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_parser(bench_sub, name: str, help_text: str, func) -> argparse.ArgumentParser:
+    """A `specroute bench NAME` parser with the options every benchmark has: --zoo, --preset, --out."""
+    parser = bench_sub.add_parser(name, help=help_text)
+    parser.add_argument("--zoo", default="zoo/bench", help="Zoo directory (built if it has no manifest).")
+    parser.add_argument("--preset", default="bench", help="Preset to build when the zoo is missing.")
+    parser.add_argument("--out", default="bench/results", help="Where the results are written.")
+    parser.set_defaults(func=func)
+    return parser
+
+
 def _bench_scale(args: argparse.Namespace) -> int:
     from bench.scale import run_scale_bench
     run_scale_bench(zoo=Path(args.zoo), preset=args.preset, concurrencies=tuple(args.streams),
@@ -385,36 +395,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="Benchmarks.")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
-    engine = bench_sub.add_parser("engine", help="Plain vs HF assisted vs specroute chain/tree/ngram.")
-    engine.add_argument("--zoo", default="zoo/bench", help="Zoo directory (built if it has no manifest).")
-    engine.add_argument("--preset", default="bench", help="Preset to build when the zoo is missing.")
+    engine = _bench_parser(bench_sub, "engine", "Plain vs HF assisted vs specroute chain/tree/ngram.", _bench_engine)
     engine.add_argument("--prompts", type=int, default=8, help="Test prompts per task.")
     engine.add_argument("--max-new-tokens", type=int, default=96)
     engine.add_argument("--repeats", type=int, default=3)
-    engine.add_argument("--out", default="bench/results")
     engine.add_argument("--chain", type=_tree_shape, default=None, help="Chain shape 1,DEPTH,NODES (default: swept).")
     engine.add_argument("--tree", type=_tree_shape, default=None, help="Tree shape TOP_K,DEPTH,NODES (default: swept).")
     engine.add_argument("--sweep", action="store_true",
                         help="Measure tree shapes on validation prompts instead (how the defaults were chosen).")
-    engine.set_defaults(func=_bench_engine)
-    router_bench = bench_sub.add_parser("router", help="Task detection, classifier and routed tau on the bench zoo.")
-    router_bench.add_argument("--zoo", default="zoo/bench", help="Zoo directory (built if it has no manifest).")
-    router_bench.add_argument("--preset", default="bench")
+    router_bench = _bench_parser(bench_sub, "router", "Task detection, classifier and routed tau on the bench zoo.",
+                                 _bench_router)
     router_bench.add_argument("--prompts", type=int, default=12, help="Test prompts per task for the routed tau.")
     router_bench.add_argument("--max-new-tokens", type=int, default=64)
-    router_bench.add_argument("--out", default="bench/results")
-    router_bench.set_defaults(func=_bench_router)
-    services = bench_sub.add_parser("services", help="One stream through the SDK and Ray Serve vs the in-process engine.")
-    services.add_argument("--zoo", default="zoo/bench", help="Zoo directory (built if it has no manifest).")
-    services.add_argument("--preset", default="bench")
+    services = _bench_parser(bench_sub, "services", "One stream through the SDK and Ray Serve vs the in-process engine.",
+                             _bench_services)
     services.add_argument("--prompts", type=int, default=4, help="Test prompts per task.")
     services.add_argument("--max-new-tokens", type=int, default=96)
     services.add_argument("--repeats", type=int, default=3)
-    services.add_argument("--out", default="bench/results")
-    services.set_defaults(func=_bench_services)
-    scale = bench_sub.add_parser("scale", help="Aggregate tokens/s at N streams, batched vs unbatched verification.")
-    scale.add_argument("--zoo", default="zoo/bench", help="Zoo directory (built if it has no manifest).")
-    scale.add_argument("--preset", default="bench")
+    scale = _bench_parser(bench_sub, "scale", "Aggregate tokens/s at N streams, batched vs unbatched verification.",
+                          _bench_scale)
     scale.add_argument("--streams", type=int, nargs="+", default=[1, 4, 8, 16], help="Concurrency levels.")
     scale.add_argument("--duration", type=float, default=15.0, help="Seconds of load per level.")
     scale.add_argument("--max-new-tokens", type=int, default=64)
@@ -422,8 +421,6 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--drafter", default=None, help="Every request to this drafter (default: routed).")
     scale.add_argument("--verifier-threads", type=int, nargs="+", default=[1, 2],
                        help="torch thread counts of the verifier to try, each mode with each; a mode's figure is its best.")
-    scale.add_argument("--out", default="bench/results")
-    scale.set_defaults(func=_bench_scale)
 
     load = sub.add_parser("loadtest", help="Bounded closed-loop load test of one gRPC endpoint: throughput, TTFT, "
                                            "inter-token latency, tau, errors, replicas over time.",

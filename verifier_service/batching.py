@@ -64,6 +64,11 @@ class PagedSession(SessionState):
         self.busy = False  # a work item of this session is queued or running
         self.ready: Future = Future()  # resolved (to the session) once the prompt is prefilled
 
+    @property
+    def to_prefill(self) -> int:
+        """Prompt tokens not in the pool yet."""
+        return self.prefix_len - len(self.slots)
+
 
 @dataclass
 class _Work:
@@ -207,7 +212,7 @@ class BatchedVerifier:
                 work.future.cancel()
                 continue
             if work.tree is None:
-                left = work.session.prefix_len - len(work.session.slots)
+                left = work.session.to_prefill
                 n = min(left, self.prefill_chunk_tokens, budget if batch else left)
                 if n < left:
                     kept.append(work)  # more chunks to come; it keeps its place
@@ -265,7 +270,7 @@ class BatchedVerifier:
             session = work.session
             if work.tree is None:
                 session.slots.extend(new_slots)
-                if len(session.slots) == session.prefix_len:
+                if not session.to_prefill:
                     self._finish(work, result=session)
                 continue
             try:

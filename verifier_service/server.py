@@ -101,6 +101,9 @@ class _Unbatched:
     def close(self, session) -> None:
         pass
 
+    def stats(self) -> dict[str, float]:
+        return {}
+
     def stop(self) -> None:
         self._forward.shutdown(wait=False, cancel_futures=True)
 
@@ -128,6 +131,9 @@ class _Batched:
     def close(self, session) -> None:
         self.batcher.close(session)
 
+    def stats(self) -> dict[str, float]:
+        return {"forwards": self.batcher.forwards, "trees": self.batcher.trees_verified}
+
     def stop(self) -> None:
         self.batcher.stop()
 
@@ -143,11 +149,7 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServicer):
 
     def stats(self) -> dict[str, float]:
         """Counters since start: sessions served, forwards and trees verified (batched mode)."""
-        out = {"sessions_served": self.sessions_served, "waiting": self.waiting}
-        batcher = getattr(self.backend, "batcher", None)
-        if batcher is not None:
-            out.update(forwards=batcher.forwards, trees=batcher.trees_verified)
-        return out
+        return {"sessions_served": self.sessions_served, "waiting": self.waiting, **self.backend.stats()}
 
     def tree_budget(self) -> int:
         """Nodes the next tree of a session may have: the open sessions share `step_tokens`.

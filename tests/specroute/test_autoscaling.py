@@ -14,6 +14,7 @@ import pytest
 
 from specroute.client import Client
 from specroute.config import DeploymentOptions
+from tests.polling import wait_for
 from tests.specroute.systems import start_tiny_system
 
 pytestmark = pytest.mark.integration
@@ -41,15 +42,6 @@ def running(deployment: str, app: str) -> int:
     return status.replica_states.get("RUNNING", 0)
 
 
-def wait_until(predicate, timeout_s: float, every_s: float = 0.5) -> bool:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(every_s)
-    return predicate()
-
-
 def test_scales_up_under_load_and_down_after(system, built_zoo):
     app = system.config.app_name
     deployments = ("Verifier", "Drafter-ngram")
@@ -70,7 +62,7 @@ def test_scales_up_under_load_and_down_after(system, built_zoo):
     for w in workers:
         w.start()
     try:
-        scaled_up = wait_until(lambda: all(running(d, app) == 2 for d in deployments), timeout_s=LOAD_LIMIT_S - 10)
+        scaled_up = wait_for(lambda: all(running(d, app) == 2 for d in deployments), LOAD_LIMIT_S - 10, every_s=0.5)
     finally:
         stop.set()
         for w in workers:
@@ -78,5 +70,5 @@ def test_scales_up_under_load_and_down_after(system, built_zoo):
     assert not errors, errors[:3]
     assert served
     assert scaled_up, {d: running(d, app) for d in deployments}
-    assert wait_until(lambda: all(running(d, app) == 1 for d in deployments), timeout_s=60), \
+    assert wait_for(lambda: all(running(d, app) == 1 for d in deployments), 60, every_s=0.5), \
         {d: running(d, app) for d in deployments}

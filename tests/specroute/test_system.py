@@ -16,6 +16,7 @@ import pytest
 
 from specroute import errors
 from specroute.client import AsyncClient, Client
+from tests.polling import wait_for
 from tests.specroute.systems import start_tiny_system
 
 pytestmark = pytest.mark.integration
@@ -86,9 +87,7 @@ def _open_verifier_sessions(system) -> int:
 
 def _wait_sessions_closed(system, timeout_s: float) -> int:
     """Open verifier sessions once they reach 0 or timeout_s passes (the directory hears within a heartbeat)."""
-    deadline = time.monotonic() + timeout_s
-    while _open_verifier_sessions(system) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for(lambda: not _open_verifier_sessions(system), timeout_s, every_s=0.2)
     return _open_verifier_sessions(system)
 
 

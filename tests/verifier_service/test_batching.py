@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from tests.polling import wait_for
 from verifier_service.batching import BatchedVerifier
 from verifier_service.contracts import NO_PARENT, DraftTree, InvalidTreeError
 from verifier_service.kv_pool import KVPool, PoolFullError
@@ -27,13 +28,6 @@ def batcher(target):
     b = BatchedVerifier(target, max_batch_tokens=96, prefill_chunk_tokens=16)
     yield b
     b.stop()
-
-
-def wait_for(predicate, timeout_s=5.0):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end and not predicate():
-        time.sleep(0.01)
-    return predicate()
 
 
 def greedy_continuation(target, prompt, n):

@@ -21,21 +21,13 @@ from drafter_service.generation import GenerationStats, StopConditions, collect,
 from protos.specroute.v1 import specroute_pb2, verifier_pb2, verifier_pb2_grpc
 from specroute.engine import Engine
 from tests.conftest import PROMPTS
+from tests.polling import wait_for
 from verifier_service.client import VerifierError, VerifierPool
 from verifier_service.contracts import DraftTree
 from verifier_service.sampling import SamplingParams
 from verifier_service.server import VerifierServer, VerifierServerConfig, VerifierServicer
 
 MAX_NEW = 20
-
-
-def wait_for(predicate, timeout_s=5.0):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["batched", "unbatched"])
