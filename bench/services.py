@@ -36,7 +36,8 @@ GOAL = 0.85
 
 
 def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_tokens: int, repeats: int,
-                       out: Path) -> dict:
+                       out: Path, verifier_threads: int | None = None) -> dict:
+    """verifier_threads: torch threads of the verifier replica (None: the config's default)."""
     from specroute.client import Client
     from specroute.config import config_for_zoo
     from specroute.serve import LocalSystem
@@ -44,8 +45,9 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
 
     manifest, target = load_zoo(zoo, preset)
     ensure_routing(zoo)
+    overrides = {} if verifier_threads is None else {"verifier": {"deployment": {"torch_threads": verifier_threads}}}
     config = config_for_zoo(zoo, endpoints={"http_port": free_port(), "grpc_port": free_port()},
-                            router={"max_new_tokens_limit": max(1024, max_new_tokens)})
+                            router={"max_new_tokens_limit": max(1024, max_new_tokens)}, **overrides)
     families = manifest["corpus"]["families"]
     specialist = {d.specialised_for: d for d in config.drafters if d.specialised_for}
     tests = load_split(zoo / manifest["corpus"]["files"]["test"])
@@ -108,7 +110,8 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
         for r in range(repeats))
     result = {**provenance("services", zoo), "zoo": str(zoo), "preset": manifest["preset"],
               "prompts_per_task": prompts_per_task, "max_new_tokens": max_new_tokens, "repeats": repeats,
-              "startup_s": system.startup_s, "mismatches": mismatches, "per_task": per_task,
+              "startup_s": system.startup_s, "verifier_threads": config.verifier.deployment.torch_threads,
+              "drafter_threads": config.drafters[0].deployment.torch_threads, "mismatches": mismatches, "per_task": per_task,
               "overall_ratio": overall, "goal": GOAL,
               "goal_met": all(row["ratio"] >= GOAL for row in per_task.values())}
     write_results(out, "services", result, _markdown(result), _plot)
@@ -121,7 +124,9 @@ def _markdown(r: dict) -> str:
         "", *provenance_lines(r),
         f"Zoo: `{r['zoo']}` (preset {r['preset']}); {r['prompts_per_task']} test prompts per task, "
         f"{r['max_new_tokens']} new tokens, greedy, median of {r['repeats']} repeats; system start-up "
-        f"{r['startup_s']:.0f} s.",
+        f"{r['startup_s']:.0f} s.  ",
+        f"torch threads per replica: verifier {r.get('verifier_threads') or 'Ray default'}, drafters "
+        f"{r.get('drafter_threads') or 'Ray default'}; the engine runs in the benchmark's process.",
         "",
         "Each task's specialist drafter, the same settings both ways. tokens/s = generated tokens over the "
         "caller's wall time (prefill and every hop included).",

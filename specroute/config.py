@@ -46,7 +46,9 @@ class DeploymentOptions(_Strict):
     max_ongoing_requests: int = Field(16, ge=1)
     autoscaling: dict[str, Any] | None = Field(
         None, description="Ray Serve autoscaling_config (min_replicas, max_replicas, target_ongoing_requests, ...).")
-    torch_threads: int | None = Field(None, ge=1, description="torch threads per replica; default: all cores.")
+    torch_threads: int | None = Field(
+        None, ge=1, description="torch threads per replica; default: Ray's OMP_NUM_THREADS for the replica, "
+                                "max(floor(num_cpus), 1) (1 with the local defaults).")
 
     @field_validator("autoscaling")
     @classmethod

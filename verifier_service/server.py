@@ -166,7 +166,9 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServicer):
 
     async def _next(self, requests, context) -> verifier_pb2.SessionRequest | None:
         try:
-            return await asyncio.wait_for(anext(requests), self.config.idle_timeout_s)
+            # asyncio.timeout, not wait_for: no task per message on the per-round path.
+            async with asyncio.timeout(self.config.idle_timeout_s):
+                return await anext(requests)
         except StopAsyncIteration:
             return None
         except asyncio.TimeoutError:
