@@ -8,8 +8,10 @@ import pytest
 @pytest.mark.integration
 def test_services_bench_writes_its_results(built_zoo, tmp_path):
     from bench.services import run_services_bench
-    result = run_services_bench(built_zoo, "tiny", prompts_per_task=1, max_new_tokens=8, repeats=1, out=tmp_path)
+    result = run_services_bench(built_zoo, "tiny", prompts_per_task=1, max_new_tokens=8, repeats=1, out=tmp_path,
+                                verifier_threads=1)
     assert result["mismatches"] == 0
+    assert result["verifier_threads"] == 1 and "verifier 1," in (tmp_path / "services.md").read_text()
     assert set(result["per_task"]) == set(json.loads((tmp_path / "services.json").read_text())["per_task"])
     assert all(row["service"]["tokens_per_s"] > 0 for row in result["per_task"].values())
     assert (tmp_path / "services.png").stat().st_size > 0 and "service / engine" in (tmp_path / "services.md").read_text()
