@@ -31,14 +31,12 @@ directory.
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from bench.common import load_zoo, provenance, provenance_lines, write_results
-from router.redis_server import free_port
 from specroute.loadtest import LoadTestConfig, load_zoo_prompts, run_loadtest
 
 GOAL_STREAMS, GOAL = 8, 2.0
@@ -53,12 +51,14 @@ def run_scale_bench(zoo: Path, preset: str, concurrencies: tuple[int, ...], dura
     verifier_threads: each mode runs with each of these torch thread counts in the verifier; a
     mode's figure at a level is its best thread count's (so neither mode is judged at a setting
     that suits only the other)."""
-    from specroute.config import config_for_zoo
+    from router.assign import RoutingTable
+    from specroute.config import local_config_for_zoo
     from specroute.serve import LocalSystem
     from specroute.zoo.routing import ensure_routing
 
     manifest, target = load_zoo(zoo, preset)
-    ensure_routing(zoo)
+    # Every request goes to `drafter`; the routing default stays deployed, as the router needs it.
+    keep = None if drafter is None else {drafter, RoutingTable.load(ensure_routing(zoo)).default}
     every = load_zoo_prompts(zoo)
     prompts = [p for p in every  # prompts the target's context holds with their new tokens
                if len(target.tokenizer.encode(p.prompt)) + max_new_tokens <= target.max_context]
@@ -69,13 +69,11 @@ def run_scale_bench(zoo: Path, preset: str, concurrencies: tuple[int, ...], dura
         for r in range(repeats):
             for mode, threads in (variants if r % 2 == 0 else variants[::-1]):
                 name = _name((mode, threads))
-                config = config_for_zoo(zoo, endpoints={"http_port": free_port(), "grpc_port": free_port()},
-                                        verifier={"batching": mode == "batched",
-                                                  "max_sessions": max(16, max(concurrencies)),
-                                                  "deployment": {"num_cpus": 0.5, "torch_threads": threads}},
-                                        router={"max_new_tokens_limit": max(1024, max_new_tokens)})
-                if drafter is not None:
-                    keep = {drafter, json.loads(config.router.routing_file.read_text())["default"]}
+                config = local_config_for_zoo(zoo, verifier={"batching": mode == "batched",
+                                                             "max_sessions": max(16, max(concurrencies)),
+                                                             "deployment": {"num_cpus": 0.5, "torch_threads": threads}},
+                                              router={"max_new_tokens_limit": max(1024, max_new_tokens)})
+                if keep is not None:
                     config = config.model_copy(update={"drafters": [d for d in config.drafters if d.name in keep]})
                 system = LocalSystem.start(config)
                 startup[name].append(system.startup_s)

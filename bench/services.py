@@ -28,7 +28,6 @@ from tqdm.auto import tqdm
 
 from bench.common import load_zoo, provenance, provenance_lines, write_results
 from drafter_service.base import create_drafter
-from router.redis_server import free_port
 from specroute.engine import Engine
 from specroute.zoo.corpus import load_split
 
@@ -39,15 +38,14 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
                        out: Path, verifier_threads: int | None = None) -> dict:
     """verifier_threads: torch threads of the verifier replica (None: the config's default)."""
     from specroute.client import Client
-    from specroute.config import config_for_zoo
+    from specroute.config import local_config_for_zoo
     from specroute.serve import LocalSystem
-    from specroute.zoo.routing import ensure_routing
 
     manifest, target = load_zoo(zoo, preset)
-    ensure_routing(zoo)
-    overrides = {} if verifier_threads is None else {"verifier": {"deployment": {"torch_threads": verifier_threads}}}
-    config = config_for_zoo(zoo, endpoints={"http_port": free_port(), "grpc_port": free_port()},
-                            router={"max_new_tokens_limit": max(1024, max_new_tokens)}, **overrides)
+    config = local_config_for_zoo(zoo, router={"max_new_tokens_limit": max(1024, max_new_tokens)})
+    if verifier_threads is not None:  # only the threads: the verifier keeps the rest of its deployment defaults
+        deployment = config.verifier.deployment.model_copy(update={"torch_threads": verifier_threads})
+        config = config.model_copy(update={"verifier": config.verifier.model_copy(update={"deployment": deployment})})
     families = manifest["corpus"]["families"]
     specialist = {d.specialised_for: d for d in config.drafters if d.specialised_for}
     tests = load_split(zoo / manifest["corpus"]["files"]["test"])

@@ -223,3 +223,12 @@ def config_for_zoo(zoo: Path, **overrides) -> SystemConfig:
     for key, value in overrides.items():
         data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
     return validate_config(data)
+
+
+def local_config_for_zoo(zoo: Path, **overrides) -> SystemConfig:
+    """`config_for_zoo` for a system on this machine: the zoo's routing made first if it is missing
+    (`specroute.zoo.routing.ensure_routing`), HTTP and gRPC on free loopback ports."""
+    from router.redis_server import free_port
+    from specroute.zoo.routing import ensure_routing
+    ensure_routing(zoo)
+    return config_for_zoo(zoo, endpoints={"http_port": free_port(), "grpc_port": free_port()}, **overrides)

@@ -45,17 +45,14 @@ def demo_prompts(zoo: Path, manifest: dict, per_task: int = PROMPTS_PER_TASK) ->
 
 def run_demo(zoo: Path, preset: str, max_new_tokens: int) -> None:
     """The whole system: routing, drafter services, the verifier service, through the SDK."""
-    from router.redis_server import free_port
     from specroute.client import Client
-    from specroute.config import config_for_zoo
+    from specroute.config import local_config_for_zoo
     from specroute.serve import LocalSystem
-    from specroute.zoo.routing import ensure_routing
 
     manifest = _ensure_zoo(zoo, preset)
     print(summary_table(manifest), "\n")
     print("[demo] task detection and drafter assignment (once; saved in the zoo's tasks/)")
-    ensure_routing(zoo)
-    config = config_for_zoo(zoo, endpoints={"http_port": free_port(), "grpc_port": free_port()})
+    config = local_config_for_zoo(zoo)
     print(f"[demo] starting Ray Serve: router, {len(config.drafters)} drafter deployments, the verifier, Redis")
     with LocalSystem.start(config) as system:
         print(f"[demo] up in {system.startup_s:.0f} s: gRPC {system.grpc_address}, HTTP {system.http_url}/v1/completions")

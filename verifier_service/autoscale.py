@@ -26,7 +26,6 @@ import math
 from typing import Any
 
 POLICY = "verifier_service.autoscale:scale_on_sessions"
-METRICS = ("sessions", "queued")
 
 
 def desired_replicas(sessions: float, queued: float, per_replica: float, current: int) -> int:

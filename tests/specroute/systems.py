@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from router.redis_server import free_port
-
 
 def start_tiny_system(built_zoo, drafters: tuple[str, ...], drafter_updates: dict | None = None, **overrides):
     """`LocalSystem` serving the tiny zoo with only `drafters` deployed (the routing default among
     them), on free ports. overrides: config sections (as for `config_for_zoo`); drafter_updates:
     {drafter name: fields to replace in its settings}."""
-    from specroute.config import config_for_zoo
+    from specroute.config import local_config_for_zoo
     from specroute.serve import LocalSystem
-    from specroute.zoo.routing import ensure_routing
-    ensure_routing(built_zoo)
-    config = config_for_zoo(built_zoo, endpoints={"http_port": free_port(), "grpc_port": free_port()}, **overrides)
+    config = local_config_for_zoo(built_zoo, **overrides)
     updates = drafter_updates or {}
     chosen = [d.model_copy(update=updates.get(d.name, {})) for d in config.drafters if d.name in drafters]
     return LocalSystem.start(config.model_copy(update={"drafters": chosen}), num_cpus=8)
