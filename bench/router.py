@@ -8,7 +8,8 @@
 3. Classifier latency: one `predict` per prompt, for the test prompts and for prompts of 1, 2
    and 4 kB; p50 and p99.
 4. Assignment: `router.assign` measures every zoo drafter on validation prompts (a seeded
-   shuffle), grouped by the task the classifier gives them.
+   shuffle), grouped by the task the classifier gives them. The routing table is saved beside
+   the task artifact in `zoo/tasks`, so serving the zoo afterwards routes by both.
 5. Routed tau: every drafter and plain decoding generate from every test prompt, interleaved per
    prompt. From those same runs: routed (the drafter the router picks: classifier, confidence
    fallback and routing table), generic (the zoo's generic drafter), and oracle (per prompt,
@@ -30,7 +31,7 @@ from sklearn.metrics import adjusted_rand_score
 from tqdm.auto import tqdm
 
 from bench.common import load_zoo, provenance, provenance_lines, write_results
-from router.assign import assign_drafters, zoo_drafters
+from router.assign import ROUTING_FILE, assign_drafters, zoo_drafters
 from router.detect import detect_tasks, load_tasks, save_tasks
 from router.router import Router, RouterConfig
 from specroute.engine import Engine
@@ -74,6 +75,7 @@ def run_router_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_toke
         samples[p.task].append(ex.prompt)
     table = assign_drafters(samples, target_dir, drafters, generic, tasks.version, prompts_per_task, max_new_tokens,
                             device="cpu")
+    table.save(tasks_dir / ROUTING_FILE)  # beside the artifact it was made for, so serving the zoo uses both
     router = Router(tasks, table, None, RouterConfig(confidence_threshold=threshold, adaptive=False))
 
     # 5. Every drafter on every test prompt; routed, generic and oracle from the same runs.

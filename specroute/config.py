@@ -17,10 +17,10 @@ This module knows nothing about Ray, gRPC or models; it only describes them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from router.router import RouterConfig
 from verifier_service.server import VerifierServerConfig
@@ -75,6 +75,19 @@ class DeploymentOptions(_Strict):
         return options
 
 
+def _deployment_of(num_cpus: float):
+    """A component's `deployment` field whose `num_cpus` defaults to the component's own, also when a
+    config sets only some of the other deployment fields (e.g. just `torch_threads`)."""
+    def with_own_cpus(value: Any) -> Any:
+        return {"num_cpus": num_cpus, **value} if isinstance(value, dict) else value
+    return Annotated[DeploymentOptions, BeforeValidator(with_own_cpus),
+                     Field(default_factory=lambda: DeploymentOptions(num_cpus=num_cpus))]
+
+
+RouterDeployment = _deployment_of(0.1)
+VerifierDeployment = _deployment_of(0.5)
+
+
 class TargetSettings(_Strict):
     path: Path = Field(description="The target model directory (save_pretrained: config, weights, tokenizer).")
     device: str = "auto"
@@ -109,7 +122,7 @@ class RouterSettings(_Strict):
     max_stop_strings: int = Field(8, ge=0)
     request_timeout_s: float = Field(300.0, gt=0, description="Server-side deadline of one generation.")
     api_keys: list[str] = Field(default_factory=list, description="If any, requests must send `authorization: Bearer KEY`.")
-    deployment: DeploymentOptions = Field(default_factory=lambda: DeploymentOptions(num_cpus=0.1))
+    deployment: RouterDeployment
 
     @model_validator(mode="after")
     def _limits(self) -> "RouterSettings":
@@ -126,7 +139,7 @@ class VerifierSettings(VerifierServerConfig):
     failover_timeout_s: float = Field(60.0, gt=0, description="How long a drafter looks for a live verifier "
                                                               "replica before failing a request as UNAVAILABLE.")
     heartbeat_s: float = Field(1.0, gt=0, description="How often replicas report to the directory.")
-    deployment: DeploymentOptions = Field(default_factory=lambda: DeploymentOptions(num_cpus=0.5))
+    deployment: VerifierDeployment
 
 
 class RedisSettings(_Strict):

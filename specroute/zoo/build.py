@@ -1,19 +1,21 @@
 """`specroute zoo build`: runs a preset's stages into a directory and writes its manifest.
 
 Stages: corpus -> tokenizer -> target (pretrained on the mixture) -> on-policy data (target
-continuations of training and validation prompts, per task) -> teacher (the target's top-k
+continuations of training and validation prompts, per task: sampled, and greedy on further
+training prompts, the distribution greedy decoding serves) -> teacher (the target's top-k
 distributions on them, `specroute.zoo.teacher`) -> one stage per drafter -> costs (every model
 drafter's decoding step against the target's, side by side: `specroute.zoo.cost`) -> manifest.json.
 
-A drafter stage pretrains the drafter on its tasks' text, then distils it to the target, and
-measures the held-out divergence before and after. A drafter with several candidates is sized
-by measurement first (successive halving with one round): every candidate within the preset's
-cost bound is pretrained and briefly distilled, all are run through the engine on the task's
+A drafter stage pretrains a new drafter on its tasks' text, or starts from a copy of an earlier
+base drafter (TaskSpec fine-tunes its specialists from a base drafter), then distils it to the
+target, and measures the held-out divergence before and after. A drafter with several candidates
+is sized by measurement first (successive halving with one round): every candidate within the
+preset's cost bound is pretrained (or copied from its base) and briefly distilled, all are run through the engine on the task's
 validation prompts beside plain decoding, and the fastest (tokens/s) continues its
 distillation; ngram can be a candidate and win.
 
 Each stage records a key: a hash of the preset settings it uses and of the keys of the stages it
-reads. A build skips a stage whose key is unchanged, and redoes it (and so everything after it)
+reads (a fine-tuned drafter reads its base's). A build skips a stage whose key is unchanged, and redoes it (and so everything after it)
 otherwise, so an interrupted or edited build resumes where it must.
 
 Every model directory holds its weights and the tokenizer, so `AutoModelForCausalLM` and
@@ -37,7 +39,7 @@ from specroute.measure import PLAIN, compare_engines
 from specroute.zoo import corpus as corpus_mod
 from specroute.zoo.cost import step_cost_ratio
 from specroute.zoo.manifest import MANIFEST
-from specroute.zoo.presets import NGRAM, PRESETS, ArchSpec, DrafterSpec, Preset, label
+from specroute.zoo.presets import NGRAM, PRESETS, ArchSpec, DrafterSpec, FromDrafter, Preset
 from specroute.zoo.teacher import Sample, TeacherCache
 from specroute.zoo.tokenizer import train_tokenizer
 from specroute.zoo.training import distill, generate_on_policy, heldout_divergence, pretrain
@@ -89,12 +91,14 @@ class ZooBuilder:
         on_policy = self._run("on_policy", {"up": target["key"], "spec": p.on_policy.model_dump(),
                                             "prompt_tokens": p.max_prompt_tokens}, self._on_policy)
         teacher = self._run("teacher", {"up": on_policy["key"], "top_k": p.teacher_top_k}, self._teacher)
-        drafters = []
+        drafters, keys = [], {}
         for spec in p.drafters:
-            inputs = {"up": teacher["key"], "spec": spec.model_dump(), "seq_len": p.seq_len}
+            inputs = {"up": teacher["key"], "spec": spec.model_dump(), "seq_len": p.seq_len,
+                      "bases": [keys[b] for b in spec.bases]}
             if spec.sized:
                 inputs |= {"sizing": p.sizing.model_dump(), "max_cost": p.max_step_cost_ratio}
             drafters.append(self._run(f"drafter-{spec.name}", inputs, lambda spec=spec: self._drafter(spec)))
+            keys[spec.name] = drafters[-1]["key"]
         costs = self._run("costs", {"up": [d["key"] for d in drafters]}, lambda: self._costs(drafters))
         manifest = self._manifest(drafters, costs["costs"])
         (self.out / MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -149,14 +153,23 @@ class ZooBuilder:
         p = self.preset
         target, tok = self._load("target"), self._load_tokenizer()
         splits = self._splits()
+        spec = p.on_policy
         data = {}
         for task in p.families:
-            for split, count in (("train", p.on_policy.prompts_per_task), ("validation", p.on_policy.heldout_prompts)):
-                prompts = [ex.prompt for ex in splits[split] if ex.task == task][:count]
+            train = [ex.prompt for ex in splits["train"] if ex.task == task]
+            heldout = [ex.prompt for ex in splits["validation"] if ex.task == task][: spec.heldout_prompts]
+            # (split, prompts, temperature): sampled training data, then greedy on further prompts.
+            parts = [("train", train[: spec.prompts_per_task], spec.temperature),
+                     ("train", train[spec.prompts_per_task: spec.prompts_per_task + spec.greedy_prompts_per_task], 0.0),
+                     ("validation", heldout, spec.temperature)]
+            for split, prompts, temperature in parts:
+                if not prompts:
+                    continue
                 samples = generate_on_policy(
-                    target, tok, prompts, p.on_policy.max_new_tokens, p.on_policy.temperature, batch_size=32,
-                    max_prompt_tokens=p.max_prompt_tokens, seed=p.seed, desc=f"on-policy {task}/{split}")
-                data[f"{task}/{split}"] = [[s.prompt, s.continuation] for s in samples]
+                    target, tok, prompts, spec.max_new_tokens, temperature, batch_size=32,
+                    max_prompt_tokens=p.max_prompt_tokens, seed=p.seed,
+                    desc=f"on-policy {task}/{split}" + (" greedy" if temperature == 0 else ""))
+                data.setdefault(f"{task}/{split}", []).extend([s.prompt, s.continuation] for s in samples)
         (self.out / "on_policy.json").write_text(json.dumps(data))
         return {"samples": {k: len(v) for k, v in data.items()}}
 
@@ -187,6 +200,8 @@ class ZooBuilder:
         name = spec.name
         if not spec.sized:
             model, before = self._pretrained(spec, spec.candidates[0], heldout)
+            if isinstance(spec.candidates[0], FromDrafter):
+                info["base"] = spec.candidates[0].base
             done_steps = 0
         else:
             trials = self._size(spec, tasks, train, heldout)
@@ -198,6 +213,8 @@ class ZooBuilder:
             if winner["candidate"] == NGRAM:
                 return {**info, "name": name, "kind": "ngram", "family": None, "params": 0}
             model, before = winner["_model"], winner["heldout_divergence_before"]
+            if "base" in winner:
+                info["base"] = winner["base"]
             done_steps = p.sizing.distill_steps
         pad = self._load_tokenizer().pad_token_id
         remaining = spec.distill.steps - done_steps
@@ -226,14 +243,18 @@ class ZooBuilder:
                              f"above the preset's bound {bound:.3f}")
         return {"costs": costs}
 
-    def _pretrained(self, spec: DrafterSpec, arch: ArchSpec, heldout: TeacherCache):
-        """A new drafter trained on its tasks' text, and its held-out divergence to the target."""
+    def _pretrained(self, spec: DrafterSpec, candidate: ArchSpec | FromDrafter, heldout: TeacherCache):
+        """The model a candidate starts its distillation from: a new one trained on its tasks'
+        text, or a copy of its base drafter; and its held-out divergence to the target."""
         p = self.preset
-        tasks = self._tasks_of(spec)
-        examples = [ex for ex in self._splits()["train"] if ex.task in tasks]
-        model = self._new_model(arch, p.seed + 1)
-        pretrain(model, self._stream(examples), spec.pretrain.steps, spec.pretrain.batch_size, p.seq_len,
-                 spec.pretrain.lr, p.seed, desc=f"{spec.name} {label(arch)} pretrain")
+        if isinstance(candidate, FromDrafter):
+            model = self._load(candidate.base)
+        else:
+            tasks = self._tasks_of(spec)
+            examples = [ex for ex in self._splits()["train"] if ex.task in tasks]
+            model = self._new_model(candidate, p.seed + 1)
+            pretrain(model, self._stream(examples), spec.pretrain.steps, spec.pretrain.batch_size, p.seq_len,
+                     spec.pretrain.lr, p.seed, desc=f"{spec.name} {p.label(candidate)} pretrain")
         return model, heldout_divergence(model, heldout, self._load_tokenizer().pad_token_id, spec.divergence)
 
     def _size(self, spec: DrafterSpec, tasks: list[str], train: TeacherCache, heldout: TeacherCache) -> list[dict]:
@@ -243,12 +264,14 @@ class ZooBuilder:
         trials, drafters = [], {}
         target = TargetModel.from_dir(self.out / "target", device=self.device)
         for candidate in spec.candidates:
-            trial = {"candidate": label(candidate)}
+            trial = {"candidate": p.label(candidate)}
             trials.append(trial)
             if candidate == NGRAM:
                 drafters[trial["candidate"]] = create_drafter("ngram", {})
                 continue
-            ratio = step_cost_ratio(self._new_model(candidate, p.seed).eval(), target.model)["ratio"]
+            if isinstance(candidate, FromDrafter):
+                trial["base"] = candidate.base
+            ratio = step_cost_ratio(self._new_model(p.arch(candidate), p.seed).eval(), target.model)["ratio"]
             trial["step_cost_ratio"] = ratio
             if p.max_step_cost_ratio is not None and ratio > p.max_step_cost_ratio:
                 trial["excluded"] = f"step cost {ratio:.3f} of the target's > {p.max_step_cost_ratio:.3f}"

@@ -6,9 +6,9 @@
 - `demo`: a few minutes of training; the README's demo, readable output on a laptop.
 - `bench`: all six families; a target whose decoding step costs more than eight drafter steps
   on a 2-core CPU (it is deep and narrow: on a CPU, per-layer overhead dominates, much as memory
-  bandwidth does on a GPU, so verifying 16 tokens costs little more than 1); a generic drafter
-  and a specialist per task, each specialist's family alternating and its size (or ngram)
-  chosen by measurement.
+  bandwidth does on a GPU, so verifying 16 tokens costs little more than 1); two generic drafters
+  (Llama and GPT-2, of different widths and depths) distilled on every task, and a specialist
+  per task fine-tuned from the generic base (or ngram) that measures fastest on that task.
 
 This module knows nothing about training loops or files; `specroute.zoo.build` runs a preset.
 """
@@ -45,6 +45,15 @@ class ArchSpec(BaseModel):
         return GPT2LMHeadModel(config)
 
 
+class FromDrafter(BaseModel):
+    """A candidate that starts from an earlier drafter of the preset (its architecture and its
+    weights) instead of a new model: TaskSpec's specialists are fine-tuned from a base drafter."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base: str = Field(description="Name of an earlier, unsized model drafter of the same preset.")
+
+
 class TrainSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -58,27 +67,35 @@ NGRAM = "ngram"
 
 class DrafterSpec(BaseModel):
     """A drafter to build. With several candidates, the build sizes it by measurement: each
-    candidate is trained briefly (the pretraining, then `Preset.sizing.distill_steps` of
-    distillation), each is measured through the engine on the task's validation prompts, and the
-    fastest continues its distillation; the model-free ngram drafter can be a candidate."""
+    candidate is trained briefly (the pretraining of a new model, or the weights of its base
+    drafter, then `Preset.sizing.distill_steps` of distillation), each is measured through the
+    engine on the task's validation prompts, and the fastest continues its distillation; the
+    model-free ngram drafter can be a candidate."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(description="Directory and manifest name; a sized drafter's name gets its winner's label.")
-    candidates: tuple[ArchSpec | Literal["ngram"], ...] = Field(min_length=1, description="Architectures to choose from.")
+    candidates: tuple[ArchSpec | FromDrafter | Literal["ngram"], ...] = Field(
+        min_length=1, description="Architectures (or base drafters) to choose from.")
     task: str | None = Field(None, description="Task family it is specialised for; None is the generic drafter.")
-    pretrain: TrainSpec = Field(description="Plain next-token training on the task's text first.")
+    pretrain: TrainSpec | None = Field(None, description="Plain next-token training of a new model on its tasks' "
+                                                         "text first (needed by ArchSpec candidates).")
     distill: TrainSpec = Field(description="DistillSpec alignment to the target on on-policy data.")
     divergence: str = Field("forward_kl", description="forward_kl, reverse_kl or tv.")
+
+    @model_validator(mode="after")
+    def _pretrain_when_needed(self) -> "DrafterSpec":
+        if self.pretrain is None and any(isinstance(c, ArchSpec) for c in self.candidates):
+            raise ValueError(f"drafter {self.name!r}: a new model (an ArchSpec candidate) needs `pretrain`")
+        return self
 
     @property
     def sized(self) -> bool:
         return len(self.candidates) > 1
 
-
-def label(candidate: ArchSpec | str) -> str:
-    """'llama-128x2' for an architecture, 'ngram' for the model-free drafter."""
-    return candidate if isinstance(candidate, str) else f"{candidate.family}-{candidate.hidden}x{candidate.layers}"
+    @property
+    def bases(self) -> list[str]:
+        return [c.base for c in self.candidates if isinstance(c, FromDrafter)]
 
 
 class SizingSpec(BaseModel):
@@ -95,6 +112,9 @@ class OnPolicySpec(BaseModel):
     prompts_per_task: int = Field(ge=1, description="Training prompts continued by the target, per task.")
     max_new_tokens: int = Field(ge=1, description="Continuation length.")
     temperature: float = Field(0.7, ge=0, description="Sampling temperature of the continuations.")
+    greedy_prompts_per_task: int = Field(
+        0, ge=0, description="Further training prompts, continued greedily by the target: the distribution "
+                             "greedy decoding serves.")
     heldout_prompts: int = Field(16, ge=1, description="Validation prompts for the held-out divergence.")
 
 
@@ -125,12 +145,40 @@ class Preset(BaseModel):
             raise ValueError("a drafter has several candidates, so the preset needs `sizing`")
         return self
 
+    @model_validator(mode="after")
+    def _bases_come_first(self) -> "Preset":
+        built: dict[str, DrafterSpec] = {}
+        for spec in self.drafters:
+            for base in spec.bases:
+                known = built.get(base)
+                if known is None or known.sized or not isinstance(known.candidates[0], ArchSpec):
+                    raise ValueError(f"drafter {spec.name!r}: base {base!r} must be an earlier, unsized model drafter")
+            labels = [self.label(c) for c in spec.candidates]
+            if len(set(labels)) != len(labels):
+                raise ValueError(f"drafter {spec.name!r}: two candidates have the same architecture {labels}")
+            built[spec.name] = spec
+        return self
+
+    def arch(self, candidate: ArchSpec | FromDrafter) -> ArchSpec:
+        """The architecture a model candidate has: its own, or its base drafter's."""
+        if isinstance(candidate, ArchSpec):
+            return candidate
+        return next(d for d in self.drafters if d.name == candidate.base).candidates[0]
+
+    def label(self, candidate: ArchSpec | FromDrafter | str) -> str:
+        """'llama-128x2' for a model (new or fine-tuned from a base), 'ngram' for the model-free drafter."""
+        if isinstance(candidate, str):
+            return candidate
+        arch = self.arch(candidate)
+        return f"{arch.family}-{arch.hidden}x{arch.layers}"
+
 
 ALL_FAMILIES = ("code", "prose", "math", "translation", "extraction", "structured")
 
 
-def _tiny_specialist(task: str, divergence: str, *candidates: ArchSpec | str) -> DrafterSpec:
-    name = task if len(candidates) > 1 else f"{task}-{candidates[0].family}"
+def _tiny_specialist(task: str, divergence: str, *candidates: ArchSpec | FromDrafter | str,
+                     name: str | None = None) -> DrafterSpec:
+    name = name or (task if len(candidates) > 1 else f"{task}-{candidates[0].family}")
     return DrafterSpec(name=name, task=task, candidates=candidates, pretrain=TrainSpec(steps=30, lr=3e-3),
                        distill=TrainSpec(steps=30, lr=3e-3), divergence=divergence)
 
@@ -149,16 +197,17 @@ TINY = Preset(
                     pretrain=TrainSpec(steps=40, lr=3e-3), distill=TrainSpec(steps=40, lr=3e-3)),
         DrafterSpec(name="generic-gpt2", candidates=(_tiny("gpt2"),),
                     pretrain=TrainSpec(steps=40, lr=3e-3), distill=TrainSpec(steps=40, lr=3e-3)),
-        # A specialist per task: both families and all three divergences are exercised, and two
-        # are sized by measurement (two depths; a model against ngram).
-        _tiny_specialist("code", "forward_kl", _tiny("llama"), _tiny("llama", layers=2)),
-        _tiny_specialist("prose", "reverse_kl", _tiny("gpt2")),
+        # A specialist per task: both families and all three divergences are exercised, two are
+        # sized by measurement (a generic base against a new deeper model; a base against ngram),
+        # and some are fine-tuned from a generic base while others are new models.
+        _tiny_specialist("code", "forward_kl", FromDrafter(base="generic-llama"), _tiny("llama", layers=2)),
+        _tiny_specialist("prose", "reverse_kl", FromDrafter(base="generic-gpt2"), name="prose-gpt2"),
         _tiny_specialist("math", "tv", _tiny("llama")),
         _tiny_specialist("translation", "forward_kl", _tiny("gpt2")),
-        _tiny_specialist("extraction", "reverse_kl", _tiny("llama"), NGRAM),
+        _tiny_specialist("extraction", "reverse_kl", FromDrafter(base="generic-llama"), NGRAM),
         _tiny_specialist("structured", "tv", _tiny("gpt2")),
     ),
-    on_policy=OnPolicySpec(prompts_per_task=24, max_new_tokens=24, heldout_prompts=8),
+    on_policy=OnPolicySpec(prompts_per_task=24, greedy_prompts_per_task=8, max_new_tokens=24, heldout_prompts=8),
     sizing=SizingSpec(distill_steps=10, prompts=2, max_new_tokens=12),
 )
 
@@ -174,13 +223,16 @@ DEMO = Preset(
 )
 
 
-def _bench_specialist(task: str, *candidates: ArchSpec | str) -> DrafterSpec:
-    return DrafterSpec(name=task, task=task, candidates=candidates, pretrain=TrainSpec(steps=300, lr=2e-3),
-                       distill=TrainSpec(steps=300, batch_size=16, lr=1e-3))
-
-
 def _arch(family: str, hidden: int, layers: int) -> ArchSpec:
     return ArchSpec(family=family, hidden=hidden, layers=layers)
+
+
+def _bench_specialist(task: str, *extra: str) -> DrafterSpec:
+    """TaskSpec's recipe: a specialist is one of the generic bases fine-tuned on its task's
+    on-policy data; which base (family, width and depth), or ngram, is measured per task."""
+    bases = (FromDrafter(base="generic-llama"), FromDrafter(base="generic-gpt2"))
+    return DrafterSpec(name=task, task=task, candidates=(*bases, *extra),
+                       distill=TrainSpec(steps=500, batch_size=16, lr=1e-3))
 
 
 BENCH = Preset(
@@ -190,18 +242,21 @@ BENCH = Preset(
     target=ArchSpec(family="llama", hidden=256, layers=16),
     target_train=TrainSpec(steps=700, batch_size=8, lr=1.5e-3),
     drafters=(
-        DrafterSpec(name="generic-llama", candidates=(_arch("llama", 128, 2),),
-                    pretrain=TrainSpec(steps=600, lr=2e-3), distill=TrainSpec(steps=400, batch_size=16, lr=1e-3)),
-        # Specialists alternate the two families; each task's depth and width (or ngram) is
-        # measured, among a smaller and a larger candidate.
-        _bench_specialist("code", _arch("llama", 128, 2), _arch("llama", 192, 2)),
-        _bench_specialist("prose", _arch("gpt2", 128, 2), _arch("gpt2", 192, 2)),
-        _bench_specialist("math", _arch("llama", 96, 1), _arch("llama", 128, 2)),
-        _bench_specialist("translation", _arch("gpt2", 96, 1), _arch("gpt2", 128, 2)),
-        _bench_specialist("extraction", _arch("llama", 128, 2), NGRAM),
-        _bench_specialist("structured", _arch("gpt2", 96, 1), _arch("gpt2", 128, 2)),
+        # Two generic bases of different families, widths and depths, distilled on every task's
+        # data; generic-llama is the single-drafter baseline. Small drafters: at this scale tau
+        # follows the distillation data more than the drafter's size (in the exploration, 128x2
+        # distilled on the same data as 64x1 gained 3-10% tau and trained 4x slower).
+        DrafterSpec(name="generic-llama", candidates=(_arch("llama", 64, 1),),
+                    pretrain=TrainSpec(steps=600, lr=2e-3), distill=TrainSpec(steps=1000, batch_size=16, lr=1e-3)),
+        DrafterSpec(name="generic-gpt2", candidates=(_arch("gpt2", 96, 2),),
+                    pretrain=TrainSpec(steps=600, lr=2e-3), distill=TrainSpec(steps=1000, batch_size=16, lr=1e-3)),
+        *(_bench_specialist(task) for task in ("code", "prose", "math", "translation")),
+        _bench_specialist("extraction", NGRAM),
+        _bench_specialist("structured"),
     ),
-    on_policy=OnPolicySpec(prompts_per_task=256, max_new_tokens=96, heldout_prompts=32),
+    # Sampled continuations for sampled decoding, greedy ones on further prompts for greedy
+    # decoding: greedy data raised every drafter's greedy tau by 3-30% in the exploration.
+    on_policy=OnPolicySpec(prompts_per_task=160, greedy_prompts_per_task=256, max_new_tokens=96, heldout_prompts=32),
     sizing=SizingSpec(distill_steps=100, prompts=8, max_new_tokens=48),
     max_step_cost_ratio=1 / 8,
 )

@@ -3,8 +3,8 @@
 `ensure_routing(zoo)` runs task detection on a seeded sample of the zoo's training prompts
 (`router.detect`), saves the artifact in `zoo/tasks`, and measures every zoo drafter on each
 detected task's validation prompts (`router.assign`) into `zoo/tasks/routing.json`. If both
-exist and match, it does nothing. The router benchmark makes the same two artifacts with more
-measurements; this is the quick version for `specroute serve --zoo` and the demo.
+exist and match the zoo, it does nothing. The router benchmark makes the same two artifacts with
+more measurements; this is the quick version for `specroute serve --zoo` and the demo.
 
 This module knows nothing about serving.
 """
@@ -22,12 +22,14 @@ from specroute.zoo.manifest import load_manifest
 
 def ensure_routing(zoo: Path, detect_prompts: int = 2000, prompts_per_task: int = 3, max_new_tokens: int = 32,
                    seed: int = 0) -> Path:
-    """zoo/tasks with routing.json, made if missing or stale; returns the tasks directory."""
+    """zoo/tasks with routing.json, made if missing or stale (made for another task artifact, or
+    for drafters the zoo no longer has, as after a rebuild); returns the tasks directory."""
     zoo = Path(zoo)
     tasks_dir = zoo / "tasks"
+    target_dir, drafters, generic = zoo_drafters(zoo)
     try:
-        tasks = load_tasks(tasks_dir)
-        if RoutingTable.load(tasks_dir / ROUTING_FILE).tasks_version == tasks.version:
+        tasks, table = load_tasks(tasks_dir), RoutingTable.load(tasks_dir / ROUTING_FILE)
+        if table.tasks_version == tasks.version and set(table.drafters) == {d.name for d in drafters}:
             return tasks_dir
     except (FileNotFoundError, ValueError):
         pass
@@ -41,7 +43,6 @@ def ensure_routing(zoo: Path, detect_prompts: int = 2000, prompts_per_task: int 
     samples: dict[str, list[str]] = {name: [] for name in tasks.names}
     for ex, p in zip(validation, tasks.classifier.predict_many([ex.prompt for ex in validation])):
         samples[p.task].append(ex.prompt)
-    target_dir, drafters, generic = zoo_drafters(zoo)
     table = assign_drafters(samples, target_dir, drafters, generic, tasks.version, prompts_per_task, max_new_tokens,
                             device="cpu")
     table.save(tasks_dir / ROUTING_FILE)

@@ -55,6 +55,17 @@ def test_bad_fields_are_named(config_dict, edit, words):
         validate_config(config_dict)
 
 
+def test_a_partial_deployment_keeps_the_components_own_cpus(config_dict):
+    config_dict["verifier"] = {"deployment": {"torch_threads": 2}}
+    config_dict["router"]["deployment"] = {"num_replicas": 2}
+    config = validate_config(config_dict)
+    assert (config.verifier.deployment.num_cpus, config.verifier.deployment.torch_threads) == (0.5, 2)
+    assert (config.router.deployment.num_cpus, config.router.deployment.num_replicas) == (0.1, 2)
+    assert validate_config({**config_dict, "verifier": {}}).verifier.deployment.num_cpus == 0.5
+    config_dict["verifier"]["deployment"]["num_cpus"] = 1.0
+    assert validate_config(config_dict).verifier.deployment.num_cpus == 1.0
+
+
 def test_bad_yaml_and_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="no config file"):
         load_config(tmp_path / "missing.yaml")

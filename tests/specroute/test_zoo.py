@@ -68,23 +68,54 @@ def test_prompts_end_at_a_token_boundary():
         assert ex.continuation.strip()
 
 
-def test_a_changed_stage_is_redone_and_nothing_before_it(built_zoo, tmp_path):
-    """Stages are keyed by the settings they use: editing one drafter's spec redoes that drafter
-    (and the cost measurement that follows every drafter); the corpus, tokenizer, target,
-    on-policy data, teacher and other drafters are reused."""
+def _rebuild_with(built_zoo, tmp_path, name: str) -> tuple[set[str], list[str], int]:
+    """Copies the built zoo, shortens drafter `name`'s distillation, rebuilds; returns the stage
+    files that changed, the build's log and the number of stages before."""
     from specroute.zoo.build import ZooBuilder
     from specroute.zoo.presets import TINY, TrainSpec
     zoo = tmp_path / "zoo"
     shutil.copytree(built_zoo, zoo)
     before = {p.name: json.loads(p.read_text()) for p in (zoo / ".stages").glob("*.json")}
-    changed = TINY.drafters[0].model_copy(update={"distill": TrainSpec(steps=5, lr=3e-3)})
-    preset = TINY.model_copy(update={"drafters": (changed, *TINY.drafters[1:])})
+    drafters = tuple(d.model_copy(update={"distill": TrainSpec(steps=5, lr=3e-3)}) if d.name == name else d
+                     for d in TINY.drafters)
     logs = []
-    ZooBuilder(preset, zoo, log=logs.append).build()
+    ZooBuilder(TINY.model_copy(update={"drafters": drafters}), zoo, log=logs.append).build()
     after = {p.name: json.loads(p.read_text()) for p in (zoo / ".stages").glob("*.json")}
-    redone = {name for name in before if after[name] != before[name]}
-    assert redone == {f"drafter-{changed.name}.json", "costs.json"}
-    assert sum("skipped" in line for line in logs) == len(before) - 2
+    return {n for n in before if after[n] != before[n]}, logs, len(before)
+
+
+def test_a_changed_stage_is_redone_and_nothing_before_it(built_zoo, tmp_path):
+    """Stages are keyed by the settings they use: editing one drafter's spec redoes that drafter
+    (and the cost measurement that follows every drafter); the corpus, tokenizer, target,
+    on-policy data, teacher and other drafters are reused."""
+    redone, logs, stages = _rebuild_with(built_zoo, tmp_path, "math-llama")
+    assert redone == {"drafter-math-llama.json", "costs.json"}
+    assert sum("skipped" in line for line in logs) == stages - 2
+
+
+def test_a_changed_base_redoes_the_drafters_fine_tuned_from_it(built_zoo, tmp_path):
+    redone, _, _ = _rebuild_with(built_zoo, tmp_path, "generic-llama")
+    assert redone == {"drafter-generic-llama.json", "drafter-code.json", "drafter-extraction.json", "costs.json"}
+
+
+def test_specialists_fine_tuned_from_a_base_name_it(built_zoo):
+    """TaskSpec's recipe: a specialist may start from a generic drafter's weights; the manifest
+    says which, and a sized one's trials say which candidate was which base."""
+    drafters = {d["name"]: d for d in load_manifest(built_zoo)["drafters"]}
+    assert drafters["prose-gpt2"]["base"] == "generic-gpt2"
+    assert "base" not in drafters["math-llama"] and "base" not in drafters["generic-llama"]
+    code = next(d for d in drafters.values() if d["task"] == "code")
+    assert [t.get("base") for t in code["sizing"]] == ["generic-llama", None]
+    assert code.get("base") == ("generic-llama" if code["name"] == "code-llama-32x1" else None)
+
+
+def test_greedy_on_policy_data_follows_the_sampled(built_zoo):
+    from specroute.zoo.presets import TINY
+    data = json.loads((built_zoo / "on_policy.json").read_text())
+    spec = TINY.on_policy
+    for task in TINY.families:
+        assert len(data[f"{task}/train"]) == spec.prompts_per_task + spec.greedy_prompts_per_task
+        assert len(data[f"{task}/validation"]) == spec.heldout_prompts
 
 
 def test_all_six_families_build_deterministic_disjoint_splits():
@@ -146,3 +177,21 @@ def test_summary_table_shows_every_model_and_the_sizing(built_zoo):
     for drafter in manifest["drafters"]:
         assert drafter["name"] in table
     assert "sizing code:" in table and "<- chosen" in table
+
+
+def test_routing_is_made_again_for_a_rebuilt_zoos_drafters(built_zoo, tmp_path):
+    """A routing table naming drafters the zoo no longer has (the zoo was rebuilt with others)
+    is stale: serving the zoo makes it again rather than route to missing drafters."""
+    from router.assign import ROUTING_FILE, RoutingTable
+    from specroute.zoo.routing import ensure_routing
+    zoo = tmp_path / "zoo"
+    shutil.copytree(built_zoo, zoo)
+    tasks_dir = ensure_routing(zoo)
+    table = RoutingTable.load(tasks_dir / ROUTING_FILE)
+    names = {d["name"] for d in load_manifest(zoo)["drafters"]}
+    assert set(table.drafters) == names
+    stale = json.loads((tasks_dir / ROUTING_FILE).read_text())
+    stale["drafters"]["gone-llama-128x2"] = stale["drafters"].pop("generic-gpt2")
+    (tasks_dir / ROUTING_FILE).write_text(json.dumps(stale))
+    ensure_routing(zoo)
+    assert set(RoutingTable.load(tasks_dir / ROUTING_FILE).drafters) == names
