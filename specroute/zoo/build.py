@@ -10,13 +10,14 @@ A drafter stage pretrains a new drafter on its tasks' text, or starts from a cop
 base drafter (TaskSpec fine-tunes its specialists from a base drafter), then distils it to the
 target, and measures the held-out divergence before and after. A drafter with several candidates
 is sized by measurement first (successive halving with one round): every candidate within the
-preset's cost bound is pretrained (or copied from its base) and briefly distilled, all are run through the engine on the task's
-validation prompts beside plain decoding, and the fastest (tokens/s) continues its
-distillation; ngram can be a candidate and win.
+preset's cost bound is pretrained (or copied from its base) and briefly distilled, all are run
+through the engine on the task's validation prompts beside plain decoding, and the fastest
+(tokens/s) continues its distillation; ngram can be a candidate and win.
 
 Each stage records a key: a hash of the preset settings it uses and of the keys of the stages it
-reads (a fine-tuned drafter reads its base's). A build skips a stage whose key is unchanged, and redoes it (and so everything after it)
-otherwise, so an interrupted or edited build resumes where it must.
+reads (a fine-tuned drafter reads its base's). A build skips a stage whose key is unchanged, and
+redoes it (and so everything after it) otherwise, so an interrupted or edited build resumes
+where it must.
 
 Every model directory holds its weights and the tokenizer, so `AutoModelForCausalLM` and
 `AutoTokenizer` load it directly. This module knows the order of stages, not how any is done.
