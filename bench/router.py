@@ -31,12 +31,13 @@ from sklearn.metrics import adjusted_rand_score
 from tqdm.auto import tqdm
 
 from bench.common import load_zoo, provenance, provenance_lines, write_results
-from router.assign import ROUTING_FILE, assign_drafters, zoo_drafters
+from router.assign import zoo_drafters
 from router.detect import detect_tasks, load_tasks, save_tasks
 from router.router import Router, RouterConfig
 from specroute.engine import Engine
 from specroute.measure import PLAIN
 from specroute.zoo.corpus import load_split
+from specroute.zoo.routing import assign_zoo
 
 GOALS = {"ari": 0.9, "accuracy": 0.95, "routed_over_generic": 1.2, "routed_over_oracle": 0.9, "p99_ms": 1.0}
 
@@ -45,7 +46,7 @@ def run_router_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_toke
                      detect_prompts: int = 4000, seed: int = 0, threshold: float = 0.5) -> dict:
     manifest, target = load_zoo(zoo, preset)
     files = manifest["corpus"]["files"]
-    train, validation, test = (load_split(zoo / files[s]) for s in ("train", "validation", "test"))
+    train, test = (load_split(zoo / files[s]) for s in ("train", "test"))
     families = manifest["corpus"]["families"]
 
     # 1-2. Detection and the classifier.
@@ -65,17 +66,10 @@ def run_router_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_toke
     # 3. Latency.
     latency = _latency(tasks.classifier, [ex.prompt for ex in test], seed)
 
-    # 4. Assignment on validation prompts, grouped by the classifier's task. Shuffled first: the
-    # split is ordered by family, and a task's first few prompts must not all be one family's
-    # misclassified ones.
-    target_dir, drafters, generic = zoo_drafters(zoo)
-    validation = random.Random(seed).sample(validation, len(validation))
-    samples: dict[str, list[str]] = {name: [] for name in tasks.names}
-    for ex, p in zip(validation, tasks.classifier.predict_many([ex.prompt for ex in validation])):
-        samples[p.task].append(ex.prompt)
-    table = assign_drafters(samples, target_dir, drafters, generic, tasks.version, prompts_per_task, max_new_tokens,
-                            device="cpu")
-    table.save(tasks_dir / ROUTING_FILE)  # beside the artifact it was made for, so serving the zoo uses both
+    # 4. Assignment on validation prompts, grouped by the classifier's task; saved beside the
+    # artifact it was made for, so serving the zoo uses both.
+    table = assign_zoo(zoo, tasks, prompts_per_task, max_new_tokens, seed)
+    _, drafters, generic = zoo_drafters(zoo)
     router = Router(tasks, table, None, RouterConfig(confidence_threshold=threshold, adaptive=False))
 
     # 5. Every drafter on every test prompt; routed, generic and oracle from the same runs.
