@@ -713,7 +713,7 @@ async def run_loadtest_async(config: LoadTestConfig, prompts: Iterable[PromptIte
         if record.status == "in_flight":  # a worker cancelled between the send and the first await
             record.status = "cancelled"
     return _build_report(config, mix, records, warmup, warmup_s, t_end - t0, started_at, drained, sampler,
-                         replica_counts is not None, replica_note)
+                         replica_note)
 
 
 def _tick_once(bar, records: list[RequestRecord], t0: float, duration_s: float) -> None:
@@ -794,7 +794,7 @@ def _replica_summary(samples: Sequence[dict]) -> dict:
 
 def _build_report(config: LoadTestConfig, mix: PromptMix, records: list[RequestRecord], warmup: list[RequestRecord],
                   warmup_s: float, elapsed_s: float, started_at: datetime, drained: bool,
-                  sampler: _ReplicaSampler | None, sampling_asked: bool, replica_note: str | None) -> LoadReport:
+                  sampler: _ReplicaSampler | None, replica_note: str | None) -> LoadReport:
     records = sorted(records, key=lambda r: r.index)
     errors: dict[str, int] = {}
     examples: dict[str, list[str]] = {}
@@ -808,7 +808,7 @@ def _build_report(config: LoadTestConfig, mix: PromptMix, records: list[RequestR
     per_task = {task: _aggregate([r for r in records if r.task == task], elapsed_s) for task in mix.tasks}
     samples = list(sampler.samples) if sampler is not None else []
     if sampler is None:
-        note = replica_note or ("no replica_counts given" if not sampling_asked else "")
+        note = replica_note or "no replica_counts given"
     else:
         note = replica_note or "replica_counts()"
         if sampler.failures:

@@ -146,7 +146,7 @@ class Preset(BaseModel):
         return self
 
     @model_validator(mode="after")
-    def _bases_come_first(self) -> "Preset":
+    def _bases_and_candidates_resolve(self) -> "Preset":
         built: dict[str, DrafterSpec] = {}
         for spec in self.drafters:
             for base in spec.bases:
