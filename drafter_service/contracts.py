@@ -2,7 +2,7 @@
 
 The router validates a request at the edge and sends a `GenerationRequest` to the chosen drafter
 deployment (a Ray Serve streaming call: once per request, so the ~20 ms of a handle hop is paid
-once, not per round). The drafter streams `ChunkOut`s, one per verification round; the last has
+once, not per round). The drafter streams `ChunkOut`s, one per verification round (or one in all, when the request does not stream); the last has
 `finish_reason` and the generation's `stats`. A request that fails ends the stream with one
 `ChunkOut` whose `error` is set (a gRPC status code name and a message), so an expected failure
 reaches the client with its code, never as an opaque exception.
@@ -26,6 +26,7 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     request_id: str = ""
     timeout_s: float | None = None
+    stream: bool = True  # False: the caller wants the whole completion at once, so rounds are not streamed
 
 
 @dataclass(frozen=True)

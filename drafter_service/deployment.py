@@ -3,6 +3,8 @@
 Each replica loads its drafter (any registered kind: a model of any family and size, or ngram)
 and the target's tokenizer, finds verifier replicas through the verifier directory, and serves
 `generate(request)`: a streaming method the router calls once per request through a Serve handle.
+It streams rounds as they finish (coalesced within `stream_interval_ms`), or, for a request that
+does not stream, the whole generation as one chunk.
 The speculative loop runs on a worker thread (one per ongoing request) and its chunks are handed
 to the event loop as they come. If the router goes away (the client cancelled), the loop stops
 after the current round and both sessions are closed.
@@ -28,7 +30,7 @@ from verifier_service.client import ReplicaInfo, VerifierPool
 @serve.deployment(name="Drafter")
 class DrafterDeployment:
     def __init__(self, name: str, kind: str, options: dict, target_dir: str, directory, verifier: dict,
-                 max_ongoing_requests: int = 16, torch_threads: int | None = None, stream_interval_ms: float = 20.0):
+                 max_ongoing_requests: int = 16, torch_threads: int | None = None, stream_interval_ms: float = 50.0):
         # Unset, torch follows Ray's OMP_NUM_THREADS (1 for a fractional num_cpus). Measured on 2
         # cores (bench/results/services.md): 2 threads in both the drafter's and the verifier's
         # process halved single-stream speed, as idle OpenMP threads spin against each other.
@@ -67,10 +69,12 @@ class DrafterDeployment:
             while not ended and (chunk := await queue.get()) is not None:
                 # Rounds that finish within stream_interval_s of each other travel as one chunk:
                 # every chunk costs the router and the proxy CPU that the next round could use.
-                deadline = loop.time() + (0 if first else self.stream_interval_s)
+                # A request that does not stream gets every round as one chunk, at the end.
+                deadline = None if not request.stream else loop.time() + (0 if first else self.stream_interval_s)
                 while not chunk.last and chunk.error is None:
                     try:
-                        later = await asyncio.wait_for(queue.get(), max(0.0, deadline - loop.time()))
+                        later = await asyncio.wait_for(
+                            queue.get(), None if deadline is None else max(0.0, deadline - loop.time()))
                     except asyncio.TimeoutError:
                         break
                     if later is None:

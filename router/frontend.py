@@ -61,6 +61,7 @@ class GenerateParams:
     task: str | None = None
     drafter: str | None = None
     request_id: str = ""
+    stream: bool = True  # False: one chunk at the end (a non-streaming call)
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ class RouterFrontend:
         except ValueError as err:
             raise RequestError("INVALID_ARGUMENT", str(err)) from None
         request = GenerationRequest(p.prompt, max_new, sampling, tuple(p.stop), p.request_id or uuid.uuid4().hex,
-                                    lim.request_timeout_s)
+                                    lim.request_timeout_s, p.stream)
         return request, decision
 
     async def generate(self, p: GenerateParams) -> AsyncIterator[tuple[ChunkOut, Progress]]:

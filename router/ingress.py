@@ -90,7 +90,7 @@ class RouterIngress:
                 max_new_tokens=request.max_new_tokens if request.HasField("max_new_tokens") else None,
                 temperature=s.temperature, top_p=s.top_p if s.top_p != 0 else 1.0, top_k=s.top_k,
                 seed=s.seed if s.HasField("seed") else None, stop=tuple(request.stop), task=request.task,
-                drafter=request.drafter, request_id=request.request_id)
+                drafter=request.drafter, request_id=request.request_id, stream=not request.single_response)
             first = True
             async for chunk, progress in self.frontend.generate(params):
                 message = pb.GenerateResponse(text=chunk.text, token_ids=chunk.token_ids,

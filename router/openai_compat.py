@@ -72,7 +72,7 @@ def to_params(body: CompletionRequest, drafters: set[str], request_id: str) -> G
     drafter = body.drafter or (body.model if body.model in drafters else None)
     return GenerateParams(prompt=prompt, max_new_tokens=body.max_tokens, temperature=body.temperature,
                           top_p=body.top_p, top_k=body.top_k, seed=body.seed, stop=stop, task=body.task,
-                          drafter=drafter, request_id=request_id)
+                          drafter=drafter, request_id=request_id, stream=body.stream)
 
 
 def completion(request_id: str, model: str, text: str, finish: str | None, usage: dict | None,

@@ -181,7 +181,7 @@ class Health:
 
 def _generate_request(prompt: str, *, max_new_tokens: int | None, temperature: float, top_p: float, top_k: int,
                       seed: int | None, stop: Sequence[str] | str, task: str | None, drafter: str | None,
-                      request_id: str | None) -> pb.GenerateRequest:
+                      request_id: str | None, single_response: bool = False) -> pb.GenerateRequest:
     sampling = pb.SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k)
     if seed is not None:
         sampling.seed = seed
@@ -192,6 +192,7 @@ def _generate_request(prompt: str, *, max_new_tokens: int | None, temperature: f
         task=task or "",
         drafter=drafter or "",
         request_id=request_id or uuid.uuid4().hex,  # fixed here, so every retry carries the same id
+        single_response=single_response,
     )
     if max_new_tokens is not None:
         request.max_new_tokens = max_new_tokens
@@ -355,11 +356,13 @@ class Client(_ClientConfig):
                  top_p: float = 1.0, top_k: int = 0, seed: int | None = None, stop: Sequence[str] = (),
                  task: str | None = None, drafter: str | None = None, request_id: str | None = None,
                  timeout: float | None = None) -> Completion:
-        """Generate a completion of `prompt` (the whole stream, drained)."""
+        """Generate a completion of `prompt`. The server sends it as one message when it is done
+        (`single_response`): no per-round chunks cost the serving path CPU on the way."""
+        request = _generate_request(prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                    top_k=top_k, seed=seed, stop=stop, task=task, drafter=drafter,
+                                    request_id=request_id, single_response=True)
         collector = _Collector()
-        for chunk in self.stream(prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                                 top_k=top_k, seed=seed, stop=stop, task=task, drafter=drafter,
-                                 request_id=request_id, timeout=timeout):
+        for chunk in self._stream(request, self._attempts(timeout)):
             collector.add(chunk)
         return collector.completion()
 
@@ -459,11 +462,12 @@ class AsyncClient(_ClientConfig):
                        top_p: float = 1.0, top_k: int = 0, seed: int | None = None, stop: Sequence[str] = (),
                        task: str | None = None, drafter: str | None = None, request_id: str | None = None,
                        timeout: float | None = None) -> Completion:
-        """Generate a completion of `prompt` (the whole stream, drained)."""
+        """Generate a completion of `prompt`, sent as one message when it is done (see `Client.generate`)."""
+        request = _generate_request(prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                    top_k=top_k, seed=seed, stop=stop, task=task, drafter=drafter,
+                                    request_id=request_id, single_response=True)
         collector = _Collector()
-        async for chunk in self.stream(prompt, max_new_tokens=max_new_tokens, temperature=temperature,
-                                       top_p=top_p, top_k=top_k, seed=seed, stop=stop, task=task, drafter=drafter,
-                                       request_id=request_id, timeout=timeout):
+        async for chunk in self._stream(request, self._attempts(timeout)):
             collector.add(chunk)
         return collector.completion()
 

@@ -101,8 +101,10 @@ class DrafterSettings(_Strict):
     specialised_for: str | None = Field(None, description="The zoo task it was distilled on (informational).")
     family: str | None = None
     params: int = 0
-    stream_interval_ms: float = Field(20.0, ge=0, description="Rounds finishing within this interval are streamed "
-                                                              "as one chunk (0: one chunk per round).")
+    stream_interval_ms: float = Field(
+        50.0, ge=0, description="Rounds finishing within this interval are streamed as one chunk (0: one chunk per "
+                                "round). Each chunk costs Ray and the proxy CPU that the next round could use: "
+                                "bench/results/services.md measured 20 ms against 50.")
     deployment: DeploymentOptions = Field(default_factory=DeploymentOptions)
 
     @model_validator(mode="after")

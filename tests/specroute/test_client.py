@@ -184,6 +184,13 @@ def test_request_is_built_from_the_arguments(client, server):
     assert (list(sent.stop), sent.task, sent.drafter) == (["\n", "END"], "code", "code-drafter")
 
 
+def test_generate_asks_for_a_single_response_and_stream_does_not(client, server):
+    client.generate("x y", request_id="req-single")
+    list(client.stream("x y", request_id="req-streamed"))
+    assert server.requests["req-single"][-1].single_response
+    assert not server.requests["req-streamed"][-1].single_response
+
+
 def test_request_id_defaults_to_a_fresh_uuid(client):
     first, second = client.generate("a").metadata.request_id, client.generate("a").metadata.request_id
     assert first != second and len(first) == 32 and int(first, 16) >= 0

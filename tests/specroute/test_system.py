@@ -123,6 +123,20 @@ def test_streaming_chunks_and_metadata(client, prompts, reference):
     assert client.classify(prompts[0]).drafter in DRAFTERS
 
 
+def test_a_single_response_request_gets_one_message_with_every_round(system, prompts, reference):
+    from protos.specroute.v1 import specroute_pb2 as pb
+    from protos.specroute.v1 import specroute_pb2_grpc as pb_grpc
+    request = pb.GenerateRequest(prompt=prompts[0], max_new_tokens=MAX_NEW, drafter="generic-llama",
+                                 single_response=True)
+    with grpc.insecure_channel(system.grpc_address) as channel:
+        messages = list(pb_grpc.SpecRouteStub(channel).Generate(
+            request, timeout=120, metadata=(("application", system.config.app_name),)))
+    assert len(messages) == 1
+    (only,) = messages
+    assert list(only.token_ids) == reference[prompts[0]] and only.finish_reason == "length"
+    assert only.metadata.rounds > 1 and only.round.rounds == only.metadata.rounds
+
+
 def test_sampling_with_a_seed_is_reproducible(client, prompts):
     a = client.generate(prompts[1], max_new_tokens=16, temperature=0.8, top_p=0.9, seed=3)
     b = client.generate(prompts[1], max_new_tokens=16, temperature=0.8, top_p=0.9, seed=3)

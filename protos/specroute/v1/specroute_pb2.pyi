@@ -20,7 +20,7 @@ class SamplingParams(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("prompt", "max_new_tokens", "sampling", "stop", "task", "drafter", "request_id")
+    __slots__ = ("prompt", "max_new_tokens", "sampling", "stop", "task", "drafter", "request_id", "single_response")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,7 @@ class GenerateRequest(_message.Message):
     TASK_FIELD_NUMBER: _ClassVar[int]
     DRAFTER_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SINGLE_RESPONSE_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     max_new_tokens: int
     sampling: SamplingParams
@@ -35,7 +36,8 @@ class GenerateRequest(_message.Message):
     task: str
     drafter: str
     request_id: str
-    def __init__(self, prompt: _Optional[str] = ..., max_new_tokens: _Optional[int] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., stop: _Optional[_Iterable[str]] = ..., task: _Optional[str] = ..., drafter: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    single_response: bool
+    def __init__(self, prompt: _Optional[str] = ..., max_new_tokens: _Optional[int] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., stop: _Optional[_Iterable[str]] = ..., task: _Optional[str] = ..., drafter: _Optional[str] = ..., request_id: _Optional[str] = ..., single_response: _Optional[bool] = ...) -> None: ...
 
 class RoundInfo(_message.Message):
     __slots__ = ("num_drafted", "num_accepted", "num_emitted", "draft_ms", "verify_ms", "rounds")
