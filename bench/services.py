@@ -1,18 +1,22 @@
 """`specroute bench services`: one stream through the whole system against the in-process engine.
 
 For every task family of the zoo, its specialist drafter (the one the zoo distilled for it)
-generates greedily from the task's held-out test prompts two ways, with the same drafter
-settings:
-- engine: `specroute.engine.Engine` in this process (target and drafter side by side);
-- service: the gRPC SDK -> Ray Serve's gRPC proxy -> the router ingress -> the drafter's
-  deployment (its own process) -> a verifier replica (its own process) over gRPC, one round trip
-  per round, and the chunks back the same way. The drafter is named in the request, so both
-  paths use the same drafter.
+generates greedily from the task's held-out test prompts in each of these ways, with the same
+drafter settings:
+- engine: `specroute.engine.Engine` in this process (target and drafter side by side), at 1 and
+  at 2 torch threads. Each task's reference is the faster of the two: while the system's
+  processes share the 2 cores, two OpenMP threads can lose to stragglers;
+- service, `Client.generate()`: the gRPC SDK -> Ray Serve's gRPC proxy -> the router ingress ->
+  the drafter's deployment (its own process) -> a verifier replica (its own process) over gRPC,
+  one round trip per round; the completion comes back as one message (`single_response`);
+- service, `Client.stream()`: the same path, with the rounds streamed back as they finish
+  (coalesced within the drafter's `stream_interval_ms`).
+The drafter is named in the request, so every path uses the same drafter.
 
-One request at a time (a single stream). Each repeat runs every prompt both ways, back to back,
-alternating which goes first; tokens/s is generated tokens over the caller's wall time (prefill,
+One request at a time (a single stream). Each repeat runs every prompt every way, back to back,
+rotating which goes first; tokens/s is generated tokens over the caller's wall time (prefill,
 tokenisation and every hop included), summed per task; the table reports each task's median over
-repeats and the ratio service / engine (goal: >= 0.85). Outputs are checked token for token: the
+repeats and the ratios service / engine (goal: >= 0.85). Outputs are checked token for token: the
 service must produce exactly the engine's tokens.
 
 Writes `services.md`, `services.json` and `services.png` under the output directory.
@@ -24,6 +28,7 @@ import statistics
 import time
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from bench.common import load_zoo, provenance, provenance_lines, write_results
@@ -32,11 +37,15 @@ from specroute.engine import Engine
 from specroute.zoo.corpus import load_split
 
 GOAL = 0.85
+ENGINE_THREADS = {"engine-1t": 1, "engine-2t": 2}
+SERVICES = ("generate", "stream")
+METHODS = (*ENGINE_THREADS, *SERVICES)
 
 
 def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_tokens: int, repeats: int,
-                       out: Path, verifier_threads: int | None = None) -> dict:
-    """verifier_threads: torch threads of the verifier replica (None: the config's default)."""
+                       out: Path, verifier_threads: int | None = None, stream_interval_ms: float | None = None) -> dict:
+    """verifier_threads: torch threads of the verifier replica; stream_interval_ms: the drafters'
+    chunk interval for stream() (None: the config's defaults)."""
     from specroute.client import Client
     from specroute.config import local_config_for_zoo
     from specroute.serve import LocalSystem
@@ -46,6 +55,9 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
     if verifier_threads is not None:  # only the threads: the verifier keeps the rest of its deployment defaults
         deployment = config.verifier.deployment.model_copy(update={"torch_threads": verifier_threads})
         config = config.model_copy(update={"verifier": config.verifier.model_copy(update={"deployment": deployment})})
+    if stream_interval_ms is not None:
+        config = config.model_copy(update={"drafters": [d.model_copy(update={"stream_interval_ms": stream_interval_ms})
+                                                        for d in config.drafters]})
     families = manifest["corpus"]["families"]
     specialist = {d.specialised_for: d for d in config.drafters if d.specialised_for}
     tests = load_split(zoo / manifest["corpus"]["files"]["test"])
@@ -59,25 +71,20 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
         with Client(system.grpc_address, timeout=600) as client:
             for f in families:
                 client.generate(prompts[f][0], max_new_tokens=8, drafter=specialist[f].name)
-            runs = {f: {"engine": [], "service": []} for f in families}
+            runs = {f: {m: [] for m in METHODS} for f in families}
             mismatches = 0
-            total = repeats * sum(map(len, prompts.values())) * 2
+            total = repeats * sum(map(len, prompts.values())) * len(METHODS)
             with tqdm(total=total, desc="bench services") as bar:
                 for r in range(repeats):
                     for f in families:
-                        sums = {"engine": [0, 0.0, 0.0], "service": [0, 0.0, 0.0]}  # tokens, wall, tau-weighted
+                        sums = {m: [0, 0.0, 0.0] for m in METHODS}  # tokens, wall, tau-weighted
                         for i, prompt in enumerate(prompts[f]):
-                            order = ("engine", "service") if (r + i) % 2 == 0 else ("service", "engine")
+                            shift = (r + i) % len(METHODS)
                             outputs = {}
-                            for method in order:
+                            for method in METHODS[shift:] + METHODS[:shift]:
                                 start = time.perf_counter()
-                                if method == "engine":
-                                    result = engines[f].generate(prompt, max_new_tokens)
-                                    tokens, tau = result.token_ids, result.stats.tau
-                                else:
-                                    done = client.generate(prompt, max_new_tokens=max_new_tokens,
-                                                           drafter=specialist[f].name)
-                                    tokens, tau = done.token_ids, done.metadata.tau
+                                tokens, tau = _run(method, engines[f], client, prompt, max_new_tokens,
+                                                   specialist[f].name)
                                 wall = time.perf_counter() - start
                                 outputs[method] = tokens
                                 s = sums[method]
@@ -85,35 +92,55 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
                                 s[1] += wall
                                 s[2] += tau * len(tokens)
                                 bar.update()
-                            mismatches += outputs["engine"] != outputs["service"]
+                            mismatches += sum(outputs[m] != outputs["engine-1t"] for m in METHODS[1:])
                         for method, (tokens, wall, tau_w) in sums.items():
                             runs[f][method].append({"tokens_per_s": tokens / wall, "tau": tau_w / tokens,
                                                     "tokens": tokens, "wall_s": wall})
     finally:
         system.stop()
 
-    per_task = {}
+    torch.set_num_threads(ENGINE_THREADS["engine-2t"])
+    per_task, reference = {}, {}
     for f in families:
         row = {m: {"tokens_per_s": statistics.median(x["tokens_per_s"] for x in runs[f][m]),
-                   "tau": statistics.median(x["tau"] for x in runs[f][m])} for m in ("engine", "service")}
-        ratios = [s["tokens_per_s"] / e["tokens_per_s"] for e, s in zip(runs[f]["engine"], runs[f]["service"])]
-        row["ratio"] = statistics.median(ratios)
+                   "tau": statistics.median(x["tau"] for x in runs[f][m])} for m in METHODS}
+        reference[f] = max(ENGINE_THREADS, key=lambda m: row[m]["tokens_per_s"])
+        row["engine"] = {**row[reference[f]], "threads": ENGINE_THREADS[reference[f]]}
         row["drafter"] = specialist[f].name
-        row["overhead_ms_per_request"] = statistics.median(
-            (s["wall_s"] - e["wall_s"]) / len(prompts[f]) * 1e3 for e, s in zip(runs[f]["engine"], runs[f]["service"]))
+        for m in SERVICES:
+            pairs = list(zip(runs[f][reference[f]], runs[f][m]))
+            row[m]["ratio"] = statistics.median(s["tokens_per_s"] / e["tokens_per_s"] for e, s in pairs)
+            row[m]["overhead_ms_per_request"] = statistics.median(
+                (s["wall_s"] - e["wall_s"]) / len(prompts[f]) * 1e3 for e, s in pairs)
         per_task[f] = row
-    overall = statistics.median(
-        sum(runs[f]["service"][r]["tokens"] for f in families) / sum(runs[f]["service"][r]["wall_s"] for f in families)
-        / (sum(runs[f]["engine"][r]["tokens"] for f in families) / sum(runs[f]["engine"][r]["wall_s"] for f in families))
-        for r in range(repeats))
+
+    def rate(method_of: dict[str, str], r: int) -> float:
+        picked = [runs[f][method_of[f]][r] for f in families]
+        return sum(x["tokens"] for x in picked) / sum(x["wall_s"] for x in picked)
+    overall = {m: statistics.median(rate(dict.fromkeys(families, m), r) / rate(reference, r) for r in range(repeats))
+               for m in SERVICES}
     result = {**provenance("services", zoo), "zoo": str(zoo), "preset": manifest["preset"],
               "prompts_per_task": prompts_per_task, "max_new_tokens": max_new_tokens, "repeats": repeats,
               "startup_s": system.startup_s, "verifier_threads": config.verifier.deployment.torch_threads,
-              "drafter_threads": config.drafters[0].deployment.torch_threads, "mismatches": mismatches, "per_task": per_task,
-              "overall_ratio": overall, "goal": GOAL,
-              "goal_met": all(row["ratio"] >= GOAL for row in per_task.values())}
+              "drafter_threads": config.drafters[0].deployment.torch_threads,
+              "stream_interval_ms": config.drafters[0].stream_interval_ms, "mismatches": mismatches,
+              "per_task": per_task, "overall_ratio": overall, "goal": GOAL,
+              "goal_met": {m: all(row[m]["ratio"] >= GOAL for row in per_task.values()) for m in SERVICES}}
     write_results(out, "services", result, _markdown(result), _plot)
     return result
+
+
+def _run(method: str, engine: Engine, client, prompt: str, max_new_tokens: int, drafter: str) -> tuple[list[int], float]:
+    """One greedy generation by `method`: (its token ids, its tau)."""
+    if method in ENGINE_THREADS:
+        torch.set_num_threads(ENGINE_THREADS[method])
+        result = engine.generate(prompt, max_new_tokens)
+        return result.token_ids, result.stats.tau
+    if method == "generate":
+        done = client.generate(prompt, max_new_tokens=max_new_tokens, drafter=drafter)
+        return done.token_ids, done.metadata.tau
+    chunks = list(client.stream(prompt, max_new_tokens=max_new_tokens, drafter=drafter))
+    return [t for c in chunks for t in c.token_ids], chunks[-1].metadata.tau
 
 
 def _markdown(r: dict) -> str:
@@ -124,21 +151,31 @@ def _markdown(r: dict) -> str:
         f"{r['max_new_tokens']} new tokens, greedy, median of {r['repeats']} repeats; system start-up "
         f"{r['startup_s']:.0f} s.  ",
         f"torch threads per replica: verifier {r.get('verifier_threads') or 'Ray default'}, drafters "
-        f"{r.get('drafter_threads') or 'Ray default'}; the engine runs in the benchmark's process.",
+        f"{r.get('drafter_threads') or 'Ray default'}; the engine runs in the benchmark's process, at 1 and 2 "
+        "threads, and each task's reference is the faster (its thread count in the table).",
         "",
-        "Each task's specialist drafter, the same settings both ways. tokens/s = generated tokens over the "
-        "caller's wall time (prefill and every hop included).",
+        "Each task's specialist drafter, the same settings every way. tokens/s = generated tokens over the "
+        "caller's wall time (prefill and every hop included). `generate()` gets the completion as one message; "
+        f"`stream()` gets the rounds as they finish (coalesced within {r['stream_interval_ms']:g} ms). "
+        "Overhead: the service's extra wall time per request.",
         "",
-        "| task | drafter | engine tok/s | service tok/s | service / engine | overhead per request | tau |",
-        "|---|---|---|---|---|---|---|",
+        "| task | drafter | engine tok/s, 1 / 2 threads | generate() tok/s | generate() / engine | overhead | "
+        "stream() tok/s | stream() / engine | overhead | tau |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for f, row in r["per_task"].items():
-        lines.append(f"| {f} | {row['drafter']} | {row['engine']['tokens_per_s']:.1f} | "
-                     f"{row['service']['tokens_per_s']:.1f} | {row['ratio']:.2f} | "
-                     f"{row['overhead_ms_per_request']:.0f} ms | {row['service']['tau']:.2f} |")
-    lines += ["", f"All tasks: service / engine = {r['overall_ratio']:.2f} (goal >= {r['goal']} per task: "
-                  f"{'met' if r['goal_met'] else 'NOT met'}).",
-              f"Outputs differing between service and engine: {r['mismatches']}.", ""]
+        g, s = row["generate"], row["stream"]
+        one, two = (f"{row[m]['tokens_per_s']:.1f}" for m in ENGINE_THREADS)
+        one, two = (f"**{x}**" if row["engine"]["threads"] == n else x for x, n in ((one, 1), (two, 2)))
+        lines.append(f"| {f} | {row['drafter']} | {one} / {two} | "
+                     f"{g['tokens_per_s']:.1f} | {g['ratio']:.2f} | {g['overhead_ms_per_request']:.0f} ms | "
+                     f"{s['tokens_per_s']:.1f} | {s['ratio']:.2f} | {s['overhead_ms_per_request']:.0f} ms | "
+                     f"{g['tau']:.2f} |")
+    lines.append("")
+    for m in SERVICES:
+        lines.append(f"All tasks, {m}(): service / engine = {r['overall_ratio'][m]:.2f} (goal >= {r['goal']} per "
+                     f"task: {'met' if r['goal_met'][m] else 'NOT met'}).  ")
+    lines += [f"Outputs differing from the engine's: {r['mismatches']}.", ""]
     return "\n".join(lines)
 
 
@@ -148,16 +185,18 @@ def _plot(r: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
     tasks = list(r["per_task"])
     fig, ax = plt.subplots(figsize=(9, 4))
-    width = 0.4
-    for i, method in enumerate(("engine", "service")):
+    width = 0.2
+    for i, method in enumerate(METHODS):
         ax.bar([x + i * width for x in range(len(tasks))], [r["per_task"][t][method]["tokens_per_s"] for t in tasks],
-               width, label=method)
-    for x, t in enumerate(tasks):
-        ax.annotate(f"{r['per_task'][t]['ratio']:.2f}", (x + width, r["per_task"][t]["service"]["tokens_per_s"]),
-                    ha="center", va="bottom", fontsize=8)
-    ax.set_xticks([x + width / 2 for x in range(len(tasks))], tasks)
+               width, label=method if method in ENGINE_THREADS else f"{method}()")
+        if method in SERVICES:
+            for x, t in enumerate(tasks):
+                cell = r["per_task"][t][method]
+                ax.annotate(f"{cell['ratio']:.2f}", (x + i * width, cell["tokens_per_s"]), ha="center",
+                            va="bottom", fontsize=7)
+    ax.set_xticks([x + 1.5 * width for x in range(len(tasks))], tasks)
     ax.set_ylabel("tokens/s (single stream)")
-    ax.set_title("specroute: SDK through Ray Serve vs in-process engine (label: ratio)")
+    ax.set_title("specroute: SDK through Ray Serve vs in-process engine (label: ratio to the faster engine)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)

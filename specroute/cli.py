@@ -248,7 +248,7 @@ def _bench_services(args: argparse.Namespace) -> int:
     from bench.services import run_services_bench
     run_services_bench(zoo=Path(args.zoo), preset=args.preset, prompts_per_task=args.prompts,
                        max_new_tokens=args.max_new_tokens, repeats=args.repeats, out=Path(args.out),
-                       verifier_threads=args.verifier_threads)
+                       verifier_threads=args.verifier_threads, stream_interval_ms=args.stream_interval_ms)
     return 0
 
 
@@ -415,6 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     services.add_argument("--repeats", type=int, default=3)
     services.add_argument("--verifier-threads", type=int, default=None,
                           help="torch threads of the verifier replica (default: the config's).")
+    services.add_argument("--stream-interval-ms", type=float, default=None,
+                          help="The drafters' stream_interval_ms for stream() (default: the config's).")
     scale = _bench_parser(bench_sub, "scale", "Aggregate tokens/s at N streams, batched vs unbatched verification.",
                           _bench_scale)
     scale.add_argument("--streams", type=int, nargs="+", default=[1, 4, 8, 16], help="Concurrency levels.")

@@ -13,5 +13,10 @@ def test_services_bench_writes_its_results(built_zoo, tmp_path):
     assert result["mismatches"] == 0
     assert result["verifier_threads"] == 1 and "verifier 1," in (tmp_path / "services.md").read_text()
     assert set(result["per_task"]) == set(json.loads((tmp_path / "services.json").read_text())["per_task"])
-    assert all(row["service"]["tokens_per_s"] > 0 for row in result["per_task"].values())
-    assert (tmp_path / "services.png").stat().st_size > 0 and "service / engine" in (tmp_path / "services.md").read_text()
+    for row in result["per_task"].values():
+        assert all(row[m]["tokens_per_s"] > 0 and row[m]["ratio"] > 0 for m in ("generate", "stream"))
+        faster = max(("engine-1t", "engine-2t"), key=lambda m: row[m]["tokens_per_s"])
+        assert row["engine"]["threads"] == {"engine-1t": 1, "engine-2t": 2}[faster]
+    assert set(result["goal_met"]) == set(result["overall_ratio"]) == {"generate", "stream"}
+    text = (tmp_path / "services.md").read_text()
+    assert (tmp_path / "services.png").stat().st_size > 0 and "generate() / engine" in text and "stream() / engine" in text
