@@ -10,6 +10,7 @@ This module knows nothing about what is stored in Redis.
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -35,9 +36,35 @@ def redis_executable() -> str:
     return found
 
 
+RESERVED_BELOW = 20000
+"""Ray's worker processes take ports 10002-19999 by default (`min_worker_port`, `max_worker_port`)."""
+
+
+def _ephemeral_start() -> int:
+    """The first port the kernel hands to outgoing connections (Linux `ip_local_port_range`)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port free on loopback now (for embedded servers and local endpoints)."""
-    with socket.socket() as s:
+    """A TCP port free on loopback now (for embedded servers and local endpoints).
+
+    The port is bound later, by another process, so it is drawn from between Ray's worker ports
+    and the kernel's ephemeral range: an ephemeral port that is free now can become the local end
+    of any outgoing connection (Ray opens many while it starts) before the server binds it.
+    """
+    low, high = RESERVED_BELOW, _ephemeral_start()
+    if high > low:
+        for port in random.Random().sample(range(low, high), min(64, high - low)):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    with socket.socket() as s:  # no room below the ephemeral range: let the kernel pick
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
