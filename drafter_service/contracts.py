@@ -2,10 +2,11 @@
 
 The router validates a request at the edge and sends a `GenerationRequest` to the chosen drafter
 deployment (a Ray Serve streaming call: once per request, so the ~20 ms of a handle hop is paid
-once, not per round). The drafter streams `ChunkOut`s, one per verification round (or one in all, when the request does not stream); the last has
-`finish_reason` and the generation's `stats`. A request that fails ends the stream with one
-`ChunkOut` whose `error` is set (a gRPC status code name and a message), so an expected failure
-reaches the client with its code, never as an opaque exception.
+once, not per round). The drafter streams `ChunkOut`s, one per verification round (or a single
+one, when the request does not stream); the last has `finish_reason` and the generation's
+`stats`. A request that fails ends the stream with one `ChunkOut` whose `error` is set (a gRPC
+status code name and a message), so an expected failure reaches the client with its code, never
+as an opaque exception.
 
 Plain dataclasses: they pickle across Ray and hold no tensors. This module knows nothing about
 models, gRPC or Ray.
