@@ -51,10 +51,9 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
     from specroute.serve import LocalSystem
 
     manifest, target = load_zoo(zoo, preset)
-    config = local_config_for_zoo(zoo, router={"max_new_tokens_limit": max(1024, max_new_tokens)})
-    if verifier_threads is not None:  # only the threads: the verifier keeps the rest of its deployment defaults
-        deployment = config.verifier.deployment.model_copy(update={"torch_threads": verifier_threads})
-        config = config.model_copy(update={"verifier": config.verifier.model_copy(update={"deployment": deployment})})
+    # A partial `deployment` keeps the verifier's other deployment defaults (its num_cpus included).
+    verifier = {} if verifier_threads is None else {"deployment": {"torch_threads": verifier_threads}}
+    config = local_config_for_zoo(zoo, router={"max_new_tokens_limit": max(1024, max_new_tokens)}, verifier=verifier)
     if stream_interval_ms is not None:
         config = config.model_copy(update={"drafters": [d.model_copy(update={"stream_interval_ms": stream_interval_ms})
                                                         for d in config.drafters]})
@@ -99,7 +98,7 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
     finally:
         system.stop()
 
-    torch.set_num_threads(ENGINE_THREADS["engine-2t"])
+    torch.set_num_threads(ENGINE_THREADS["engine-2t"])  # as load_zoo set it: the provenance line reports it
     per_task, reference = {}, {}
     for f in families:
         row = {m: {"tokens_per_s": statistics.median(x["tokens_per_s"] for x in runs[f][m]),
