@@ -6,13 +6,15 @@
 3. starts Serve with HTTP on `endpoints.host:http_port` and the gRPC proxy on `grpc_port`,
    registered for `specroute.v1.SpecRoute`;
 4. deploys the application (`specroute.app.build_app`) and waits until it is running.
-`stop()` deletes the application and, for what it started itself, shuts Serve, Ray and Redis down.
+`stop()` deletes the application and, for what it started itself, shuts Serve, Ray and Redis down
+(Redis's working directory included). A start that fails part way stops what it had started.
 
 This module knows how to start things, not what they do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -50,26 +52,33 @@ class LocalSystem:
 
         t0 = time.perf_counter()
         system = cls(config, address)
-        if config.redis.url is None:
-            from router.redis_server import EmbeddedRedis
-            system.redis = EmbeddedRedis().start()
-            config = system.config = config.model_copy(update={"redis": config.redis.model_copy(
-                update={"url": system.redis.url})})
-        if not ray.is_initialized():
-            repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-            env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)}}
-            if address is None:
-                # Logical CPUs: deployments ask for fractions; a laptop's cores are shared, not split.
-                ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=False,
-                         runtime_env=env, logging_level=logging.WARNING, log_to_driver=False)
-                system.started_ray = True
-            else:
-                ray.init(address=address, runtime_env=env, logging_level=logging.WARNING)
-        ep = config.endpoints
-        serve.start(http_options=HTTPOptions(host=ep.host, port=ep.http_port),
-                    grpc_options=gRPCOptions(port=ep.grpc_port, grpc_servicer_functions=[GRPC_SERVICER]))
-        serve.run(build_app(config), name=config.app_name, route_prefix="/", blocking=False)
-        system._wait_ready(ready_timeout_s)
+        try:
+            if config.redis.url is None:
+                from router.redis_server import EmbeddedRedis
+                system.redis = EmbeddedRedis().start()
+                config = system.config = config.model_copy(update={"redis": config.redis.model_copy(
+                    update={"url": system.redis.url})})
+            if not ray.is_initialized():
+                repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+                env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)}}
+                if address is None:
+                    # Logical CPUs: deployments ask for fractions; a laptop's cores are shared, not split.
+                    ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=False,
+                             runtime_env=env, logging_level=logging.WARNING, log_to_driver=False)
+                    system.started_ray = True
+                else:
+                    ray.init(address=address, runtime_env=env, logging_level=logging.WARNING)
+            ep = config.endpoints
+            serve.start(http_options=HTTPOptions(host=ep.host, port=ep.http_port),
+                        grpc_options=gRPCOptions(port=ep.grpc_port, grpc_servicer_functions=[GRPC_SERVICER]))
+            serve.run(build_app(config), name=config.app_name, route_prefix="/", blocking=False)
+            system._wait_ready(ready_timeout_s)
+        except BaseException:
+            # A start that fails part way (a deployment that does not come up, a port in use) must
+            # not leave Redis, Ray or Serve behind: nobody else holds a handle to stop them.
+            with contextlib.suppress(Exception):
+                system.stop()
+            raise
         system.startup_s = time.perf_counter() - t0
         return system
 
@@ -94,13 +103,14 @@ class LocalSystem:
         import ray
         from ray import serve
         try:
-            serve.delete(self.config.app_name)
+            if ray.is_initialized():
+                serve.delete(self.config.app_name)
         finally:
             if self.started_ray:
                 serve.shutdown()
                 ray.shutdown()
             if self.redis is not None:
-                self.redis.stop()
+                self.redis.close()  # the server and its working directory
 
     def __enter__(self) -> "LocalSystem":
         return self

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 
-def start_tiny_system(built_zoo, drafters: tuple[str, ...], drafter_updates: dict | None = None, **overrides):
+def start_tiny_system(built_zoo, drafters: tuple[str, ...], drafter_updates: dict | None = None,
+                      ready_timeout_s: float = 600.0, **overrides):
     """`LocalSystem` serving the tiny zoo with only `drafters` deployed (the routing default among
     them), on free ports. overrides: config sections (as for `config_for_zoo`); drafter_updates:
     {drafter name: fields to replace in its settings}."""
@@ -12,4 +13,5 @@ def start_tiny_system(built_zoo, drafters: tuple[str, ...], drafter_updates: dic
     config = local_config_for_zoo(built_zoo, **overrides)
     updates = drafter_updates or {}
     chosen = [d.model_copy(update=updates.get(d.name, {})) for d in config.drafters if d.name in drafters]
-    return LocalSystem.start(config.model_copy(update={"drafters": chosen}), num_cpus=8)
+    return LocalSystem.start(config.model_copy(update={"drafters": chosen}), num_cpus=8,
+                             ready_timeout_s=ready_timeout_s)
