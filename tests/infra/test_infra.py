@@ -24,6 +24,7 @@ themselves are checked against the mounts instead.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -59,8 +60,15 @@ APP_ROOT = "/app"  # where the image and the launcher put this repository
 LAPTOP_CPUS = 2  # infra/config/local.yaml's autoscaling limits must fit this many cores
 
 
+@functools.cache
+def _parsed(path: Path) -> tuple:
+    return tuple(yaml.safe_load_all(path.read_text()))
+
+
 def _load(path: Path):
-    return yaml.safe_load(path.read_text())
+    """The file's one YAML document; parsed once per session, a fresh copy per caller."""
+    (doc,) = _parsed(path)
+    return copy.deepcopy(doc)
 
 
 def _yaml_files() -> list[Path]:
@@ -86,7 +94,7 @@ def _system_config_file(name: str) -> Path:
 
 
 def _kuberay_docs() -> list[dict]:
-    return list(yaml.safe_load_all(RAYSERVICE.read_text()))
+    return copy.deepcopy(list(_parsed(RAYSERVICE)))
 
 
 def _one(docs: list[dict], kind: str, name: str | None = None) -> dict:
@@ -178,7 +186,7 @@ def deployed(tiny_zoo, tmp_path_factory) -> dict[str, Deployed]:
 
 @pytest.mark.parametrize("path", _yaml_files(), ids=lambda p: str(p.relative_to(INFRA)))
 def test_every_yaml_file_parses(path):
-    docs = list(yaml.safe_load_all(path.read_text()))
+    docs = _parsed(path)
     assert docs and all(isinstance(d, dict) for d in docs), f"{path}: every document must be a mapping"
 
 

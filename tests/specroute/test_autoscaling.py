@@ -42,7 +42,7 @@ def running(deployment: str, app: str) -> int:
     return status.replica_states.get("RUNNING", 0)
 
 
-def test_scales_up_under_load_and_down_after(system, built_zoo):
+def test_scales_up_under_load_and_down_after(system):
     app = system.config.app_name
     deployments = ("Verifier", "Drafter-ngram")
     assert all(running(d, app) == 1 for d in deployments)
