@@ -110,12 +110,30 @@ def test_specialists_fine_tuned_from_a_base_name_it(built_zoo):
 
 
 def test_greedy_on_policy_data_follows_the_sampled(built_zoo):
+    """Per task: the sampled continuations, then the greedy ones on further prompts, then the
+    held-out ones; a greedy continuation is the target's own argmax at every step."""
+    import torch
     from specroute.zoo.presets import TINY
     data = json.loads((built_zoo / "on_policy.json").read_text())
     spec = TINY.on_policy
+    target = AutoModelForCausalLM.from_pretrained(built_zoo / "target").eval()
+
+    def argmax_gaps(prompt: list[int], continuation: list[int]) -> list[float]:
+        """Per continuation token: how far its logit is below the best one (0: it is the argmax)."""
+        with torch.no_grad():
+            logits = target(torch.tensor([prompt + continuation])).logits[0, len(prompt) - 1: -1]
+        return (logits.max(-1).values - logits[range(len(continuation)), continuation]).tolist()
+
+    sampled_off_argmax = 0
     for task in TINY.families:
-        assert len(data[f"{task}/train"]) == spec.prompts_per_task + spec.greedy_prompts_per_task
+        train = data[f"{task}/train"]
+        assert len(train) == spec.prompts_per_task + spec.greedy_prompts_per_task
         assert len(data[f"{task}/validation"]) == spec.heldout_prompts
+        for prompt, continuation in train[spec.prompts_per_task:]:
+            assert continuation and max(argmax_gaps(prompt, continuation)) < 1e-4, (
+                f"{task}: a greedy continuation left the target's argmax")
+        sampled_off_argmax += sum(max(argmax_gaps(p, c)) > 1e-4 for p, c in train[: spec.prompts_per_task])
+    assert sampled_off_argmax, "no sampled continuation ever left the argmax: they look greedy"
 
 
 def test_all_six_families_build_deterministic_disjoint_splits():
