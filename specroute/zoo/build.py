@@ -102,8 +102,32 @@ class ZooBuilder:
             keys[spec.name] = drafters[-1]["key"]
         costs = self._run("costs", {"up": [d["key"] for d in drafters]}, lambda: self._costs(drafters))
         manifest = self._manifest(drafters, costs["costs"])
+        self._remove_stale(manifest)
         (self.out / MANIFEST).write_text(json.dumps(manifest, indent=2))
         return manifest
+
+    def _remove_stale(self, manifest: dict) -> None:
+        """Removes the drafter directories and stage records an earlier build of this zoo made and
+        this one no longer names: a drafter dropped from the preset, or sized to another candidate.
+        Only names the builds recorded are touched (the previous manifest, the stage records), and
+        only model directories directly inside the zoo."""
+        keep = {d["path"] for d in manifest["drafters"] if d["path"]}
+        current = {f"drafter-{spec.name}" for spec in self.preset.drafters}
+        made: set[str] = set()
+        if (self.out / MANIFEST).is_file():
+            made |= {d["path"] for d in json.loads((self.out / MANIFEST).read_text()).get("drafters", []) if d.get("path")}
+        for marker in sorted(self.stage_dir.glob("drafter-*.json")):
+            info = json.loads(marker.read_text())
+            if info.get("kind") == "model":
+                made.add(info["name"])
+            if marker.stem not in current:
+                marker.unlink()
+        out = self.out.resolve()
+        for name in sorted(made - keep):
+            path = (self.out / name).resolve()
+            if path.parent == out and (path / "config.json").is_file():
+                shutil.rmtree(path)
+                self.log(f"[zoo] removed {name}: this build no longer makes it")
 
     def _splits(self) -> dict[str, list[corpus_mod.Example]]:
         return {s: corpus_mod.load_split(self.out / "corpus" / f"{s}.jsonl") for s in corpus_mod.SPLITS}

@@ -98,6 +98,25 @@ def test_a_changed_base_redoes_the_drafters_fine_tuned_from_it(built_zoo, tmp_pa
     assert redone == {"drafter-generic-llama.json", "drafter-code.json", "drafter-extraction.json", "costs.json"}
 
 
+def test_a_drafter_dropped_from_the_preset_is_removed_and_nothing_else(built_zoo, tmp_path):
+    from specroute.zoo.build import ZooBuilder
+    from specroute.zoo.presets import TINY
+    zoo = tmp_path / "zoo"
+    shutil.copytree(built_zoo, zoo)
+    (zoo / "my-model").mkdir()
+    (zoo / "my-model" / "config.json").write_text("{}")  # not the build's: it must stay
+    logs = []
+    ZooBuilder(TINY.model_copy(update={"drafters": tuple(d for d in TINY.drafters if d.name != "structured-gpt2")}),
+               zoo, log=logs.append).build()
+    assert not (zoo / "structured-gpt2").exists() and not (zoo / ".stages" / "drafter-structured-gpt2.json").exists()
+    assert any("removed structured-gpt2" in line for line in logs)
+    assert (zoo / "my-model" / "config.json").is_file()
+    manifest = load_manifest(zoo)
+    assert "structured-gpt2" not in {d["name"] for d in manifest["drafters"]}
+    for d in manifest["drafters"]:
+        assert d["path"] is None or (zoo / d["path"] / "config.json").is_file(), d["name"]
+
+
 def test_specialists_fine_tuned_from_a_base_name_it(built_zoo):
     """TaskSpec's recipe: a specialist may start from a generic drafter's weights; the manifest
     says which, and a sized one's trials say which candidate was which base."""
