@@ -176,6 +176,10 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServicer):
                                 f"no message for {self.config.idle_timeout_s:g} s: the session is closed")
 
     async def Session(self, request_iterator, context):
+        # A coroutine that writes, not an async generator that yields: cancelling a generator
+        # handler while gRPC writes its last response leaves it suspended at the `yield`, so its
+        # `finally` (which frees the session and its KV slots) waits for the garbage collector
+        # (grpc/grpc#42295). Here cancellation raises inside this coroutine, wherever it waits.
         if self.draining:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"verifier {self.replica} is draining; retry elsewhere")
         if self.active_sessions >= self.config.max_sessions:
@@ -203,10 +207,10 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServicer):
             finally:
                 self.waiting -= 1
             self.sessions_served += 1
-            yield verifier_pb2.SessionResponse(opened=verifier_pb2.SessionOpened(
+            await context.write(verifier_pb2.SessionResponse(opened=verifier_pb2.SessionOpened(
                 max_context=self.target.max_context, max_tree_nodes=self.config.max_tree_nodes,
                 eos_token_ids=sorted(self.target.eos_token_ids), prefill_ms=(time.perf_counter() - start) * 1e3,
-                replica=self.replica))
+                replica=self.replica)))
             while True:
                 message = await self._next(requests, context)
                 kind = None if message is None else message.WhichOneof("kind")
@@ -226,7 +230,7 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServicer):
                     self.waiting -= 1
                 message = verdict_to_proto(verdict)
                 message.max_tree_nodes = self.tree_budget()
-                yield verifier_pb2.SessionResponse(verdict=message)
+                await context.write(verifier_pb2.SessionResponse(verdict=message))
         finally:
             if session is not None:
                 self.backend.close(session)
