@@ -19,11 +19,16 @@ tokenisation and every hop included), summed per task; the table reports each ta
 repeats and the ratios service / engine (goal: >= 0.85). Outputs are checked token for token: the
 service must produce exactly the engine's tokens.
 
+Where a round's time goes (`bench.schedstat`, Linux): around each 1-thread engine generation and
+each `generate()`, the kernel's CPU time and run-queue wait of this process, and of the task's
+drafter replica and the verifier replica, reported per round.
+
 Writes `services.md`, `services.json` and `services.png` under the output directory.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from pathlib import Path
@@ -32,6 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.common import load_zoo, provenance, provenance_lines, write_results
+from bench.schedstat import CpuTimes, process_times, replica_pids
 from drafter_service.base import create_drafter
 from specroute.engine import Engine
 from specroute.zoo.corpus import load_split
@@ -70,6 +76,8 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
         with Client(system.grpc_address, timeout=600) as client:
             for f in families:
                 client.generate(prompts[f][0], max_new_tokens=8, drafter=specialist[f].name)
+            watched = _watched_processes(config.app_name, families, specialist)
+            times = {f: {m: {"rounds": 0} for m in watched[f]} for f in families}
             runs = {f: {m: [] for m in METHODS} for f in families}
             mismatches = 0
             total = repeats * sum(map(len, prompts.values())) * len(METHODS)
@@ -81,10 +89,14 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
                             shift = (r + i) % len(METHODS)
                             outputs = {}
                             for method in METHODS[shift:] + METHODS[:shift]:
+                                pids = watched[f].get(method, {})
+                                before = {k: process_times(pid) for k, pid in pids.items()}
                                 start = time.perf_counter()
-                                tokens, tau = _run(method, engines[f], client, prompt, max_new_tokens,
-                                                   specialist[f].name)
+                                tokens, tau, rounds = _run(method, engines[f], client, prompt, max_new_tokens,
+                                                           specialist[f].name)
                                 wall = time.perf_counter() - start
+                                if pids:
+                                    _account(times[f][method], pids, before, rounds)
                                 outputs[method] = tokens
                                 s = sums[method]
                                 s[0] += len(tokens)
@@ -106,6 +118,7 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
         reference[f] = max(ENGINE_THREADS, key=lambda m: row[m]["tokens_per_s"])
         row["engine"] = {**row[reference[f]], "threads": ENGINE_THREADS[reference[f]]}
         row["drafter"] = specialist[f].name
+        row["per_round_ms"] = _per_round_ms(times[f])
         for m in SERVICES:
             pairs = list(zip(runs[f][reference[f]], runs[f][m]))
             row[m]["ratio"] = statistics.median(s["tokens_per_s"] / e["tokens_per_s"] for e, s in pairs)
@@ -129,17 +142,49 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
     return result
 
 
-def _run(method: str, engine: Engine, client, prompt: str, max_new_tokens: int, drafter: str) -> tuple[list[int], float]:
-    """One greedy generation by `method`: (its token ids, its tau)."""
+def _run(method: str, engine: Engine, client, prompt: str, max_new_tokens: int,
+         drafter: str) -> tuple[list[int], float, int]:
+    """One greedy generation by `method`: (its token ids, its tau, its rounds)."""
     if method in ENGINE_THREADS:
         torch.set_num_threads(ENGINE_THREADS[method])
         result = engine.generate(prompt, max_new_tokens)
-        return result.token_ids, result.stats.tau
+        return result.token_ids, result.stats.tau, result.stats.rounds
     if method == "generate":
         done = client.generate(prompt, max_new_tokens=max_new_tokens, drafter=drafter)
-        return done.token_ids, done.metadata.tau
+        return done.token_ids, done.metadata.tau, done.metadata.rounds
     chunks = list(client.stream(prompt, max_new_tokens=max_new_tokens, drafter=drafter))
-    return [t for c in chunks for t in c.token_ids], chunks[-1].metadata.tau
+    return [t for c in chunks for t in c.token_ids], chunks[-1].metadata.tau, chunks[-1].metadata.rounds
+
+
+def _watched_processes(app_name: str, families: list[str], specialist: dict) -> dict[str, dict[str, dict[str, int]]]:
+    """Per task and method, the processes whose CPU time and run-queue wait the bench records: this
+    process for the 1-thread engine; the task's drafter replica and the verifier replica for
+    generate(). Empty where schedstat or the replicas' pids cannot be read."""
+    if process_times(os.getpid()) is None:
+        return {f: {} for f in families}
+    pids = replica_pids(app_name)
+    watched = {}
+    for f in families:
+        drafter, verifier = pids.get(f"Drafter-{specialist[f].name}"), pids.get("Verifier")
+        watched[f] = {"engine-1t": {"engine": os.getpid()}}
+        if drafter and verifier:
+            watched[f]["generate"] = {"drafter": drafter, "verifier": verifier}
+    return watched
+
+
+def _account(into: dict, pids: dict[str, int], before: dict[str, CpuTimes | None], rounds: int) -> None:
+    into["rounds"] += rounds
+    for label, pid in pids.items():
+        after = process_times(pid)
+        if after is not None and before[label] is not None:
+            into[label] = into.get(label, CpuTimes(0.0, 0.0)) + (after - before[label])
+
+
+def _per_round_ms(times: dict[str, dict]) -> dict[str, dict[str, dict[str, float]]]:
+    """{method: {process: {"cpu": ms, "wait": ms}}} per round, over every repeat."""
+    return {method: {label: {"cpu": t.cpu_s / acc["rounds"] * 1e3, "wait": t.wait_s / acc["rounds"] * 1e3}
+                     for label, t in acc.items() if label != "rounds"}
+            for method, acc in times.items() if acc["rounds"]}
 
 
 def _markdown(r: dict) -> str:
@@ -175,6 +220,21 @@ def _markdown(r: dict) -> str:
         lines.append(f"All tasks, {m}(): service / engine = {r['overall_ratio'][m]:.2f} (goal >= {r['goal']} per "
                      f"task: {'met' if r['goal_met'][m] else 'NOT met'}).  ")
     lines += [f"Outputs differing from the engine's: {r['mismatches']}.", ""]
+    rows = [(f, row["per_round_ms"]) for f, row in r["per_task"].items()
+            if {"engine-1t", "generate"} <= set(row.get("per_round_ms", {}))]
+    if rows:
+        lines += [
+            "Where a round's time goes (the kernel's schedstat, summed over each process's threads, ms per round over "
+            "every repeat): on a CPU, and runnable but waiting for one. The engine is this process at 1 thread; "
+            "`generate()` is the task's drafter replica and the verifier replica.",
+            "",
+            "| task | engine: cpu / waiting | drafter replica: cpu / waiting | verifier replica: cpu / waiting |",
+            "|---|---|---|---|",
+            *(f"| {f} | " + " | ".join(f"{t[k]['cpu']:.2f} / {t[k]['wait']:.2f}" for t, k in (
+                (ms["engine-1t"], "engine"), (ms["generate"], "drafter"), (ms["generate"], "verifier"))) + " |"
+              for f, ms in rows),
+            "",
+        ]
     return "\n".join(lines)
 
 

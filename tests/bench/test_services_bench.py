@@ -20,3 +20,9 @@ def test_services_bench_writes_its_results(built_zoo, tmp_path):
     assert set(result["goal_met"]) == set(result["overall_ratio"]) == {"generate", "stream"}
     text = (tmp_path / "services.md").read_text()
     assert (tmp_path / "services.png").stat().st_size > 0 and "generate() / engine" in text and "stream() / engine" in text
+    # Linux: each round's CPU time and run-queue wait, for the engine and for both replicas of generate().
+    for row in result["per_task"].values():
+        ms = row["per_round_ms"]
+        processes = [ms["engine-1t"]["engine"], ms["generate"]["drafter"], ms["generate"]["verifier"]]
+        assert all(p["cpu"] > 0 and p["wait"] >= 0 for p in processes)
+    assert "drafter replica: cpu / waiting" in text
