@@ -37,7 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.common import load_zoo, provenance, provenance_lines, write_results
-from bench.schedstat import CpuTimes, process_times, replica_pids
+from bench.schedstat import CpuTimes, Reading, read, replica_pids
 from drafter_service.base import create_drafter
 from specroute.engine import Engine
 from specroute.zoo.corpus import load_split
@@ -90,7 +90,7 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
                             outputs = {}
                             for method in METHODS[shift:] + METHODS[:shift]:
                                 pids = watched[f].get(method, {})
-                                before = {k: process_times(pid) for k, pid in pids.items()}
+                                before = {k: read(pid) for k, pid in pids.items()}
                                 start = time.perf_counter()
                                 tokens, tau, rounds = _run(method, engines[f], client, prompt, max_new_tokens,
                                                            specialist[f].name)
@@ -160,7 +160,7 @@ def _watched_processes(app_name: str, families: list[str], specialist: dict) -> 
     """Per task and method, the processes whose CPU time and run-queue wait the bench records: this
     process for the 1-thread engine; the task's drafter replica and the verifier replica for
     generate(). Empty where schedstat or the replicas' pids cannot be read."""
-    if process_times(os.getpid()) is None:
+    if read(os.getpid()) is None:
         return {f: {} for f in families}
     pids = replica_pids(app_name)
     watched = {}
@@ -172,12 +172,12 @@ def _watched_processes(app_name: str, families: list[str], specialist: dict) -> 
     return watched
 
 
-def _account(into: dict, pids: dict[str, int], before: dict[str, CpuTimes | None], rounds: int) -> None:
+def _account(into: dict, pids: dict[str, int], before: dict[str, Reading | None], rounds: int) -> None:
     into["rounds"] += rounds
     for label, pid in pids.items():
-        after = process_times(pid)
+        after = read(pid)
         if after is not None and before[label] is not None:
-            into[label] = into.get(label, CpuTimes(0.0, 0.0)) + (after - before[label])
+            into[label] = into.get(label, CpuTimes(0.0, 0.0)) + after.since(before[label])
 
 
 def _per_round_ms(times: dict[str, dict]) -> dict[str, dict[str, dict[str, float]]]:
