@@ -159,7 +159,8 @@ def _run(method: str, engine: Engine, client, prompt: str, max_new_tokens: int,
 def _watched_processes(app_name: str, families: list[str], specialist: dict) -> dict[str, dict[str, dict[str, int]]]:
     """Per task and method, the processes whose CPU time and run-queue wait the bench records: this
     process for the 1-thread engine; the task's drafter replica and the verifier replica for
-    generate(). Empty where schedstat or the replicas' pids cannot be read."""
+    generate(). A method is left out where its processes cannot be read (no schedstat, or a
+    replica's process not found)."""
     if read(os.getpid()) is None:
         return {f: {} for f in families}
     pids = replica_pids(app_name)

@@ -117,7 +117,7 @@ class ZooBuilder:
         if (self.out / MANIFEST).is_file():
             made |= {d["path"] for d in json.loads((self.out / MANIFEST).read_text()).get("drafters", []) if d.get("path")}
         for marker in sorted(self.stage_dir.glob("drafter-*.json")):
-            info = json.loads(marker.read_text())
+            info = self._done(marker.stem)
             if info.get("kind") == "model":
                 made.add(info["name"])
             if marker.stem not in current:
