@@ -49,9 +49,12 @@ METHODS = (*ENGINE_THREADS, *SERVICES)
 
 
 def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_tokens: int, repeats: int,
-                       out: Path, verifier_threads: int | None = None, stream_interval_ms: float | None = None) -> dict:
+                       out: Path, verifier_threads: int | None = None, stream_interval_ms: float | None = None,
+                       draft_ahead: int | None = None) -> dict:
     """verifier_threads: torch threads of the verifier replica; stream_interval_ms: the drafters'
-    chunk interval for stream() (None: the config's defaults)."""
+    chunk interval for stream(); draft_ahead: the model drafters' guesses per round (None: the
+    config's defaults). The engine gets the same drafter settings (in one process it never
+    drafts ahead: nothing runs meanwhile)."""
     from specroute.client import Client
     from specroute.config import local_config_for_zoo
     from specroute.serve import LocalSystem
@@ -63,6 +66,10 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
     if stream_interval_ms is not None:
         config = config.model_copy(update={"drafters": [d.model_copy(update={"stream_interval_ms": stream_interval_ms})
                                                         for d in config.drafters]})
+    if draft_ahead is not None:
+        config = config.model_copy(update={"drafters": [
+            d.model_copy(update={"options": {**d.options, "draft_ahead": draft_ahead}}) if d.kind == "model" else d
+            for d in config.drafters]})
     families = manifest["corpus"]["families"]
     specialist = {d.specialised_for: d for d in config.drafters if d.specialised_for}
     tests = load_split(zoo / manifest["corpus"]["files"]["test"])
@@ -79,6 +86,7 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
             watched = _watched_processes(config.app_name, families, specialist)
             times = {f: {m: {"rounds": 0} for m in watched[f]} for f in families}
             runs = {f: {m: [] for m in METHODS} for f in families}
+            drafted_ahead = {f: {m: [0, 0] for m in METHODS} for f in families}  # rounds drafted ahead, rounds
             mismatches = 0
             total = repeats * sum(map(len, prompts.values())) * len(METHODS)
             with tqdm(total=total, desc="bench services") as bar:
@@ -92,8 +100,10 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
                                 pids = watched[f].get(method, {})
                                 before = {k: read(pid) for k, pid in pids.items()}
                                 start = time.perf_counter()
-                                tokens, tau, rounds = _run(method, engines[f], client, prompt, max_new_tokens,
-                                                           specialist[f].name)
+                                tokens, tau, rounds, ahead = _run(method, engines[f], client, prompt,
+                                                                  max_new_tokens, specialist[f].name)
+                                drafted_ahead[f][method][0] += ahead
+                                drafted_ahead[f][method][1] += rounds
                                 wall = time.perf_counter() - start
                                 if pids:
                                     _account(times[f][method], pids, before, rounds)
@@ -120,6 +130,9 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
         row["drafter"] = specialist[f].name
         row["per_round_ms"] = _per_round_ms(times[f])
         for m in SERVICES:
+            ahead, rounds = drafted_ahead[f][m]
+            row[m]["drafted_ahead"] = ahead / rounds if rounds else 0.0
+        for m in SERVICES:
             pairs = list(zip(runs[f][reference[f]], runs[f][m]))
             row[m]["ratio"] = statistics.median(s["tokens_per_s"] / e["tokens_per_s"] for e, s in pairs)
             row[m]["overhead_ms_per_request"] = statistics.median(
@@ -136,6 +149,7 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
               "startup_s": system.startup_s, "verifier_threads": config.verifier.deployment.torch_threads,
               "drafter_threads": config.drafters[0].deployment.torch_threads,
               "stream_interval_ms": config.drafters[0].stream_interval_ms, "mismatches": mismatches,
+              "draft_ahead": {f: specialist[f].options.get("draft_ahead", 0) for f in families},
               "per_task": per_task, "overall_ratio": overall, "goal": GOAL,
               "goal_met": {m: all(row[m]["ratio"] >= GOAL for row in per_task.values()) for m in SERVICES}}
     write_results(out, "services", result, _markdown(result), _plot)
@@ -143,17 +157,20 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
 
 
 def _run(method: str, engine: Engine, client, prompt: str, max_new_tokens: int,
-         drafter: str) -> tuple[list[int], float, int]:
-    """One greedy generation by `method`: (its token ids, its tau, its rounds)."""
+         drafter: str) -> tuple[list[int], float, int, int]:
+    """One greedy generation by `method`: (its token ids, its tau, its rounds, the rounds whose
+    tree was drafted ahead)."""
     if method in ENGINE_THREADS:
         torch.set_num_threads(ENGINE_THREADS[method])
         result = engine.generate(prompt, max_new_tokens)
-        return result.token_ids, result.stats.tau, result.stats.rounds
+        return result.token_ids, result.stats.tau, result.stats.rounds, result.stats.rounds_drafted_ahead
     if method == "generate":
         done = client.generate(prompt, max_new_tokens=max_new_tokens, drafter=drafter)
-        return done.token_ids, done.metadata.tau, done.metadata.rounds
+        m = done.metadata
+        return done.token_ids, m.tau, m.rounds, m.rounds_drafted_ahead
     chunks = list(client.stream(prompt, max_new_tokens=max_new_tokens, drafter=drafter))
-    return [t for c in chunks for t in c.token_ids], chunks[-1].metadata.tau, chunks[-1].metadata.rounds
+    m = chunks[-1].metadata
+    return [t for c in chunks for t in c.token_ids], m.tau, m.rounds, m.rounds_drafted_ahead
 
 
 def _watched_processes(app_name: str, families: list[str], specialist: dict) -> dict[str, dict[str, dict[str, int]]]:
@@ -202,11 +219,13 @@ def _markdown(r: dict) -> str:
         "Each task's specialist drafter, the same settings every way. tokens/s = generated tokens over the "
         "caller's wall time (prefill and every hop included). `generate()` gets the completion as one message; "
         f"`stream()` gets the rounds as they finish (coalesced within {r['stream_interval_ms']:g} ms). "
-        "Overhead: the service's extra wall time per request.",
+        "Overhead: the service's extra wall time per request. Drafted ahead: the share of `generate()`'s rounds "
+        "whose tree the drafter drafted while the previous tree was verified (the drafters' `draft_ahead`: "
+        f"{_draft_ahead_setting(r)}).",
         "",
         "| task | drafter | engine tok/s, 1 / 2 threads | generate() tok/s | generate() / engine | overhead | "
-        "stream() tok/s | stream() / engine | overhead | tau |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "stream() tok/s | stream() / engine | overhead | tau | drafted ahead |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for f, row in r["per_task"].items():
         g, s = row["generate"], row["stream"]
@@ -215,7 +234,7 @@ def _markdown(r: dict) -> str:
         lines.append(f"| {f} | {row['drafter']} | {one} / {two} | "
                      f"{g['tokens_per_s']:.1f} | {g['ratio']:.2f} | {g['overhead_ms_per_request']:.0f} ms | "
                      f"{s['tokens_per_s']:.1f} | {s['ratio']:.2f} | {s['overhead_ms_per_request']:.0f} ms | "
-                     f"{g['tau']:.2f} |")
+                     f"{g['tau']:.2f} | {g.get('drafted_ahead', 0.0):.0%} |")
     lines.append("")
     for m in SERVICES:
         lines.append(f"All tasks, {m}(): service / engine = {r['overall_ratio'][m]:.2f} (goal >= {r['goal']} per "
@@ -237,6 +256,11 @@ def _markdown(r: dict) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def _draft_ahead_setting(r: dict) -> str:
+    settings = sorted(set(r.get("draft_ahead", {}).values()))
+    return ", ".join(map(str, settings)) if settings else "0"
 
 
 def _plot(r: dict, path: Path) -> None:

@@ -4,6 +4,8 @@ A `Drafter` is the loaded, shareable part (a model's weights, an n-gram setting)
 opens its own `DraftSession`, which has two verbs (as in HF's candidate generators):
 - `propose(limit)`: a draft tree rooted at the last committed token;
 - `observe(verdict)`: commit the verifier's decision and adapt.
+A session may also draft ahead (`draft_ahead`, `adopt`): guess the verdict of the tree being
+verified and draft the next tree meanwhile, for a loop whose verifier runs elsewhere.
 
 New drafters are one new module that registers itself with `@register_drafter("kind")`;
 nothing else in the code base switches on drafter kinds.
@@ -38,6 +40,24 @@ class DraftLimit:
         return self.max_nodes > 1 and self.max_depth > 0
 
 
+@dataclass
+class Guess:
+    """A verdict guessed before it came, and the next tree drafted for it (drafting ahead).
+
+    `path`: the tree indices of the guessed accepted nodes (root excluded, root to leaf), `bonus`
+    the guessed bonus token; `tree` is the tree the session proposes if the verdict is exactly that,
+    and `state` the session state it was drafted from, adopted with `DraftSession.adopt`.
+    """
+
+    path: tuple[int, ...]
+    bonus: int
+    tree: DraftTree
+    state: "DraftSession"
+
+    def matches(self, verdict: Verdict) -> bool:
+        return verdict.accepted_nodes == self.path and verdict.bonus_token == self.bonus
+
+
 class DraftSession(ABC):
     """Per-generation drafting state. `context` is every committed token; its last is the root."""
 
@@ -54,6 +74,20 @@ class DraftSession(ABC):
     def observe(self, verdict: Verdict) -> None:
         """Commit the accepted tokens and the bonus. Subclasses extend this to adapt."""
         self.context.extend(verdict.emitted_tokens)
+
+    max_guesses: int = 0
+    """How many verdicts `draft_ahead` may guess per round; 0: this session never drafts ahead."""
+
+    def draft_ahead(self, tree: DraftTree, limit_after: Callable[[int], DraftLimit], count: int) -> list[Guess]:
+        """While `tree` is being verified: up to `count` guessed verdicts, most likely first, each
+        with the next tree drafted for it, within `limit_after(num_emitted)`. The session itself is
+        unchanged: a guess drafts on a copy of it. Sessions that cannot guess return []."""
+        return []
+
+    def adopt(self, guess: Guess) -> None:
+        """Takes a guess whose verdict came true: the session is then as if it had observed that
+        verdict and proposed `guess.tree`."""
+        raise NotImplementedError(f"{type(self).__name__} does not draft ahead")
 
     def close(self) -> None:
         """Free per-generation resources (caches). Idempotent."""

@@ -17,7 +17,13 @@ Counts (one definition for the whole project):
   verifier session opens, is reported apart as prefill_time_s.
 
 The loop sees the verifier only through the `Verifier` protocol, so the same code drives an
-in-process session and (later) a remote one. It knows nothing about how trees are built.
+in-process session and a remote one. With a remote one (`RemoteVerifier`: `verify` split into
+`submit` and `collect`) and a draft session that guesses, the loop drafts ahead: between sending
+a tree and collecting its verdict the drafter drafts the next tree for its guesses of the
+verdict, and a guess that came true saves that round's drafting (`_Ahead`). Output is unchanged:
+any tree is verified losslessly, and a guessed tree is (up to floating-point rounding) the
+one the drafter would have proposed.
+It knows nothing about how trees are built.
 """
 
 from __future__ import annotations
@@ -53,6 +59,15 @@ class Verifier(Protocol):
     def verify(self, tree: DraftTree) -> Verdict: ...
 
 
+class RemoteVerifier(Verifier, Protocol):
+    """A verifier that works elsewhere: `verify` split in two, so the loop can draft ahead
+    between sending a tree and collecting its verdict."""
+
+    def submit(self, tree: DraftTree) -> None: ...
+
+    def collect(self) -> Verdict: ...
+
+
 @dataclass(frozen=True)
 class RoundStats:
     num_drafted: int
@@ -60,6 +75,7 @@ class RoundStats:
     num_emitted: int
     draft_time_s: float
     verify_time_s: float
+    drafted_ahead: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,6 +99,7 @@ class GenerationStats:
     verify_time_s: float = 0.0
     wall_time_s: float = 0.0
     prefill_time_s: float = 0.0
+    rounds_drafted_ahead: int = 0
 
     @property
     def tau(self) -> float:
@@ -108,6 +125,7 @@ class GenerationStats:
         self.verify_time_s += other.verify_time_s
         self.wall_time_s += other.wall_time_s
         self.prefill_time_s += other.prefill_time_s
+        self.rounds_drafted_ahead += other.rounds_drafted_ahead
 
     def add(self, r: RoundStats) -> None:
         self.rounds += 1
@@ -116,6 +134,7 @@ class GenerationStats:
         self.num_emitted += r.num_emitted
         self.draft_time_s += r.draft_time_s
         self.verify_time_s += r.verify_time_s
+        self.rounds_drafted_ahead += r.drafted_ahead
 
     def as_dict(self) -> dict:
         return {"tau": self.tau, "acceptance_rate": self.acceptance_rate, "rounds": self.rounds,
@@ -123,7 +142,7 @@ class GenerationStats:
                 "num_accepted": self.num_accepted, "num_emitted": self.num_emitted,
                 "num_generated": self.num_generated, "draft_time_s": self.draft_time_s,
                 "verify_time_s": self.verify_time_s, "wall_time_s": self.wall_time_s,
-                "prefill_time_s": self.prefill_time_s}
+                "prefill_time_s": self.prefill_time_s, "rounds_drafted_ahead": self.rounds_drafted_ahead}
 
 
 @dataclass(frozen=True)
@@ -156,6 +175,8 @@ def speculate(verifier: Verifier, drafter: DraftSession | None, tokenizer, promp
     if stop.max_new_tokens <= 0:
         yield Chunk((), "", None, FINISH_LENGTH)
         return
+    ahead = _Ahead(drafter, verifier)
+    ready: DraftTree | None = None  # the next tree, drafted ahead for a verdict that came true
     while True:
         if not verifier.can_continue:
             yield Chunk((), _final_text(detok, matcher), None, FINISH_CONTEXT)
@@ -164,15 +185,28 @@ def speculate(verifier: Verifier, drafter: DraftSession | None, tokenizer, promp
         limit = DraftLimit(max_nodes=verifier.max_tree_nodes,
                            max_depth=min(verifier.max_draft_depth, remaining - 1))
         t0 = time.perf_counter()
-        tree = drafter.propose(limit) if drafter is not None else DraftTree.root_only(verifier.root)
+        drafted_ahead = ready is not None
+        if ready is not None:
+            tree, ready = ready, None
+        elif drafter is not None:
+            tree = drafter.propose(limit)
+        else:
+            tree = DraftTree.root_only(verifier.root)
         t1 = time.perf_counter()
-        verdict = verifier.verify(tree)
+        if ahead.enabled:
+            verdict, guess = ahead.verify(tree, remaining)
+        else:
+            verdict, guess = verifier.verify(tree), None
         t2 = time.perf_counter()
-        if drafter is not None:
+        if guess is not None:
+            drafter.adopt(guess)
+            ready = guess.tree
+        elif drafter is not None:
             drafter.observe(verdict)
         t3 = time.perf_counter()
         round_stats = RoundStats(verdict.num_drafted, verdict.num_accepted, verdict.num_emitted,
-                                 draft_time_s=(t1 - t0) + (t3 - t2), verify_time_s=t2 - t1)
+                                 draft_time_s=(t1 - t0) + (t3 - t2), verify_time_s=t2 - t1,
+                                 drafted_ahead=drafted_ahead)
         stats.add(round_stats)
 
         delivered, text, finish = [], [], None
@@ -199,6 +233,58 @@ def speculate(verifier: Verifier, drafter: DraftSession | None, tokenizer, promp
         yield Chunk(tuple(delivered), "".join(text), round_stats, finish)
         if finish is not None:
             return
+
+
+ALREADY_WAITING_S = 0.5e-3
+"""A verdict collected faster than this after the guesses was waiting for them (heuristic)."""
+
+
+class _Ahead:
+    """Drafting ahead: between sending a tree and collecting its verdict, the drafter guesses the
+    verdict and drafts the next tree for each guess (`DraftSession.draft_ahead`).
+
+    Only with a remote verifier (the guesses then run while the verifier works) and a session that
+    guesses. How many guesses a round makes adapts: one fewer after a round whose verdict was
+    already waiting when the guesses were done (they delayed it), one more (up to the session's
+    `max_guesses`) after a round whose verdict took longer than another guess would have.
+    """
+
+    def __init__(self, drafter: DraftSession | None, verifier: Verifier):
+        self.drafter, self.verifier = drafter, verifier
+        self.max = drafter.max_guesses if drafter is not None else 0
+        self.enabled = self.max > 0 and hasattr(verifier, "submit") and hasattr(verifier, "collect")  # RemoteVerifier
+        self.count = self.max
+        self.guess_s = 0.0  # the last round's time per guess
+
+    def verify(self, tree: DraftTree, remaining: int):
+        """(verdict, the guess that came true or None)."""
+        verifier = self.verifier
+        verifier.submit(tree)
+        start = time.perf_counter()
+        guesses = self.drafter.draft_ahead(tree, self._limit_after(remaining), self.count) if self.count else []
+        drafted = time.perf_counter()
+        verdict = verifier.collect()
+        waited = time.perf_counter() - drafted
+        if guesses:
+            self.guess_s = (drafted - start) / len(guesses)
+        if guesses and waited < ALREADY_WAITING_S:
+            self.count = max(0, self.count - 1)
+        elif waited > self.guess_s:
+            self.count = min(self.max, self.count + 1)
+        guess = next((g for g in guesses if g.matches(verdict)), None)
+        if guess is not None and guess.tree.num_nodes > verifier.max_tree_nodes:
+            guess = None  # the verifier cut the node budget with this verdict
+        return verdict, guess
+
+    def _limit_after(self, remaining: int):
+        """The next round's draft limit if this round emits num_emitted tokens."""
+        verifier = self.verifier
+        depth_now, nodes = verifier.max_draft_depth, verifier.max_tree_nodes
+
+        def limit(num_emitted: int) -> DraftLimit:
+            return DraftLimit(max_nodes=nodes,
+                              max_depth=min(depth_now - num_emitted, remaining - num_emitted - 1))
+        return limit
 
 
 def _final_text(detok: IncrementalDetokenizer, matcher: StopStringMatcher | None) -> str:

@@ -23,20 +23,29 @@ Depth adapts (`drafter_service.budget`): a confidence signal (top-token probabil
 greedy, AdaEDL's entropy bound under sampling) stops drafting early, and the threshold and the
 depth budget follow the observed acceptance.
 
+Drafting ahead (`draft_ahead`, greedy only): while a remote verifier checks a tree, the session
+guesses its verdict, the path to one of the best-scoring leaves accepted and the drafter's own
+next token there as the bonus, and drafts the next tree for each guess on a copy of itself
+(PEARL, Liu et al., 2024, drafts during verification; here for trees). A guess that comes true is
+adopted, so its tree goes out the moment the verdict arrives. On the bench zoo the best two
+leaves' guesses came true in 26-51% of rounds per task.
+
 This module knows nothing about the target's weights or cache; it sees verdicts only.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from pydantic import Field, model_validator
 from transformers import DynamicCache
 
-from drafter_service.base import DraftLimit, Drafter, DraftSession, register_drafter
+from drafter_service.base import DraftLimit, Drafter, DraftSession, Guess, register_drafter
 from drafter_service.budget import BudgetConfig, DraftBudget, draft_confidence
 from verifier_service.contracts import NO_PARENT, DraftTree, SparseDist, Verdict
 from verifier_service.kv_cache import keep_tree_nodes, truncate
@@ -53,6 +62,8 @@ class ModelDrafterConfig(ModelLoadConfig):
     max_nodes: int = Field(16, ge=2, description="Most nodes in a tree, root included.")
     proposal_support: int = Field(32, ge=1, description="Under sampling, q is truncated to its most likely tokens (exactly; the verifier gets the truncated q).")
     budget: BudgetConfig = Field(default_factory=BudgetConfig, description="Early stop and adaptive depth.")
+    draft_ahead: int = Field(0, ge=0, le=8, description="Greedy requests, remote verifier: verdicts guessed per round "
+                             "while the tree is verified, each with its next tree drafted meanwhile (0: off).")
 
     @model_validator(mode="after")
     def _nodes_fit_depth(self) -> "ModelDrafterConfig":
@@ -115,6 +126,8 @@ class ModelDraftSession(DraftSession):
         self._drafted_depth = 0  # levels in the last proposed tree
         self._tree_to_candidate: list[int] = []
         self._run_order: list[int] = []  # candidates in the order their entries follow the context
+        self._tree_scores: list[float] = []  # the last tree's nodes' scores, in tree order
+        self.max_guesses = self.config.draft_ahead if sampling.greedy else 0
 
     # --- propose -----------------------------------------------------------------------------
 
@@ -208,6 +221,7 @@ class ModelDraftSession(DraftSession):
         parents = tuple(NO_PARENT if c == 0 else index_of[cands.parents[c]] for c in order)
         tokens = tuple(cands.tokens[c] for c in order)
         self._tree_to_candidate = order
+        self._tree_scores = [cands.scores[c] for c in order]
         self._drafted_depth = max(cands.depths[c] for c in order)
         if self.sampling.greedy:
             return DraftTree(tokens, parents)
@@ -218,14 +232,71 @@ class ModelDraftSession(DraftSession):
     # --- observe -----------------------------------------------------------------------------
 
     def observe(self, verdict: Verdict) -> None:
-        accepted = [self._tree_to_candidate[i] for i in verdict.accepted_nodes]
+        self._keep_path(verdict.accepted_nodes)
+        super().observe(verdict)
+
+    def _keep_path(self, accepted_nodes: tuple[int, ...]) -> None:
+        """Keeps the cache entries of the accepted nodes it had run and adapts the budget; the
+        caller commits the tokens to the context."""
+        accepted = [self._tree_to_candidate[i] for i in accepted_nodes]
         run_index = {c: i for i, c in enumerate(self._run_order)}
         kept = [run_index[c] for c in accepted if c in run_index]  # a prefix of the path
         keep_tree_nodes(self.cache, self.num_run, kept)
-        self.budget.observe(self._drafted_depth, verdict.num_accepted)
-        super().observe(verdict)
+        self.budget.observe(self._drafted_depth, len(accepted_nodes))
         self.num_run += len(kept)
         self._drafted_depth, self._tree_to_candidate, self._run_order = 0, [0], []
+
+    # --- drafting ahead (greedy) ---------------------------------------------------------------
+
+    def draft_ahead(self, tree: DraftTree, limit_after: Callable[[int], DraftLimit], count: int) -> list[Guess]:
+        """Guesses that the path to one of the best-scoring leaves is accepted and that the bonus
+        is the drafter's own next token there, and drafts the next tree for each guess on a copy of
+        the session (PEARL's drafting during verification, Liu et al. 2024, applied to trees)."""
+        if not self.sampling.greedy or count <= 0 or len(self._tree_scores) != tree.num_nodes:
+            return []
+        parents = set(tree.parents)
+        leaves = sorted((i for i in range(1, tree.num_nodes) if i not in parents),
+                        key=lambda i: (-self._tree_scores[i], i))
+        guesses = []
+        for leaf in leaves[:count]:
+            path = []
+            node = leaf
+            while node != 0:
+                path.append(node)
+                node = tree.parents[node]
+            path.reverse()
+            limit = limit_after(len(path) + 1)
+            if not limit.allows_drafting:
+                continue
+            fork = self._fork()
+            fork._keep_path(tuple(path))
+            fork.context.extend(tree.tokens[i] for i in path)
+            bonus = fork._next_token()
+            fork.context.append(bonus)
+            guesses.append(Guess(tuple(path), bonus, fork.propose(limit), fork))
+        return guesses
+
+    def adopt(self, guess: Guess) -> None:
+        self.__dict__.update(guess.state.__dict__)
+
+    def _fork(self) -> "ModelDraftSession":
+        """A copy sharing the drafter, with its own context, cache and budget."""
+        fork = copy.copy(self)
+        fork.context = list(self.context)
+        fork.cache = copy.deepcopy(self.cache)
+        fork.budget = copy.deepcopy(self.budget)
+        fork.generator = torch.Generator().set_state(self.generator.get_state())
+        fork._tree_to_candidate, fork._run_order = list(self._tree_to_candidate), list(self._run_order)
+        return fork
+
+    def _next_token(self) -> int:
+        """The drafter's most likely token after the context (runs what the cache lacks)."""
+        self.num_run = min(self.num_run, len(self.context) - 1)  # at least the last token runs
+        truncate(self.cache, self.num_run)
+        pending = self.context[self.num_run:]
+        logits = forward_tree(self.drafter.model, pending, [NO_PARENT, *range(len(pending) - 1)], self.cache)
+        self.num_run = len(self.context)
+        return int(logits[-1].argmax())
 
     def close(self) -> None:
         """Frees the cache's entries; the session stays usable (it would re-run the context)."""

@@ -98,6 +98,7 @@ class Progress:
                      num_generated=s["num_generated"], prompt_tokens=s["prompt_tokens"],
                      prefill_ms=s["prefill_time_s"] * 1e3, draft_ms=s["draft_time_s"] * 1e3,
                      verify_ms=s["verify_time_s"] * 1e3, total_ms=(time.perf_counter() - self.start) * 1e3,
+                     rounds_drafted_ahead=s.get("rounds_drafted_ahead", 0),
                      tokens_per_s=s["num_generated"] / decode_s if decode_s > 0 else 0.0)
         return m
 

@@ -248,7 +248,8 @@ def _bench_services(args: argparse.Namespace) -> int:
     from bench.services import run_services_bench
     run_services_bench(zoo=Path(args.zoo), preset=args.preset, prompts_per_task=args.prompts,
                        max_new_tokens=args.max_new_tokens, repeats=args.repeats, out=Path(args.out),
-                       verifier_threads=args.verifier_threads, stream_interval_ms=args.stream_interval_ms)
+                       verifier_threads=args.verifier_threads, stream_interval_ms=args.stream_interval_ms,
+                       draft_ahead=args.draft_ahead)
     return 0
 
 
@@ -417,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="torch threads of the verifier replica (default: the config's).")
     services.add_argument("--stream-interval-ms", type=float, default=None,
                           help="The drafters' stream_interval_ms for stream() (default: the config's).")
+    services.add_argument("--draft-ahead", type=int, default=None,
+                          help="The model drafters' verdicts guessed per round (default: the config's; 0: off).")
     scale = _bench_parser(bench_sub, "scale", "Aggregate tokens/s at N streams, batched vs unbatched verification.",
                           _bench_scale)
     scale.add_argument("--streams", type=int, nargs="+", default=[1, 4, 8, 16], help="Concurrency levels.")

@@ -102,6 +102,7 @@ class Metadata:
     total_ms: float = 0.0
     tokens_per_s: float = 0.0
     verifier_replica: str = ""
+    rounds_drafted_ahead: int = 0
 
     @classmethod
     def from_proto(cls, message: pb.RequestMetadata) -> Metadata:

@@ -8,7 +8,8 @@ list every `refresh_s` in the background, so it follows replicas being added and
 
 `RemoteSession` is the `drafter_service.generation.Verifier` the speculative loop drives: the
 same `root`, `can_continue`, `max_draft_depth`, `max_tree_nodes` and `verify(tree)` as an
-in-process `VerifierSession`, over one bidirectional stream. It tracks the committed tokens
+in-process `VerifierSession`, over one bidirectional stream, and `verify` split into `submit`
+and `collect` so the loop can draft ahead while the verifier works. It tracks the committed tokens
 itself. If its replica fails mid-stream (UNAVAILABLE, a broken stream, a replica that drains),
 it reopens the session on another live replica with every committed token as the prompt, and
 re-sends the tree: greedy output is unchanged, and sampled output keeps the target's exact
@@ -170,6 +171,7 @@ class RemoteSession:
         self.prefill_time_s = 0.0
         self._call = None
         self._requests: queue.SimpleQueue | None = None
+        self._pending = None  # the last tree sent, to re-send after a failover
         self._connect(exclude=set())
 
     # --- the Verifier protocol -------------------------------------------------------------
@@ -190,10 +192,18 @@ class RemoteSession:
         return max(0, self.max_context - 1 - self.prefix_len)
 
     def verify(self, tree: DraftTree) -> Verdict:
-        message = verifier_pb2.SessionRequest(tree=tree_to_proto(tree))
+        self.submit(tree)
+        return self.collect()
+
+    def submit(self, tree: DraftTree) -> None:
+        """Sends a tree; `collect` waits for its verdict. Between the two the caller may work."""
+        self._pending = verifier_pb2.SessionRequest(tree=tree_to_proto(tree))
+        self._requests.put(self._pending)
+
+    def collect(self) -> Verdict:
+        """The verdict of the tree `submit` sent (re-sent to another replica on a failover)."""
         while True:
             try:
-                self._requests.put(message)
                 response = next(self._call)
                 verdict = verdict_from_proto(response.verdict)
                 if response.verdict.max_tree_nodes:  # the verifier's budget for the next tree, from its load
@@ -201,6 +211,7 @@ class RemoteSession:
                 break
             except (grpc.RpcError, StopIteration) as err:
                 self._failover(err)
+                self._requests.put(self._pending)
         self.committed.extend(verdict.emitted_tokens)
         return verdict
 

@@ -9,8 +9,9 @@ import pytest
 def test_services_bench_writes_its_results(built_zoo, tmp_path):
     from bench.services import run_services_bench
     result = run_services_bench(built_zoo, "tiny", prompts_per_task=1, max_new_tokens=8, repeats=1, out=tmp_path,
-                                verifier_threads=1)
-    assert result["mismatches"] == 0
+                                verifier_threads=1, draft_ahead=2)
+    assert result["mismatches"] == 0, "drafting ahead or not, every output is the engine's"
+    assert set(result["draft_ahead"].values()) <= {0, 2} and 2 in result["draft_ahead"].values()
     assert result["verifier_threads"] == 1 and "verifier 1," in (tmp_path / "services.md").read_text()
     assert set(result["per_task"]) == set(json.loads((tmp_path / "services.json").read_text())["per_task"])
     for row in result["per_task"].values():
@@ -26,3 +27,4 @@ def test_services_bench_writes_its_results(built_zoo, tmp_path):
         processes = [ms["engine-1t"]["engine"], ms["generate"]["drafter"], ms["generate"]["verifier"]]
         assert all(p["cpu"] > 0 and p["wait"] >= 0 for p in processes)
     assert "drafter replica: cpu / waiting" in text
+    assert "drafted ahead" in text and all(0 <= row["generate"]["drafted_ahead"] <= 1 for row in result["per_task"].values())

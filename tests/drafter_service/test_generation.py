@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from drafter_service.base import create_drafter
+from drafter_service.base import DraftLimit, create_drafter
 from drafter_service.generation import (FINISH_CONTEXT, FINISH_EOS, FINISH_LENGTH, FINISH_STOP, GenerationStats,
                                         StopConditions, collect, speculate)
 from specroute.engine import Engine
@@ -133,3 +133,77 @@ def test_prompt_at_the_context_limit(tiny_zoo, target):
     assert len(result.token_ids) == 1 and result.finish_reason == FINISH_CONTEXT
     near = engine.generate(prompt[:-4], max_new_tokens=10)
     assert len(near.token_ids) == 5 and near.finish_reason == FINISH_CONTEXT
+
+
+class _Remote:
+    """An in-process verifier session behind the remote verifier's split verify (submit, then
+    collect), so the loop drafts ahead as it does against a verifier replica."""
+
+    def __init__(self, session: VerifierSession):
+        self.session, self.tree = session, None
+
+    def __getattr__(self, name):
+        return getattr(self.session, name)
+
+    def submit(self, tree):
+        self.tree = tree
+
+    def collect(self):
+        return self.session.verify(self.tree)
+
+
+@pytest.mark.parametrize("family", ["llama", "self"])
+def test_drafting_ahead_is_lossless_and_hits(tiny_zoo, target, hf_reference, family):
+    path = {"llama": tiny_zoo.llama_drafter, "self": tiny_zoo.self_drafter}[family]
+    drafter = create_drafter("model", {"path": path, **TREE_SHAPES["eagle2"], "draft_ahead": 2})
+    rounds = ahead = 0
+    for prompt in PROMPTS[:6]:
+        ids = target.tokenizer.encode(prompt)
+        stats = GenerationStats()
+        verifier = _Remote(VerifierSession(target, ids, SamplingParams()))
+        result = collect(speculate(verifier, drafter.start(ids, SamplingParams()), target.tokenizer, ids,
+                                   StopConditions(MAX_NEW), stats), stats)
+        assert result.token_ids == hf_reference[prompt], prompt
+        rounds, ahead = rounds + stats.rounds, ahead + stats.rounds_drafted_ahead
+    assert ahead > 0, "some guessed verdicts should come true"
+    if family == "self":  # the target drafting for itself: its best path and next token are the verdict
+        assert ahead >= rounds / 2
+
+
+def test_drafting_ahead_only_with_a_remote_verifier_and_greedy(tiny_zoo, target):
+    drafter = create_drafter("model", {"path": tiny_zoo.self_drafter, "draft_ahead": 2})
+    ids = target.tokenizer.encode(PROMPTS[0])
+    stats = GenerationStats()
+    collect(speculate(VerifierSession(target, ids, SamplingParams()), drafter.start(ids, SamplingParams()),
+                      target.tokenizer, ids, StopConditions(MAX_NEW), stats), stats)
+    assert stats.rounds_drafted_ahead == 0, "in one process there is nothing to overlap"
+    sampled = drafter.start(ids, SamplingParams(temperature=0.8, seed=1))
+    assert sampled.max_guesses == 0
+
+
+def test_guesses_leave_the_session_unchanged(tiny_zoo, target):
+    """A session that drafts ahead proposes what one that does not would: after a verdict nobody
+    guessed it observes as usual, and after a guessed one it adopts the guess, whose tree is the
+    tree the other session then proposes."""
+    drafter = create_drafter("model", {"path": tiny_zoo.self_drafter, **TREE_SHAPES["eagle2"], "draft_ahead": 3})
+    ids = target.tokenizer.encode(PROMPTS[1])
+    plain, ahead = drafter.start(ids, SamplingParams()), drafter.start(ids, SamplingParams())
+    verifier = VerifierSession(target, ids, SamplingParams())
+    tree, adopted = ahead.propose(DraftLimit(verifier.max_tree_nodes, verifier.max_draft_depth)), 0
+    for _ in range(6):
+        limit = DraftLimit(verifier.max_tree_nodes, verifier.max_draft_depth)
+        assert plain.propose(limit) == tree
+        guesses = ahead.draft_ahead(tree, lambda emitted: DraftLimit(limit.max_nodes, limit.max_depth - emitted), 3)
+        assert 0 < len(guesses) <= 3
+        verdict = verifier.verify(tree)
+        plain.observe(verdict)
+        hit = next((g for g in guesses if g.matches(verdict)), None)
+        if hit is None:
+            ahead.observe(verdict)
+            tree = ahead.propose(DraftLimit(verifier.max_tree_nodes, verifier.max_draft_depth))
+        else:
+            ahead.adopt(hit)
+            tree, adopted = hit.tree, adopted + 1
+        assert ahead.context == plain.context == verifier.committed
+        assert tree.tokens[0] == verifier.root
+    assert adopted > 0

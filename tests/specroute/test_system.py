@@ -3,7 +3,9 @@
 One system serves the tiny zoo for the whole module (started once: Ray, Serve with its gRPC
 proxy, the router, three drafters of different kinds, two verifier replicas, embedded Redis).
 Through the SDK and the openai client: greedy output equals the target's own, streaming,
-concurrent requests, every bad input, and replicas killed mid-stream.
+concurrent requests, every bad input, and replicas killed mid-stream. The Llama drafter drafts
+ahead (guesses each verdict and drafts the next tree while the verifier works), so every greedy
+check covers that path too.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ MAX_NEW = 24
 @pytest.fixture(scope="module")
 def system(built_zoo):
     system = start_tiny_system(built_zoo, DRAFTERS, router={"max_new_tokens_limit": 256},
-                               verifier={"deployment": {"num_replicas": 2, "num_cpus": 0.25}, "failover_timeout_s": 30})
+                               verifier={"deployment": {"num_replicas": 2, "num_cpus": 0.25}, "failover_timeout_s": 30},
+                               drafter_options={"generic-llama": {"draft_ahead": 2}})
     yield system
     system.stop()
 
@@ -102,6 +105,7 @@ def test_health_and_drafters(client):
 
 @pytest.mark.parametrize("drafter", [None, *DRAFTERS])
 def test_greedy_through_the_sdk_equals_the_target(client, prompts, reference, drafter):
+    drafted_ahead = {}
     for prompt in prompts:
         done = client.generate(prompt, max_new_tokens=MAX_NEW, drafter=drafter)
         assert done.token_ids == reference[prompt], (drafter, prompt)
@@ -109,6 +113,11 @@ def test_greedy_through_the_sdk_equals_the_target(client, prompts, reference, dr
         assert m.drafter == (drafter or m.drafter) and m.rounds > 0 and m.tau >= 1.0
         assert m.num_generated == MAX_NEW == len(done.token_ids)
         assert m.route_source == ("drafter-override" if drafter else m.route_source)
+        drafted_ahead[m.drafter] = drafted_ahead.get(m.drafter, 0) + m.rounds_drafted_ahead
+    if drafter == "generic-llama":
+        assert drafted_ahead[drafter] > 0, "some verdicts guessed while verifying should come true"
+    elif drafter is not None:
+        assert drafted_ahead[drafter] == 0, "only a drafter with draft_ahead drafts ahead"
 
 
 def test_streaming_chunks_and_metadata(client, prompts, reference):

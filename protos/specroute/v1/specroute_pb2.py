@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#protos/specroute/v1/specroute.proto\x12\x0cspecroute.v1\"_\n\x0eSamplingParams\x12\x13\n\x0btemperature\x18\x01 \x01(\x01\x12\r\n\x05top_p\x18\x02 \x01(\x01\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x11\n\x04seed\x18\x04 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"\xdb\x01\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x1b\n\x0emax_new_tokens\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12.\n\x08sampling\x18\x03 \x01(\x0b\x32\x1c.specroute.v1.SamplingParams\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x0c\n\x04task\x18\x05 \x01(\t\x12\x0f\n\x07\x64rafter\x18\x06 \x01(\t\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x17\n\x0fsingle_response\x18\x08 \x01(\x08\x42\x11\n\x0f_max_new_tokens\"\x80\x01\n\tRoundInfo\x12\x13\n\x0bnum_drafted\x18\x01 \x01(\x05\x12\x14\n\x0cnum_accepted\x18\x02 \x01(\x05\x12\x13\n\x0bnum_emitted\x18\x03 \x01(\x05\x12\x10\n\x08\x64raft_ms\x18\x04 \x01(\x01\x12\x11\n\tverify_ms\x18\x05 \x01(\x01\x12\x0e\n\x06rounds\x18\x06 \x01(\x05\"\xff\x02\n\x0fRequestMetadata\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0f\n\x07\x64rafter\x18\x03 \x01(\t\x12\x12\n\nconfidence\x18\x04 \x01(\x01\x12\x14\n\x0croute_source\x18\x05 \x01(\t\x12\x0b\n\x03tau\x18\x06 \x01(\x01\x12\x0e\n\x06rounds\x18\x07 \x01(\x05\x12\x13\n\x0bnum_drafted\x18\x08 \x01(\x05\x12\x14\n\x0cnum_accepted\x18\t \x01(\x05\x12\x15\n\rnum_generated\x18\n \x01(\x05\x12\x15\n\rprompt_tokens\x18\x0b \x01(\x05\x12\x12\n\nprefill_ms\x18\x0c \x01(\x01\x12\x10\n\x08\x64raft_ms\x18\r \x01(\x01\x12\x11\n\tverify_ms\x18\x0e \x01(\x01\x12\x1e\n\x16time_to_first_token_ms\x18\x0f \x01(\x01\x12\x10\n\x08total_ms\x18\x10 \x01(\x01\x12\x14\n\x0ctokens_per_s\x18\x11 \x01(\x01\x12\x18\n\x10verifier_replica\x18\x12 \x01(\t\"\xa3\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12&\n\x05round\x18\x03 \x01(\x0b\x32\x17.specroute.v1.RoundInfo\x12/\n\x08metadata\x18\x04 \x01(\x0b\x32\x1d.specroute.v1.RequestMetadata\x12\x15\n\rfinish_reason\x18\x05 \x01(\t\"@\n\x0f\x43lassifyRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0f\n\x07\x64rafter\x18\x03 \x01(\t\"[\n\x10\x43lassifyResponse\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x0f\n\x07\x64rafter\x18\x02 \x01(\t\x12\x12\n\nconfidence\x18\x03 \x01(\x01\x12\x14\n\x0croute_source\x18\x04 \x01(\t\"\x15\n\x13ListDraftersRequest\"x\n\x0b\x44rafterInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x03 \x01(\t\x12\x0e\n\x06params\x18\x04 \x01(\x03\x12\x17\n\x0fspecialised_for\x18\x05 \x01(\t\x12\x14\n\x0cserves_tasks\x18\x06 \x03(\t\"{\n\x14ListDraftersResponse\x12+\n\x08\x64rafters\x18\x01 \x03(\x0b\x32\x19.specroute.v1.DrafterInfo\x12\x17\n\x0f\x64\x65\x66\x61ult_drafter\x18\x02 \x01(\t\x12\r\n\x05tasks\x18\x03 \x03(\t\x12\x0e\n\x06target\x18\x04 \x01(\t\"\x0f\n\rHealthRequest\"\xa6\x01\n\x0eHealthResponse\x12\x33\n\x06status\x18\x01 \x01(\x0e\x32#.specroute.v1.HealthResponse.Status\x12\x19\n\x11verifier_replicas\x18\x02 \x01(\x05\x12\x0f\n\x07version\x18\x03 \x01(\t\"3\n\x06Status\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0b\n\x07SERVING\x10\x01\x12\x0f\n\x0bNOT_SERVING\x10\x02\x32\xbf\x02\n\tSpecRoute\x12K\n\x08Generate\x12\x1d.specroute.v1.GenerateRequest\x1a\x1e.specroute.v1.GenerateResponse0\x01\x12I\n\x08\x43lassify\x12\x1d.specroute.v1.ClassifyRequest\x1a\x1e.specroute.v1.ClassifyResponse\x12U\n\x0cListDrafters\x12!.specroute.v1.ListDraftersRequest\x1a\".specroute.v1.ListDraftersResponse\x12\x43\n\x06Health\x12\x1b.specroute.v1.HealthRequest\x1a\x1c.specroute.v1.HealthResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#protos/specroute/v1/specroute.proto\x12\x0cspecroute.v1\"_\n\x0eSamplingParams\x12\x13\n\x0btemperature\x18\x01 \x01(\x01\x12\r\n\x05top_p\x18\x02 \x01(\x01\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x11\n\x04seed\x18\x04 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"\xdb\x01\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x1b\n\x0emax_new_tokens\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12.\n\x08sampling\x18\x03 \x01(\x0b\x32\x1c.specroute.v1.SamplingParams\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x0c\n\x04task\x18\x05 \x01(\t\x12\x0f\n\x07\x64rafter\x18\x06 \x01(\t\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x17\n\x0fsingle_response\x18\x08 \x01(\x08\x42\x11\n\x0f_max_new_tokens\"\x80\x01\n\tRoundInfo\x12\x13\n\x0bnum_drafted\x18\x01 \x01(\x05\x12\x14\n\x0cnum_accepted\x18\x02 \x01(\x05\x12\x13\n\x0bnum_emitted\x18\x03 \x01(\x05\x12\x10\n\x08\x64raft_ms\x18\x04 \x01(\x01\x12\x11\n\tverify_ms\x18\x05 \x01(\x01\x12\x0e\n\x06rounds\x18\x06 \x01(\x05\"\x9d\x03\n\x0fRequestMetadata\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0f\n\x07\x64rafter\x18\x03 \x01(\t\x12\x12\n\nconfidence\x18\x04 \x01(\x01\x12\x14\n\x0croute_source\x18\x05 \x01(\t\x12\x0b\n\x03tau\x18\x06 \x01(\x01\x12\x0e\n\x06rounds\x18\x07 \x01(\x05\x12\x13\n\x0bnum_drafted\x18\x08 \x01(\x05\x12\x14\n\x0cnum_accepted\x18\t \x01(\x05\x12\x15\n\rnum_generated\x18\n \x01(\x05\x12\x15\n\rprompt_tokens\x18\x0b \x01(\x05\x12\x12\n\nprefill_ms\x18\x0c \x01(\x01\x12\x10\n\x08\x64raft_ms\x18\r \x01(\x01\x12\x11\n\tverify_ms\x18\x0e \x01(\x01\x12\x1e\n\x16time_to_first_token_ms\x18\x0f \x01(\x01\x12\x10\n\x08total_ms\x18\x10 \x01(\x01\x12\x14\n\x0ctokens_per_s\x18\x11 \x01(\x01\x12\x18\n\x10verifier_replica\x18\x12 \x01(\t\x12\x1c\n\x14rounds_drafted_ahead\x18\x13 \x01(\x05\"\xa3\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12&\n\x05round\x18\x03 \x01(\x0b\x32\x17.specroute.v1.RoundInfo\x12/\n\x08metadata\x18\x04 \x01(\x0b\x32\x1d.specroute.v1.RequestMetadata\x12\x15\n\rfinish_reason\x18\x05 \x01(\t\"@\n\x0f\x43lassifyRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0f\n\x07\x64rafter\x18\x03 \x01(\t\"[\n\x10\x43lassifyResponse\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x0f\n\x07\x64rafter\x18\x02 \x01(\t\x12\x12\n\nconfidence\x18\x03 \x01(\x01\x12\x14\n\x0croute_source\x18\x04 \x01(\t\"\x15\n\x13ListDraftersRequest\"x\n\x0b\x44rafterInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x03 \x01(\t\x12\x0e\n\x06params\x18\x04 \x01(\x03\x12\x17\n\x0fspecialised_for\x18\x05 \x01(\t\x12\x14\n\x0cserves_tasks\x18\x06 \x03(\t\"{\n\x14ListDraftersResponse\x12+\n\x08\x64rafters\x18\x01 \x03(\x0b\x32\x19.specroute.v1.DrafterInfo\x12\x17\n\x0f\x64\x65\x66\x61ult_drafter\x18\x02 \x01(\t\x12\r\n\x05tasks\x18\x03 \x03(\t\x12\x0e\n\x06target\x18\x04 \x01(\t\"\x0f\n\rHealthRequest\"\xa6\x01\n\x0eHealthResponse\x12\x33\n\x06status\x18\x01 \x01(\x0e\x32#.specroute.v1.HealthResponse.Status\x12\x19\n\x11verifier_replicas\x18\x02 \x01(\x05\x12\x0f\n\x07version\x18\x03 \x01(\t\"3\n\x06Status\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0b\n\x07SERVING\x10\x01\x12\x0f\n\x0bNOT_SERVING\x10\x02\x32\xbf\x02\n\tSpecRoute\x12K\n\x08Generate\x12\x1d.specroute.v1.GenerateRequest\x1a\x1e.specroute.v1.GenerateResponse0\x01\x12I\n\x08\x43lassify\x12\x1d.specroute.v1.ClassifyRequest\x1a\x1e.specroute.v1.ClassifyResponse\x12U\n\x0cListDrafters\x12!.specroute.v1.ListDraftersRequest\x1a\".specroute.v1.ListDraftersResponse\x12\x43\n\x06Health\x12\x1b.specroute.v1.HealthRequest\x1a\x1c.specroute.v1.HealthResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,25 +38,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROUNDINFO']._serialized_start=373
   _globals['_ROUNDINFO']._serialized_end=501
   _globals['_REQUESTMETADATA']._serialized_start=504
-  _globals['_REQUESTMETADATA']._serialized_end=887
-  _globals['_GENERATERESPONSE']._serialized_start=890
-  _globals['_GENERATERESPONSE']._serialized_end=1053
-  _globals['_CLASSIFYREQUEST']._serialized_start=1055
-  _globals['_CLASSIFYREQUEST']._serialized_end=1119
-  _globals['_CLASSIFYRESPONSE']._serialized_start=1121
-  _globals['_CLASSIFYRESPONSE']._serialized_end=1212
-  _globals['_LISTDRAFTERSREQUEST']._serialized_start=1214
-  _globals['_LISTDRAFTERSREQUEST']._serialized_end=1235
-  _globals['_DRAFTERINFO']._serialized_start=1237
-  _globals['_DRAFTERINFO']._serialized_end=1357
-  _globals['_LISTDRAFTERSRESPONSE']._serialized_start=1359
-  _globals['_LISTDRAFTERSRESPONSE']._serialized_end=1482
-  _globals['_HEALTHREQUEST']._serialized_start=1484
-  _globals['_HEALTHREQUEST']._serialized_end=1499
-  _globals['_HEALTHRESPONSE']._serialized_start=1502
-  _globals['_HEALTHRESPONSE']._serialized_end=1668
-  _globals['_HEALTHRESPONSE_STATUS']._serialized_start=1617
-  _globals['_HEALTHRESPONSE_STATUS']._serialized_end=1668
-  _globals['_SPECROUTE']._serialized_start=1671
-  _globals['_SPECROUTE']._serialized_end=1990
+  _globals['_REQUESTMETADATA']._serialized_end=917
+  _globals['_GENERATERESPONSE']._serialized_start=920
+  _globals['_GENERATERESPONSE']._serialized_end=1083
+  _globals['_CLASSIFYREQUEST']._serialized_start=1085
+  _globals['_CLASSIFYREQUEST']._serialized_end=1149
+  _globals['_CLASSIFYRESPONSE']._serialized_start=1151
+  _globals['_CLASSIFYRESPONSE']._serialized_end=1242
+  _globals['_LISTDRAFTERSREQUEST']._serialized_start=1244
+  _globals['_LISTDRAFTERSREQUEST']._serialized_end=1265
+  _globals['_DRAFTERINFO']._serialized_start=1267
+  _globals['_DRAFTERINFO']._serialized_end=1387
+  _globals['_LISTDRAFTERSRESPONSE']._serialized_start=1389
+  _globals['_LISTDRAFTERSRESPONSE']._serialized_end=1512
+  _globals['_HEALTHREQUEST']._serialized_start=1514
+  _globals['_HEALTHREQUEST']._serialized_end=1529
+  _globals['_HEALTHRESPONSE']._serialized_start=1532
+  _globals['_HEALTHRESPONSE']._serialized_end=1698
+  _globals['_HEALTHRESPONSE_STATUS']._serialized_start=1647
+  _globals['_HEALTHRESPONSE_STATUS']._serialized_end=1698
+  _globals['_SPECROUTE']._serialized_start=1701
+  _globals['_SPECROUTE']._serialized_end=2020
 # @@protoc_insertion_point(module_scope)

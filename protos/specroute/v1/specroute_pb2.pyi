@@ -56,7 +56,7 @@ class RoundInfo(_message.Message):
     def __init__(self, num_drafted: _Optional[int] = ..., num_accepted: _Optional[int] = ..., num_emitted: _Optional[int] = ..., draft_ms: _Optional[float] = ..., verify_ms: _Optional[float] = ..., rounds: _Optional[int] = ...) -> None: ...
 
 class RequestMetadata(_message.Message):
-    __slots__ = ("request_id", "task", "drafter", "confidence", "route_source", "tau", "rounds", "num_drafted", "num_accepted", "num_generated", "prompt_tokens", "prefill_ms", "draft_ms", "verify_ms", "time_to_first_token_ms", "total_ms", "tokens_per_s", "verifier_replica")
+    __slots__ = ("request_id", "task", "drafter", "confidence", "route_source", "tau", "rounds", "num_drafted", "num_accepted", "num_generated", "prompt_tokens", "prefill_ms", "draft_ms", "verify_ms", "time_to_first_token_ms", "total_ms", "tokens_per_s", "verifier_replica", "rounds_drafted_ahead")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     DRAFTER_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +75,7 @@ class RequestMetadata(_message.Message):
     TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
     TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
     VERIFIER_REPLICA_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_DRAFTED_AHEAD_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     task: str
     drafter: str
@@ -93,7 +94,8 @@ class RequestMetadata(_message.Message):
     total_ms: float
     tokens_per_s: float
     verifier_replica: str
-    def __init__(self, request_id: _Optional[str] = ..., task: _Optional[str] = ..., drafter: _Optional[str] = ..., confidence: _Optional[float] = ..., route_source: _Optional[str] = ..., tau: _Optional[float] = ..., rounds: _Optional[int] = ..., num_drafted: _Optional[int] = ..., num_accepted: _Optional[int] = ..., num_generated: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., prefill_ms: _Optional[float] = ..., draft_ms: _Optional[float] = ..., verify_ms: _Optional[float] = ..., time_to_first_token_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., tokens_per_s: _Optional[float] = ..., verifier_replica: _Optional[str] = ...) -> None: ...
+    rounds_drafted_ahead: int
+    def __init__(self, request_id: _Optional[str] = ..., task: _Optional[str] = ..., drafter: _Optional[str] = ..., confidence: _Optional[float] = ..., route_source: _Optional[str] = ..., tau: _Optional[float] = ..., rounds: _Optional[int] = ..., num_drafted: _Optional[int] = ..., num_accepted: _Optional[int] = ..., num_generated: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., prefill_ms: _Optional[float] = ..., draft_ms: _Optional[float] = ..., verify_ms: _Optional[float] = ..., time_to_first_token_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., tokens_per_s: _Optional[float] = ..., verifier_replica: _Optional[str] = ..., rounds_drafted_ahead: _Optional[int] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("text", "token_ids", "round", "metadata", "finish_reason")
