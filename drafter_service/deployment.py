@@ -4,7 +4,8 @@ Each replica loads its drafter (any registered kind: a model of any family and s
 and the target's tokenizer, finds verifier replicas through the verifier directory, and serves
 `generate(request)`: a streaming method the router calls once per request through a Serve handle.
 It streams rounds as they finish (coalesced within `stream_interval_ms`), or, for a request that
-does not stream, the whole generation as one chunk.
+does not stream, the whole generation as one chunk, merged on the worker thread so that no round
+wakes the event loop.
 The speculative loop runs on a worker thread (one per ongoing request) and its chunks are handed
 to the event loop as they come. If the router goes away (the client cancelled), the loop stops
 after the current round and both sessions are closed.
@@ -53,15 +54,31 @@ class DrafterDeployment:
         queue: asyncio.Queue = asyncio.Queue()
         cancelled = threading.Event()
 
+        def post(chunk: ChunkOut | None) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, chunk)
+
         def work() -> None:
+            held = None  # a request that does not stream: its rounds so far, merged here
             try:
                 for chunk in self.service.stream(request, cancelled):
-                    loop.call_soon_threadsafe(queue.put_nowait, chunk)
+                    if not request.stream:  # one hand-over to the event loop, not one a round
+                        if chunk.error is None:
+                            held = chunk if held is None else held.then(chunk)
+                            if not held.last:
+                                continue
+                            chunk, held = held, None
+                        elif held is not None:
+                            post(held)
+                            held = None
+                    post(chunk)
             except Exception as err:  # a bug, not a bad request: report it, never hang the stream
-                loop.call_soon_threadsafe(queue.put_nowait, ChunkOut(error=ServiceErrorInfo(
+                if held is not None:
+                    post(held)
+                    held = None
+                post(ChunkOut(error=ServiceErrorInfo(
                     "INTERNAL", f"drafter {self.service.name}: {type(err).__name__}: {err}")))
             finally:
-                loop.call_soon_threadsafe(queue.put_nowait, None)
+                post(None)
 
         loop.run_in_executor(self.executor, work)
         try:
