@@ -61,6 +61,9 @@ class Guess:
 class DraftSession(ABC):
     """Per-generation drafting state. `context` is every committed token; its last is the root."""
 
+    max_guesses: int = 0
+    """How many verdicts `draft_ahead` may guess per round; 0: this session never drafts ahead."""
+
     def __init__(self, prompt_ids: list[int], sampling: SamplingParams):
         if not prompt_ids:
             raise ValueError("a draft session needs at least one prompt token")
@@ -74,9 +77,6 @@ class DraftSession(ABC):
     def observe(self, verdict: Verdict) -> None:
         """Commit the accepted tokens and the bonus. Subclasses extend this to adapt."""
         self.context.extend(verdict.emitted_tokens)
-
-    max_guesses: int = 0
-    """How many verdicts `draft_ahead` may guess per round; 0: this session never drafts ahead."""
 
     def draft_ahead(self, tree: DraftTree, limit_after: Callable[[int], DraftLimit], count: int) -> list[Guess]:
         """While `tree` is being verified: up to `count` guessed verdicts, most likely first, each
