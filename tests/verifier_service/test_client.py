@@ -45,13 +45,13 @@ def test_a_pool_in_use_follows_replicas_added_and_removed():
 
 def test_picks_refresh_at_most_once_a_period():
     directory = Directory("127.0.0.1:1", "127.0.0.1:2")
-    pool = VerifierPool(directory, refresh_s=1.0)
+    pool = VerifierPool(directory, refresh_s=2.0)
     try:
         start = time.monotonic()
-        while time.monotonic() - start < 0.5:
+        while time.monotonic() - start < 0.3:
             assert pool.pick() is not None
         assert directory.calls == 1, "the list is fresh for refresh_s"
-        time.sleep(0.6)
+        time.sleep(2.1)
         for _ in range(50):
             pool.pick()
         assert wait_for(lambda: directory.calls == 2)
