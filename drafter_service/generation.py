@@ -28,6 +28,7 @@ It knows nothing about how trees are built.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol
@@ -35,6 +36,8 @@ from typing import Iterator, Protocol
 from drafter_service.base import DraftLimit, DraftSession
 from drafter_service.detokenize import IncrementalDetokenizer, StopStringMatcher
 from verifier_service.contracts import DraftTree, Verdict
+
+log = logging.getLogger(__name__)
 
 FINISH_LENGTH = "length"
 FINISH_EOS = "eos"
@@ -246,7 +249,9 @@ class _Ahead:
     Only with a remote verifier (the guesses then run while the verifier works) and a session that
     guesses. How many guesses a round makes adapts: one fewer after a round whose verdict was
     already waiting when the guesses were done (they delayed it), one more (up to the session's
-    `max_guesses`) after a round whose verdict took longer than another guess would have.
+    `max_guesses`) after a round whose verdict took longer than another guess would have. A failure
+    while drafting ahead is logged and turns it off for the rest of the generation: the guesses
+    work on copies, so the session itself is intact.
     """
 
     def __init__(self, drafter: DraftSession | None, verifier: Verifier):
@@ -261,7 +266,11 @@ class _Ahead:
         verifier = self.verifier
         verifier.submit(tree)
         start = time.perf_counter()
-        guesses = self.drafter.draft_ahead(tree, self._limit_after(remaining), self.count) if self.count else []
+        try:
+            guesses = self.drafter.draft_ahead(tree, self._limit_after(remaining), self.count) if self.count else []
+        except Exception:  # an optimisation must not cost the request: go on without it
+            log.exception("drafting ahead failed; this generation goes on without it")
+            guesses, self.enabled = [], False
         drafted = time.perf_counter()
         verdict = verifier.collect()
         waited = time.perf_counter() - drafted

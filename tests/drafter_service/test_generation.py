@@ -170,6 +170,22 @@ def test_drafting_ahead_is_lossless_and_hits(tiny_zoo, target, hf_reference, fam
         assert ahead >= rounds / 2
 
 
+def test_a_failure_while_drafting_ahead_does_not_cost_the_request(tiny_zoo, target, hf_reference):
+    drafter = create_drafter("model", {"path": tiny_zoo.llama_drafter, **TREE_SHAPES["eagle2"], "draft_ahead": 2})
+    prompt = PROMPTS[2]
+    ids = target.tokenizer.encode(prompt)
+    session = drafter.start(ids, SamplingParams())
+
+    def broken(*args):
+        raise RuntimeError("a bug in drafting ahead")
+    session.draft_ahead = broken
+    stats = GenerationStats()
+    result = collect(speculate(_Remote(VerifierSession(target, ids, SamplingParams())), session, target.tokenizer,
+                               ids, StopConditions(MAX_NEW), stats), stats)
+    assert result.token_ids == hf_reference[prompt]
+    assert stats.rounds_drafted_ahead == 0
+
+
 def test_drafting_ahead_only_with_a_remote_verifier_and_greedy(tiny_zoo, target):
     drafter = create_drafter("model", {"path": tiny_zoo.self_drafter, "draft_ahead": 2})
     ids = target.tokenizer.encode(PROMPTS[0])
