@@ -31,9 +31,9 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
-from drafter_service.base import DraftLimit, DraftSession
+from drafter_service.base import DraftLimit, DraftSession, Guess
 from drafter_service.detokenize import IncrementalDetokenizer, StopStringMatcher
 from verifier_service.contracts import DraftTree, Verdict
 
@@ -239,7 +239,7 @@ def speculate(verifier: Verifier, drafter: DraftSession | None, tokenizer, promp
 
 
 ALREADY_WAITING_S = 0.5e-3
-"""A verdict collected faster than this after the guesses was waiting for them (heuristic)."""
+"""A verdict collected within this of the guesses' end had arrived before it (heuristic)."""
 
 
 class _Ahead:
@@ -261,8 +261,8 @@ class _Ahead:
         self.count = self.max
         self.guess_s = 0.0  # the last round's time per guess
 
-    def verify(self, tree: DraftTree, remaining: int):
-        """(verdict, the guess that came true or None)."""
+    def verify(self, tree: DraftTree, remaining: int) -> tuple[Verdict, Guess | None]:
+        """The tree's verdict, and the guess that came true (None if none did)."""
         verifier = self.verifier
         verifier.submit(tree)
         start = time.perf_counter()
@@ -285,7 +285,7 @@ class _Ahead:
             guess = None  # the verifier cut the node budget with this verdict
         return verdict, guess
 
-    def _limit_after(self, remaining: int):
+    def _limit_after(self, remaining: int) -> Callable[[int], DraftLimit]:
         """The next round's draft limit if this round emits num_emitted tokens."""
         verifier = self.verifier
         depth_now, nodes = verifier.max_draft_depth, verifier.max_tree_nodes
