@@ -133,19 +133,14 @@ class ModelDraftSession(DraftSession):
 
     def propose(self, limit: DraftLimit) -> DraftTree:
         root = self.context[-1]
-        # Drop entries of a proposal that was never observed (a rejected tree, say); the root is
-        # then re-run, since drafting starts from its logits.
-        self.num_run = min(self.num_run, len(self.context) - 1)
-        truncate(self.cache, self.num_run)
+        self._rewind()
         self._drafted_depth, self._tree_to_candidate, self._run_order = 0, [0], []
         depth_cap = min(limit.max_depth, self.budget.depth, self.drafter.max_context - len(self.context))
         node_cap = min(limit.max_nodes, self.config.max_nodes)
         if depth_cap <= 0 or node_cap <= 1:
             return DraftTree.root_only(root)
 
-        pending = self.context[self.num_run:]
-        logits = forward_tree(self.drafter.model, pending, [NO_PARENT, *range(len(pending) - 1)], self.cache)
-        self.num_run = len(self.context)
+        logits = self._run_context()
         cands = _Candidates(tokens=[root], parents=[NO_PARENT], scores=[0.0], depths=[0], dists=[None],
                             children=[[]])
         frontier, frontier_logits = [0], logits[-1:]  # frontier_logits: [len(frontier), V]
@@ -290,13 +285,24 @@ class ModelDraftSession(DraftSession):
         return fork
 
     def _next_token(self) -> int:
-        """The drafter's most likely token after the context (runs what the cache lacks)."""
-        self.num_run = min(self.num_run, len(self.context) - 1)  # at least the last token runs
+        """The drafter's most likely token after the context."""
+        self._rewind()
+        return int(self._run_context()[-1].argmax())
+
+    # --- the cache -----------------------------------------------------------------------------
+
+    def _rewind(self) -> None:
+        """Drops the entries of nodes run for a proposal never observed (a rejected tree, say), and
+        the last context token's, which then runs again: drafting starts from its logits."""
+        self.num_run = min(self.num_run, len(self.context) - 1)
         truncate(self.cache, self.num_run)
+
+    def _run_context(self) -> torch.Tensor:
+        """Runs the context tokens the cache lacks; their logits [n, V]."""
         pending = self.context[self.num_run:]
         logits = forward_tree(self.drafter.model, pending, [NO_PARENT, *range(len(pending) - 1)], self.cache)
         self.num_run = len(self.context)
-        return int(logits[-1].argmax())
+        return logits
 
     def close(self) -> None:
         """Frees the cache's entries; the session stays usable (it would re-run the context)."""
