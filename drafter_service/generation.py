@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterator, Protocol, runtime_checkable
 
 from drafter_service.base import DraftLimit, DraftSession, Guess
 from drafter_service.detokenize import IncrementalDetokenizer, StopStringMatcher
@@ -62,6 +62,7 @@ class Verifier(Protocol):
     def verify(self, tree: DraftTree) -> Verdict: ...
 
 
+@runtime_checkable
 class RemoteVerifier(Verifier, Protocol):
     """A verifier that works elsewhere: `verify` split in two, so the loop can draft ahead
     between sending a tree and collecting its verdict."""
@@ -257,7 +258,7 @@ class _Ahead:
     def __init__(self, drafter: DraftSession | None, verifier: Verifier):
         self.drafter, self.verifier = drafter, verifier
         self.max = drafter.max_guesses if drafter is not None else 0
-        self.enabled = self.max > 0 and hasattr(verifier, "submit") and hasattr(verifier, "collect")  # RemoteVerifier
+        self.enabled = self.max > 0 and isinstance(verifier, RemoteVerifier)
         self.count = self.max
         self.guess_s = 0.0  # the last round's time per guess
 
