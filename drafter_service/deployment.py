@@ -86,12 +86,11 @@ class DrafterDeployment:
             while not ended and (chunk := await queue.get()) is not None:
                 # Rounds that finish within stream_interval_s of each other travel as one chunk:
                 # every chunk costs the router and the proxy CPU that the next round could use.
-                # A request that does not stream gets every round as one chunk, at the end.
-                deadline = None if not request.stream else loop.time() + (0 if first else self.stream_interval_s)
-                while not chunk.last and chunk.error is None:
+                # (A request that does not stream had its rounds merged by the worker.)
+                deadline = loop.time() + (0 if first else self.stream_interval_s)
+                while request.stream and not chunk.last and chunk.error is None:
                     try:
-                        later = await asyncio.wait_for(
-                            queue.get(), None if deadline is None else max(0.0, deadline - loop.time()))
+                        later = await asyncio.wait_for(queue.get(), max(0.0, deadline - loop.time()))
                     except asyncio.TimeoutError:
                         break
                     if later is None:
