@@ -102,9 +102,9 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
                                 start = time.perf_counter()
                                 tokens, tau, rounds, ahead = _run(method, engines[f], client, prompt,
                                                                   max_new_tokens, specialist[f].name)
+                                wall = time.perf_counter() - start
                                 drafted_ahead[f][method][0] += ahead
                                 drafted_ahead[f][method][1] += rounds
-                                wall = time.perf_counter() - start
                                 if pids:
                                     _account(times[f][method], pids, before, rounds)
                                 outputs[method] = tokens
