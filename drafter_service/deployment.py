@@ -25,18 +25,21 @@ from ray import serve
 
 from drafter_service.contracts import ChunkOut, GenerationRequest, ServiceErrorInfo
 from drafter_service.service import DrafterService
+from verifier_service import cpus as cpu_affinity
 from verifier_service.client import ReplicaInfo, VerifierPool
 
 
 @serve.deployment(name="Drafter")
 class DrafterDeployment:
     def __init__(self, name: str, kind: str, options: dict, target_dir: str, directory, verifier: dict,
-                 max_ongoing_requests: int = 16, torch_threads: int | None = None, stream_interval_ms: float = 50.0):
+                 max_ongoing_requests: int = 16, torch_threads: int | None = None, stream_interval_ms: float = 50.0,
+                 cpus: list[int] | None = None):
         # Unset, torch follows Ray's OMP_NUM_THREADS (1 for a fractional num_cpus). Measured on 2
         # cores (bench/results/README.md): 2 threads in both the drafter's and the verifier's
         # process halved single-stream speed, as idle OpenMP threads spin against each other.
         if torch_threads:
             torch.set_num_threads(torch_threads)
+        cpu_affinity.check(cpus, f"drafter {name}: deployment.cpus")  # fails the deployment, not each request
         self.stream_interval_s = stream_interval_ms / 1e3
         self.directory = directory
 
@@ -47,7 +50,9 @@ class DrafterDeployment:
                                  max_message_bytes=verifier.get("max_message_bytes", 1 << 20),
                                  failover_timeout_s=verifier.get("failover_timeout_s", 60.0), eager=False)
         self.service = DrafterService.load(name, kind, options, target_dir, self.pool)
-        self.executor = ThreadPoolExecutor(max_ongoing_requests, thread_name_prefix=f"drafter-{name}")
+        # Each request drafts on one of these threads (pinned to `cpus` if set); the event loop only relays.
+        self.executor = ThreadPoolExecutor(max_ongoing_requests, thread_name_prefix=f"drafter-{name}",
+                                           initializer=cpu_affinity.pin, initargs=(cpus,))
 
     async def generate(self, request: GenerationRequest):
         loop = asyncio.get_running_loop()

@@ -54,13 +54,13 @@ def build_app(config: SystemConfig) -> Application:
                                  ray_actor_options={"num_cpus": 0}).bind()
     verifier_opts = config.verifier.deployment
     verifier = VerifierDeployment.options(**verifier_serve_options(verifier_opts)).bind(
-        plain["target"], plain["verifier"], directory, verifier_opts.torch_threads)
+        plain["target"], plain["verifier"], directory, verifier_opts.torch_threads, verifier_opts.cpus)
     drafters = {}
     for d in config.drafters:
         drafters[d.name] = DrafterDeployment.options(name=deployment_name(d.name), **d.deployment.serve_options()).bind(
             d.name, d.kind, plain["drafters"][config.drafters.index(d)]["options"], plain["target"]["path"],
             directory, plain["verifier"], d.deployment.max_ongoing_requests, d.deployment.torch_threads,
-            d.stream_interval_ms)
+            d.stream_interval_ms, d.deployment.cpus)
     router_opts = config.router.deployment
     # The verifier is bound so that it deploys with the app; nothing calls it through a handle.
     return RouterIngress.options(**router_opts.serve_options()).bind(plain, drafters, directory, verifier)

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from router.router import RouterConfig
 from verifier_service.server import VerifierServerConfig
@@ -32,6 +33,15 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _distinct_cpus(cpus: list[int]) -> list[int]:
+    if min(cpus) < 0 or len(set(cpus)) != len(cpus):
+        raise ValueError(f"CPU indices must be >= 0 and distinct, got {cpus}")
+    return cpus
+
+
+CpuList = Annotated[list[int], Field(min_length=1), AfterValidator(_distinct_cpus)]
 
 
 class DeploymentOptions(_Strict):
@@ -49,6 +59,11 @@ class DeploymentOptions(_Strict):
     torch_threads: int | None = Field(
         None, ge=1, description="torch threads per replica; default: Ray's OMP_NUM_THREADS for the replica, "
                                 "max(floor(num_cpus), 1) (1 with the local defaults).")
+    cpus: CpuList | None = Field(
+        None, description="Linux: the CPUs (by index) each replica's compute threads run on: the verifier's "
+                          "forward thread, a drafter's drafting threads. Unset: wherever the OS puts them. With "
+                          "`ray_cpus`, keeps compute off the cores Ray's own processes use (verifier_service/cpus.py "
+                          "says when that pays).")
 
     @field_validator("autoscaling")
     @classmethod
@@ -163,6 +178,10 @@ class SystemConfig(_Strict):
     verifier: VerifierSettings = Field(default_factory=VerifierSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     endpoints: EndpointSettings = Field(default_factory=EndpointSettings)
+    ray_cpus: CpuList | None = Field(
+        None, description="Linux, a Ray started by `specroute serve` itself (no --address): the CPUs its processes "
+                          "start on (its daemons, Serve's proxy and controller, every replica). Compute threads "
+                          "with their own `deployment.cpus` move off them.")
 
     @model_validator(mode="after")
     def _unique_drafters(self) -> "SystemConfig":

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 from specroute.config import SystemConfig
+from verifier_service import cpus as cpu_affinity
 
 log = logging.getLogger("specroute")
 
@@ -53,22 +54,12 @@ class LocalSystem:
         t0 = time.perf_counter()
         system = cls(config, address)
         try:
-            if config.redis.url is None:
-                from router.redis_server import EmbeddedRedis
-                system.redis = EmbeddedRedis().start()
-                config = system.config = config.model_copy(update={"redis": config.redis.model_copy(
-                    update={"url": system.redis.url})})
-            if not ray.is_initialized():
-                repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-                env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)}}
-                if address is None:
-                    # Logical CPUs: deployments ask for fractions; a laptop's cores are shared, not split.
-                    ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=False,
-                             runtime_env=env, logging_level=logging.WARNING, log_to_driver=False)
-                    system.started_ray = True
-                else:
-                    ray.init(address=address, runtime_env=env, logging_level=logging.WARNING)
-            ep = config.endpoints
+            # Processes started here inherit this thread's CPUs: with `ray_cpus`, Redis, Ray's daemons
+            # and so every replica start on them; only compute threads with `deployment.cpus` leave.
+            local_cpus = config.ray_cpus if address is None and not ray.is_initialized() else None
+            with cpu_affinity.starting_on(local_cpus, "ray_cpus"):
+                system._connect(num_cpus)
+            config, ep = system.config, system.config.endpoints
             serve.start(http_options=HTTPOptions(host=ep.host, port=ep.http_port),
                         grpc_options=gRPCOptions(port=ep.grpc_port, grpc_servicer_functions=[GRPC_SERVICER]))
             serve.run(build_app(config), name=config.app_name, route_prefix="/", blocking=False)
@@ -81,6 +72,26 @@ class LocalSystem:
             raise
         system.startup_s = time.perf_counter() - t0
         return system
+
+    def _connect(self, num_cpus: int | None) -> None:
+        """Starts the embedded Redis when the config names none, and connects to Ray (starting a
+        local one unless `address` names a cluster)."""
+        import ray
+        if self.config.redis.url is None:
+            from router.redis_server import EmbeddedRedis
+            self.redis = EmbeddedRedis().start()
+            self.config = self.config.model_copy(update={"redis": self.config.redis.model_copy(
+                update={"url": self.redis.url})})
+        if not ray.is_initialized():
+            repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)}}
+            if self.address is None:
+                # Logical CPUs: deployments ask for fractions; a laptop's cores are shared, not split.
+                ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=False,
+                         runtime_env=env, logging_level=logging.WARNING, log_to_driver=False)
+                self.started_ray = True
+            else:
+                ray.init(address=self.address, runtime_env=env, logging_level=logging.WARNING)
 
     def _wait_ready(self, timeout_s: float) -> None:
         from ray import serve

@@ -42,6 +42,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from verifier_service import cpus as cpu_affinity
 from verifier_service.contracts import DraftTree
 from verifier_service.kv_pool import KVPool, PoolFullError, StepCache, pool_mask
 from verifier_service.sampling import SamplingParams
@@ -80,7 +81,7 @@ class _Work:
 
 class BatchedVerifier:
     def __init__(self, target: TargetModel, max_batch_tokens: int = 512, max_kv_tokens: int = 1 << 16,
-                 prefill_chunk_tokens: int = 256, batch_wait_ms: float = 10.0):
+                 prefill_chunk_tokens: int = 256, batch_wait_ms: float = 10.0, cpus: list[int] | None = None):
         if max_batch_tokens < 1 or prefill_chunk_tokens < 1:
             raise ValueError("max_batch_tokens and prefill_chunk_tokens must be >= 1")
         self.target = target
@@ -95,6 +96,8 @@ class BatchedVerifier:
         self._closing: list[PagedSession] = []
         self._cv = threading.Condition()
         self._stopped = False
+        cpu_affinity.check(cpus)
+        self._cpus = cpus  # the forward thread's CPUs (`verifier_service.cpus`); None: anywhere
         self._thread = threading.Thread(target=self._loop, name="verifier-batcher", daemon=True)
         self._thread.start()
 
@@ -171,6 +174,7 @@ class BatchedVerifier:
 
     # --- the loop thread ------------------------------------------------------------------
     def _loop(self) -> None:
+        cpu_affinity.pin(self._cpus)
         while True:
             with self._cv:
                 while not (self._queue or self._closing or self._stopped):

@@ -31,7 +31,8 @@ log = logging.getLogger("ray.serve")
 
 @serve.deployment(name="Verifier")
 class VerifierDeployment:
-    def __init__(self, target: dict, verifier: dict, directory, torch_threads: int | None = None):
+    def __init__(self, target: dict, verifier: dict, directory, torch_threads: int | None = None,
+                 cpus: list[int] | None = None):
         if torch_threads:  # unset: Ray's OMP_NUM_THREADS (see drafter_service/deployment.py)
             torch.set_num_threads(torch_threads)
         self.model = TargetModel.from_dir(target["path"], device=target.get("device", "auto"),
@@ -43,7 +44,7 @@ class VerifierDeployment:
         self.config = VerifierServerConfig(**settings)
         self.heartbeat_s = verifier.get("heartbeat_s", 1.0)
         replica = serve.get_replica_context().replica_id.unique_id
-        self.server = VerifierServer(self.model, self.config, replica=replica).start()
+        self.server = VerifierServer(self.model, self.config, replica=replica, cpus=cpus).start()
         self.directory = directory
         self._stop = threading.Event()
         # Heartbeats block on the directory's reply, so they run on a thread of their own (the

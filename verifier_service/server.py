@@ -44,6 +44,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from pydantic import BaseModel, ConfigDict, Field
 
 from protos.specroute.v1 import verifier_pb2, verifier_pb2_grpc
+from verifier_service import cpus as cpu_affinity
 from verifier_service.batching import BatchedVerifier
 from verifier_service.contracts import InvalidTreeError
 from verifier_service.kv_pool import PoolFullError
@@ -85,9 +86,10 @@ class VerifierServerConfig(BaseModel):
 class _Unbatched:
     """One `VerifierSession` per stream; forwards one at a time on one worker thread."""
 
-    def __init__(self, target: TargetModel, config: VerifierServerConfig):
+    def __init__(self, target: TargetModel, config: VerifierServerConfig, cpus: list[int] | None = None):
         self.target, self.config = target, config
-        self._forward = ThreadPoolExecutor(1, thread_name_prefix="verifier-forward")
+        self._forward = ThreadPoolExecutor(1, thread_name_prefix="verifier-forward", initializer=cpu_affinity.pin,
+                                           initargs=(cpus,))
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._forward, fn, *args)
@@ -111,11 +113,11 @@ class _Unbatched:
 class _Batched:
     """Sessions in one KV pool; their trees share forwards (`verifier_service.batching`)."""
 
-    def __init__(self, target: TargetModel, config: VerifierServerConfig):
+    def __init__(self, target: TargetModel, config: VerifierServerConfig, cpus: list[int] | None = None):
         max_kv = config.max_kv_tokens or config.max_sessions * (target.max_context + config.max_tree_nodes)
         self.config = config
         self.batcher = BatchedVerifier(target, config.max_batch_tokens, max_kv, config.prefill_chunk_tokens,
-                                       config.batch_wait_ms)
+                                       config.batch_wait_ms, cpus=cpus)
 
     async def open(self, prompt_ids: list[int], sampling, max_new_tokens: int):
         session = self.batcher.open(prompt_ids, sampling, self.config.max_tree_nodes, max_new_tokens)
@@ -139,13 +141,14 @@ class _Batched:
 
 
 class VerifierServicer(verifier_pb2_grpc.VerifierServicer):
-    def __init__(self, target: TargetModel, config: VerifierServerConfig, replica: str):
+    def __init__(self, target: TargetModel, config: VerifierServerConfig, replica: str,
+                 cpus: list[int] | None = None):
         self.target, self.config, self.replica = target, config, replica
         self.active_sessions = 0
         self.sessions_served = 0
         self.waiting = 0  # opens and trees waiting for a forward: the autoscaler's queue signal
         self.draining = False
-        self.backend = (_Batched if config.batching else _Unbatched)(target, config)
+        self.backend = (_Batched if config.batching else _Unbatched)(target, config, cpus)
 
     def stats(self) -> dict[str, float]:
         """Counters since start: sessions served, forwards and trees verified (batched mode)."""
@@ -241,9 +244,11 @@ class VerifierServer:
     """A VerifierServicer on a grpc.aio server, on a thread and event loop of its own."""
 
     def __init__(self, target: TargetModel, config: VerifierServerConfig = VerifierServerConfig(),
-                 replica: str = "verifier"):
+                 replica: str = "verifier", cpus: list[int] | None = None):
+        """cpus: the CPUs the forward thread runs on (`verifier_service.cpus`; None: anywhere)."""
+        cpu_affinity.check(cpus, "verifier.deployment.cpus")
         self.config = config
-        self.servicer = VerifierServicer(target, config, replica)
+        self.servicer = VerifierServicer(target, config, replica, cpus)
         self.health = health.aio.HealthServicer()
         self.port: int | None = None
         self._loop = asyncio.new_event_loop()

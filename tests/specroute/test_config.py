@@ -48,11 +48,23 @@ def test_a_valid_config_and_relative_paths(tmp_path, built_zoo, config_dict):
     (lambda c: c["drafters"][1]["deployment"].update(autoscaling={"min_replicas": 3, "max_replicas": 2}),
      "max_replicas (2) must be greater than or equal to min_replicas (3)"),
     (lambda c: c.update(verifier={"max_batch_tokens": 0}), "verifier.max_batch_tokens"),
+    (lambda c: c["drafters"][1]["deployment"].update(cpus=[1, 1]),
+     "drafters.1.deployment.cpus: Value error, CPU indices must be >= 0 and distinct, got [1, 1]"),
+    (lambda c: c.update(verifier={"deployment": {"cpus": []}}), "verifier.deployment.cpus: List should have at least 1"),
+    (lambda c: c.update(ray_cpus=[-1]), "ray_cpus: Value error, CPU indices must be >= 0 and distinct, got [-1]"),
 ])
 def test_bad_fields_are_named(config_dict, edit, words):
     edit(config_dict)
     with pytest.raises(ConfigError, match=re.escape(words)):
         validate_config(config_dict)
+
+
+def test_cpu_pinning_is_off_unless_asked_for(config_dict):
+    config = validate_config(config_dict)
+    assert config.ray_cpus is None and config.verifier.deployment.cpus is None
+    config_dict["ray_cpus"], config_dict["verifier"] = [0], {"deployment": {"cpus": [1]}}
+    config = validate_config(config_dict)
+    assert (config.ray_cpus, config.verifier.deployment.cpus, config.verifier.deployment.num_cpus) == ([0], [1], 0.5)
 
 
 def test_a_partial_deployment_keeps_the_components_own_cpus(config_dict):

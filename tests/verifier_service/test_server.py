@@ -8,12 +8,14 @@ a replica that stops mid-stream hands the session to another without changing th
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from drafter_service.base import create_drafter
@@ -261,3 +263,31 @@ def test_verdicts_carry_a_tree_budget_shared_among_open_sessions(target):
     finally:
         channel.close()
         srv.stop(grace_s=0.5)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="pinning needs Linux and a second CPU to tell pinned threads apart")
+@pytest.mark.parametrize("batching", [True, False], ids=["batched", "unbatched"])
+def test_a_pinned_forward_thread_runs_on_its_cpus_alone_and_keeps_greedy_output(target, batching):
+    one = max(os.sched_getaffinity(0))
+    with pytest.raises(ValueError, match="verifier.deployment.cpus"):
+        VerifierServer(target, VerifierServerConfig(batching=batching), cpus=[(os.cpu_count() or 1) + 64])
+    srv = VerifierServer(target, VerifierServerConfig(batching=batching), replica="pinned", cpus=[one]).start()
+    pool = VerifierPool.static([srv.address], failover_timeout_s=2.0)
+    try:
+        drafter = create_drafter("ngram", {})
+        expected = Engine(target, drafter).generate(PROMPTS[0], MAX_NEW)
+        assert remote_generate(pool, target, drafter, PROMPTS[0])[0].token_ids == expected.token_ids
+        pinned = [tid for tid in map(int, os.listdir("/proc/self/task")) if _affinity(tid) == {one}]
+        # The forward thread, and the OpenMP workers torch starts from it, run on the pinned CPU; no other.
+        assert 1 <= len(pinned) <= torch.get_num_threads() and threading.get_native_id() not in pinned
+    finally:
+        pool.close()
+        srv.stop(grace_s=0.5)
+
+
+def _affinity(tid: int) -> set[int] | None:
+    try:
+        return os.sched_getaffinity(tid)
+    except OSError:  # a thread that ended meanwhile
+        return None
