@@ -89,3 +89,24 @@ def replica_pids(app_name: str) -> dict[str, int]:
         deployment = title[len(prefix):].split()[0].split(".")[0]
         found[deployment] = max(found.get(deployment, (-1, 0)), (started, int(entry)))
     return {deployment: pid for deployment, (_, pid) in found.items()}
+
+
+def thread_cpus(pid: int) -> dict[str, int]:
+    """How many of the process's threads may run on each set of CPUs, e.g. {"0": 40, "1": 2}
+    (the kernel's `Cpus_allowed_list`); {} where the process cannot be read."""
+    counts: dict[str, int] = {}
+    tasks = Path(f"/proc/{pid}/task")
+    try:
+        tids = os.listdir(tasks)
+    except OSError:
+        return counts
+    for tid in tids:
+        try:
+            status = (tasks / tid / "status").read_text()
+        except OSError:  # a thread that ended meanwhile
+            continue
+        for line in status.splitlines():
+            if line.startswith("Cpus_allowed_list:"):
+                cpus = line.split(":", 1)[1].strip()
+                counts[cpus] = counts.get(cpus, 0) + 1
+    return counts

@@ -37,7 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.common import load_zoo, provenance, provenance_lines, write_results
-from bench.schedstat import CpuTimes, Reading, read, replica_pids
+from bench.schedstat import CpuTimes, Reading, read, replica_pids, thread_cpus
 from drafter_service.base import create_drafter
 from specroute.engine import Engine
 from specroute.zoo.corpus import load_split
@@ -50,19 +50,27 @@ METHODS = (*ENGINE_THREADS, *SERVICES)
 
 def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_tokens: int, repeats: int,
                        out: Path, verifier_threads: int | None = None, stream_interval_ms: float | None = None,
-                       draft_ahead: int | None = None) -> dict:
+                       draft_ahead: int | None = None, ray_cpus: list[int] | None = None,
+                       compute_cpus: list[int] | None = None) -> dict:
     """verifier_threads: torch threads of the verifier replica; stream_interval_ms: the drafters'
     chunk interval for stream(); draft_ahead: the model drafters' guesses per round (None: the
     config's defaults). The engine gets the same drafter settings (in one process it never
-    drafts ahead: nothing runs meanwhile)."""
+    drafts ahead: nothing runs meanwhile). ray_cpus and compute_cpus: the config's `ray_cpus`,
+    and every drafter's and the verifier's `deployment.cpus` (None: unpinned); the engine is
+    never pinned."""
     from specroute.client import Client
-    from specroute.config import local_config_for_zoo
+    from specroute.config import SystemConfig, local_config_for_zoo
     from specroute.serve import LocalSystem
 
     manifest, target = load_zoo(zoo, preset)
     # A partial `deployment` keeps the verifier's other deployment defaults (its num_cpus included).
-    verifier = {} if verifier_threads is None else {"deployment": {"torch_threads": verifier_threads}}
+    deployment = {k: v for k, v in (("torch_threads", verifier_threads), ("cpus", compute_cpus)) if v is not None}
+    verifier = {"deployment": deployment} if deployment else {}
     config = local_config_for_zoo(zoo, router={"max_new_tokens_limit": max(1024, max_new_tokens)}, verifier=verifier)
+    if ray_cpus is not None or compute_cpus is not None:
+        config = SystemConfig.model_validate({**config.model_dump(), "ray_cpus": ray_cpus, "drafters": [
+            {**d.model_dump(), "deployment": {**d.deployment.model_dump(), "cpus": compute_cpus}}
+            for d in config.drafters]})
     if stream_interval_ms is not None:
         config = config.model_copy(update={"drafters": [d.model_copy(update={"stream_interval_ms": stream_interval_ms})
                                                         for d in config.drafters]})
@@ -117,6 +125,9 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
                         for method, (tokens, wall, tau_w) in sums.items():
                             runs[f][method].append({"tokens_per_s": tokens / wall, "tau": tau_w / tokens,
                                                     "tokens": tokens, "wall_s": wall})
+        # Which CPUs each replica's threads may use: with pinning, its compute threads apart.
+        replica_cpus = {k: thread_cpus(pid) for k, pid in replica_pids(config.app_name).items()
+                        if k == "Verifier" or k in {f"Drafter-{specialist[f].name}" for f in families}}
     finally:
         system.stop()
 
@@ -150,6 +161,8 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
               "drafter_threads": config.drafters[0].deployment.torch_threads,
               "stream_interval_ms": config.drafters[0].stream_interval_ms, "mismatches": mismatches,
               "draft_ahead": {f: specialist[f].options.get("draft_ahead", 0) for f in families},
+              "ray_cpus": config.ray_cpus, "compute_cpus": config.verifier.deployment.cpus,
+              "replica_thread_cpus": replica_cpus,
               "per_task": per_task, "overall_ratio": overall, "goal": GOAL,
               "goal_met": {m: all(row[m]["ratio"] >= GOAL for row in per_task.values()) for m in SERVICES}}
     write_results(out, "services", result, _markdown(result), _plot)
@@ -214,7 +227,10 @@ def _markdown(r: dict) -> str:
         f"{r['startup_s']:.0f} s.  ",
         f"torch threads per replica: verifier {r.get('verifier_threads') or 'Ray default'}, drafters "
         f"{r.get('drafter_threads') or 'Ray default'}; the engine runs in the benchmark's process, at 1 and 2 "
-        "threads, and each task's reference is the faster (its thread count in the table).",
+        "threads, and each task's reference is the faster (its thread count in the table).  ",
+        f"CPUs: {_cpus_setting(r)}.  ",
+        "Threads per set of CPUs they may run on, at the end of the run: " + "; ".join(
+            f"{name} {counts}" for name, counts in sorted(r.get("replica_thread_cpus", {}).items())) + ".",
         "",
         "Each task's specialist drafter, the same settings every way. tokens/s = generated tokens over the "
         "caller's wall time (prefill and every hop included). `generate()` gets the completion as one message; "
@@ -256,6 +272,13 @@ def _markdown(r: dict) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def _cpus_setting(r: dict) -> str:
+    if r.get("ray_cpus") is None and r.get("compute_cpus") is None:
+        return "nothing pinned (every thread wherever the OS puts it)"
+    return (f"Ray's processes started on {r.get('ray_cpus') or 'any'}, the drafters' drafting threads and the "
+            f"verifier's forward thread pinned to {r.get('compute_cpus') or 'none'}; the engine unpinned")
 
 
 def _draft_ahead_setting(r: dict) -> str:

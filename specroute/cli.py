@@ -249,7 +249,7 @@ def _bench_services(args: argparse.Namespace) -> int:
     run_services_bench(zoo=Path(args.zoo), preset=args.preset, prompts_per_task=args.prompts,
                        max_new_tokens=args.max_new_tokens, repeats=args.repeats, out=Path(args.out),
                        verifier_threads=args.verifier_threads, stream_interval_ms=args.stream_interval_ms,
-                       draft_ahead=args.draft_ahead)
+                       draft_ahead=args.draft_ahead, ray_cpus=args.ray_cpus, compute_cpus=args.compute_cpus)
     return 0
 
 
@@ -420,6 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
                           help="The drafters' stream_interval_ms for stream() (default: the config's).")
     services.add_argument("--draft-ahead", type=int, default=None,
                           help="The model drafters' verdicts guessed per round (default: the config's; 0: off).")
+    services.add_argument("--ray-cpus", type=int, nargs="+", default=None,
+                          help="CPUs the local Ray's processes start on (the config's ray_cpus; default: unpinned).")
+    services.add_argument("--compute-cpus", type=int, nargs="+", default=None,
+                          help="CPUs of the drafters' drafting and the verifier's forward threads "
+                               "(deployment.cpus; default: unpinned).")
     scale = _bench_parser(bench_sub, "scale", "Aggregate tokens/s at N streams, batched vs unbatched verification.",
                           _bench_scale)
     scale.add_argument("--streams", type=int, nargs="+", default=[1, 4, 8, 16], help="Concurrency levels.")

@@ -1,6 +1,8 @@
-"""`specroute bench services` on the tiny zoo: runs end to end, the service's output equals the engine's."""
+"""`specroute bench services` on the tiny zoo: runs end to end, the service's output equals the engine's;
+with CPUs to pin to, Ray's processes start on one and only the compute threads run on the other."""
 
 import json
+import os
 
 import pytest
 
@@ -8,8 +10,10 @@ import pytest
 @pytest.mark.integration
 def test_services_bench_writes_its_results(built_zoo, tmp_path):
     from bench.services import run_services_bench
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    ray_cpus, compute_cpus = ([cpus[0]], [cpus[-1]]) if len(cpus) >= 2 else (None, None)
     result = run_services_bench(built_zoo, "tiny", prompts_per_task=1, max_new_tokens=8, repeats=1, out=tmp_path,
-                                verifier_threads=1, draft_ahead=2)
+                                verifier_threads=1, draft_ahead=2, ray_cpus=ray_cpus, compute_cpus=compute_cpus)
     assert result["mismatches"] == 0, "drafting ahead or not, every output is the engine's"
     assert set(result["draft_ahead"].values()) <= {0, 2} and 2 in result["draft_ahead"].values()
     assert result["verifier_threads"] == 1 and "verifier 1," in (tmp_path / "services.md").read_text()
@@ -28,3 +32,11 @@ def test_services_bench_writes_its_results(built_zoo, tmp_path):
         assert all(p["cpu"] > 0 and p["wait"] >= 0 for p in processes)
     assert "drafter replica: cpu / waiting" in text
     assert "drafted ahead" in text and all(0 <= row["generate"]["drafted_ahead"] <= 1 for row in result["per_task"].values())
+    if ray_cpus is not None:
+        background, compute = str(ray_cpus[0]), str(compute_cpus[0])
+        threads = result["replica_thread_cpus"]
+        assert "Verifier" in threads and any(k.startswith("Drafter-") for k in threads)
+        for name, counts in threads.items():
+            assert set(counts) == {background, compute}, f"{name}: every thread on Ray's CPU but compute's"
+            assert counts[compute] == 1 if name == "Verifier" else counts[compute] >= 1
+        assert "pinned to" in text
