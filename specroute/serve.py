@@ -2,7 +2,9 @@
 
 `LocalSystem.start(config)`:
 1. starts Redis when the config names none (the embedded server, `router.redis_server`);
-2. connects to Ray: a local Ray started here (the default), or an existing cluster (`address`);
+2. connects to Ray: a local Ray started here (the default), or an existing cluster (`address`).
+   With the config's `ray_cpus`, Redis and a Ray started here start on those CPUs
+   (`verifier_service.cpus`);
 3. starts Serve with HTTP on `endpoints.host:http_port` and the gRPC proxy on `grpc_port`,
    registered for `specroute.v1.SpecRoute`;
 4. deploys the application (`specroute.app.build_app`) and waits until it is running.
@@ -57,6 +59,9 @@ class LocalSystem:
             # Processes started here inherit this thread's CPUs: with `ray_cpus`, Redis, Ray's daemons
             # and so every replica start on them; only compute threads with `deployment.cpus` leave.
             local_cpus = config.ray_cpus if address is None and not ray.is_initialized() else None
+            if config.ray_cpus and local_cpus is None:
+                log.warning("ray_cpus %s ignored: it applies to a Ray started here, not to one already running",
+                            config.ray_cpus)
             with cpu_affinity.starting_on(local_cpus, "ray_cpus"):
                 system._connect(num_cpus)
             config, ep = system.config, system.config.endpoints
