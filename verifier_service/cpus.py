@@ -9,7 +9,7 @@ Serve system's thousands of wake-ups a second preempt them several times a round
 Ray's processes on the others (`ray_cpus`) keeps those wake-ups off the compute: vLLM's CPU
 backend binds its OpenMP threads to cores for the same reason (`VLLM_CPU_OMP_THREADS_BIND`).
 Measured on 2 cores, one stream through the services: 0.73 of the engine's speed unpinned,
-0.76 and 0.80 pinned. Under many streams the compute threads do run at once, and one shared
+0.76, 0.80 and 0.78 in three pinned runs. Under many streams the compute threads do run at once, and one shared
 core would serialise them: that calls for cores enough for each, or no pinning.
 
 - `check(cpus)`: at a replica's start, ValueError if the CPUs cannot be used on this host.
