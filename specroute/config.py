@@ -145,6 +145,9 @@ class RouterSettings(_Strict):
     def _limits(self) -> "RouterSettings":
         if self.default_max_new_tokens > self.max_new_tokens_limit:
             raise ValueError("default_max_new_tokens is above max_new_tokens_limit")
+        if self.deployment.cpus is not None:
+            raise ValueError("deployment.cpus pins compute threads, and the router has none: set it on the drafters "
+                             "and the verifier")
         return self
 
     @property

@@ -52,6 +52,7 @@ def test_a_valid_config_and_relative_paths(tmp_path, built_zoo, config_dict):
      "drafters.1.deployment.cpus: Value error, CPU indices must be >= 0 and distinct, got [1, 1]"),
     (lambda c: c.update(verifier={"deployment": {"cpus": []}}), "verifier.deployment.cpus: List should have at least 1"),
     (lambda c: c.update(ray_cpus=[-1]), "ray_cpus: Value error, CPU indices must be >= 0 and distinct, got [-1]"),
+    (lambda c: c["router"].update(deployment={"cpus": [1]}), "router: Value error, deployment.cpus pins compute threads"),
 ])
 def test_bad_fields_are_named(config_dict, edit, words):
     edit(config_dict)
