@@ -31,7 +31,8 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol, runtime_checkable
+from functools import partial
+from typing import Iterator, Protocol, runtime_checkable
 
 from drafter_service.base import DraftLimit, DraftSession, Guess
 from drafter_service.detokenize import IncrementalDetokenizer, StopStringMatcher
@@ -186,8 +187,7 @@ def speculate(verifier: Verifier, drafter: DraftSession | None, tokenizer, promp
             yield Chunk((), _final_text(detok, matcher), None, FINISH_CONTEXT)
             return
         remaining = stop.max_new_tokens - stats.num_generated
-        limit = DraftLimit(max_nodes=verifier.max_tree_nodes,
-                           max_depth=min(verifier.max_draft_depth, remaining - 1))
+        limit = _draft_limit(verifier, remaining)
         t0 = time.perf_counter()
         drafted_ahead = ready is not None
         if ready is not None:
@@ -239,6 +239,14 @@ def speculate(verifier: Verifier, drafter: DraftSession | None, tokenizer, promp
             return
 
 
+def _draft_limit(verifier: Verifier, remaining: int, num_emitted: int = 0) -> DraftLimit:
+    """The limit of the tree drafted now (num_emitted = 0), or, drafting ahead, of the next round's
+    tree if the round being verified emits num_emitted tokens: the verifier's node budget, and a
+    depth within the context left and within the tokens still wanted (one of them the bonus)."""
+    return DraftLimit(max_nodes=verifier.max_tree_nodes,
+                      max_depth=min(verifier.max_draft_depth - num_emitted, remaining - num_emitted - 1))
+
+
 ALREADY_WAITING_S = 0.5e-3
 """A verdict collected within this of the guesses' end had arrived before it (heuristic)."""
 
@@ -268,7 +276,8 @@ class _Ahead:
         verifier.submit(tree)
         start = time.perf_counter()
         try:
-            guesses = self.drafter.draft_ahead(tree, self._limit_after(remaining), self.count) if self.count else []
+            limit_after = partial(_draft_limit, self.verifier, remaining)  # read before collect() moves the verifier on
+            guesses = self.drafter.draft_ahead(tree, limit_after, self.count) if self.count else []
         except Exception:  # an optimisation must not cost the request: go on without it
             log.exception("drafting ahead failed; this generation goes on without it")
             guesses, self.enabled = [], False
@@ -286,15 +295,6 @@ class _Ahead:
             guess = None  # the verifier cut the node budget with this verdict
         return verdict, guess
 
-    def _limit_after(self, remaining: int) -> Callable[[int], DraftLimit]:
-        """The next round's draft limit if this round emits num_emitted tokens."""
-        verifier = self.verifier
-        depth_now, nodes = verifier.max_draft_depth, verifier.max_tree_nodes
-
-        def limit(num_emitted: int) -> DraftLimit:
-            return DraftLimit(max_nodes=nodes,
-                              max_depth=min(depth_now - num_emitted, remaining - num_emitted - 1))
-        return limit
 
 
 def _final_text(detok: IncrementalDetokenizer, matcher: StopStringMatcher | None) -> str:
