@@ -63,21 +63,19 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
     from specroute.serve import LocalSystem
 
     manifest, target = load_zoo(zoo, preset)
-    # A partial `deployment` keeps the verifier's other deployment defaults (its num_cpus included).
-    deployment = {k: v for k, v in (("torch_threads", verifier_threads), ("cpus", compute_cpus)) if v is not None}
-    verifier = {"deployment": deployment} if deployment else {}
-    config = local_config_for_zoo(zoo, router={"max_new_tokens_limit": max(1024, max_new_tokens)}, verifier=verifier)
-    if ray_cpus is not None or compute_cpus is not None:
-        config = SystemConfig.model_validate({**config.model_dump(), "ray_cpus": ray_cpus, "drafters": [
-            {**d.model_dump(), "deployment": {**d.deployment.model_dump(), "cpus": compute_cpus}}
-            for d in config.drafters]})
-    if stream_interval_ms is not None:
-        config = config.model_copy(update={"drafters": [d.model_copy(update={"stream_interval_ms": stream_interval_ms})
-                                                        for d in config.drafters]})
-    if draft_ahead is not None:
-        config = config.model_copy(update={"drafters": [
-            d.model_copy(update={"options": {**d.options, "draft_ahead": draft_ahead}}) if d.kind == "model" else d
-            for d in config.drafters]})
+    # The zoo's config with this run's settings, validated again as a whole.
+    data = local_config_for_zoo(zoo, router={"max_new_tokens_limit": max(1024, max_new_tokens)}).model_dump()
+    data["ray_cpus"] = ray_cpus
+    for deployment in (data["verifier"]["deployment"], *(d["deployment"] for d in data["drafters"])):
+        deployment["cpus"] = compute_cpus
+    if verifier_threads is not None:
+        data["verifier"]["deployment"]["torch_threads"] = verifier_threads
+    for d in data["drafters"]:
+        if stream_interval_ms is not None:
+            d["stream_interval_ms"] = stream_interval_ms
+        if draft_ahead is not None and d["kind"] == "model":
+            d["options"]["draft_ahead"] = draft_ahead
+    config = SystemConfig.model_validate(data)
     families = manifest["corpus"]["families"]
     specialist = {d.specialised_for: d for d in config.drafters if d.specialised_for}
     tests = load_split(zoo / manifest["corpus"]["files"]["test"])
