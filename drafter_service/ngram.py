@@ -66,11 +66,16 @@ class NgramSession(DraftSession):
         root = self.context[-1]
         if not limit.allows_drafting:
             return DraftTree.root_only(root)
-        depth = min(self.config.max_depth, limit.max_depth)
-        trie = _Trie(root, limit.max_nodes)
+        trie = Trie(root, limit.max_nodes)
+        self.graft(trie, min(self.config.max_depth, limit.max_depth))
+        return trie.to_tree()
+
+    def graft(self, trie: "Trie", depth: int) -> None:
+        """Adds up to `num_branches` distinct continuations, best first, to `trie` (rooted at the
+        context's last token), until it is full."""
         num_branches = 0
         seen: set[tuple[int, ...]] = set()
-        for continuation in self._continuations(depth):
+        for continuation in self.continuations(depth):
             if continuation in seen:
                 continue
             seen.add(continuation)
@@ -79,9 +84,8 @@ class NgramSession(DraftSession):
                 num_branches += 1
             if num_branches == self.config.num_branches or trie.is_full:
                 break
-        return trie.to_tree()
 
-    def _continuations(self, depth: int) -> Iterator[tuple[int, ...]]:
+    def continuations(self, depth: int) -> Iterator[tuple[int, ...]]:
         """Tokens that followed earlier occurrences of the context's suffix, best first:
         longer n-grams before shorter, more recent occurrences before older."""
         context_len = len(self.context)
@@ -98,7 +102,7 @@ class NgramSession(DraftSession):
                 self._ends_by_ngram.setdefault(tuple(self.context[end - n:end]), []).append(end)
 
 
-class _Trie:
+class Trie:
     """Continuations merged under the root, node by node, up to max_nodes nodes (root included).
 
     Nodes are appended as they are created, so parents come before children, and a node is only
@@ -110,6 +114,20 @@ class _Trie:
         self.parents = [NO_PARENT]
         self.max_nodes = max_nodes
         self._child: dict[tuple[int, int], int] = {}  # (parent node, token) -> child node
+
+    @classmethod
+    def from_tree(cls, tree: DraftTree, max_nodes: int) -> "Trie":
+        """A trie holding `tree`'s nodes at their indices, to graft continuations onto. Siblings
+        with one token are merged in a trie, so the tree must have none (a drafted tree has none)."""
+        trie = cls(tree.tokens[0], max_nodes)
+        for i in range(1, tree.num_nodes):
+            key = (tree.parents[i], tree.tokens[i])
+            if key in trie._child:
+                raise ValueError(f"node {i} repeats a sibling's token {tree.tokens[i]}")
+            trie._child[key] = i
+            trie.tokens.append(tree.tokens[i])
+            trie.parents.append(tree.parents[i])
+        return trie
 
     @property
     def is_full(self) -> bool:
@@ -131,8 +149,8 @@ class _Trie:
             node = child
         return added
 
-    def to_tree(self) -> DraftTree:
-        return DraftTree(tuple(self.tokens), tuple(self.parents), deterministic=True)
+    def to_tree(self, deterministic: bool = True) -> DraftTree:
+        return DraftTree(tuple(self.tokens), tuple(self.parents), deterministic=deterministic)
 
 
 @register_drafter("ngram")

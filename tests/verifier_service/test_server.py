@@ -76,10 +76,9 @@ def call(stub, messages, timeout=10):
     return list(stub.Session(iter(messages), timeout=timeout))
 
 
-@pytest.mark.parametrize("kind", ["none", "ngram", "model"])
+@pytest.mark.parametrize("kind", ["none", "ngram", "model", "hybrid"])
 def test_remote_greedy_equals_in_process(pool, target, tiny_zoo, kind):
-    drafter = {"none": None, "ngram": create_drafter("ngram", {}),
-               "model": create_drafter("model", {"path": tiny_zoo.llama_drafter})}[kind]
+    drafter = None if kind == "none" else create_drafter(kind, {"path": tiny_zoo.llama_drafter} if kind != "ngram" else {})
     engine = Engine(target, drafter)
     for prompt in PROMPTS[:6]:
         expected = engine.generate(prompt, MAX_NEW)
