@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.common import load_zoo, provenance, provenance_lines, write_results
-from drafter_service.base import create_drafter
+from drafter_service.base import create_drafter, drafter_config_model
 from drafter_service.generation import GenerationStats
 from specroute.engine import Engine
 from specroute.zoo.corpus import load_split
@@ -85,7 +85,7 @@ def _specialists(zoo: Path, manifest: dict, target: TargetModel, chain: dict) ->
     methods = {}
     for d in manifest["drafters"]:
         if d["task"] and d["task"] not in methods:
-            shape = chain if d["kind"] == "model" else {}
+            shape = chain if "top_k" in drafter_config_model(d["kind"]).model_fields else {}
             drafter = create_drafter(d["kind"], {**drafter_options(zoo, d), **shape})
             methods[d["task"]] = _engine_method(Engine(target, drafter))
     return methods if set(methods) == set(manifest["corpus"]["families"]) else {}

@@ -230,7 +230,7 @@ def load_config(path: str | Path) -> SystemConfig:
 
 
 def _resolve_paths(data: dict, base: Path) -> dict:
-    """Absolutises the config's path fields (target.path, router.tasks/routing, model drafters' path)."""
+    """Absolutises the config's path fields (target.path, router.tasks/routing, drafters' path and datastore)."""
     def absolute(value):
         return str(value if Path(value).is_absolute() else (base / value).resolve())
     data = {**data}
@@ -240,19 +240,20 @@ def _resolve_paths(data: dict, base: Path) -> dict:
         data["router"] = {**data["router"], **{k: absolute(v) for k, v in data["router"].items()
                                                if k in ("tasks", "routing") and v}}
     if isinstance(data.get("drafters"), list):
-        data["drafters"] = [{**d, "options": {**d["options"], "path": absolute(d["options"]["path"])}}
-                            if isinstance(d, dict) and isinstance(d.get("options"), dict) and "path" in d["options"]
-                            else d for d in data["drafters"]]
+        data["drafters"] = [{**d, "options": {k: absolute(v) if k in ("path", "datastore") and v else v
+                                              for k, v in d["options"].items()}}
+                            if isinstance(d, dict) and isinstance(d.get("options"), dict) else d
+                            for d in data["drafters"]]
     return data
 
 
 def config_for_zoo(zoo: Path, **overrides) -> SystemConfig:
     """The system config of a built zoo: its target, every drafter, and zoo/tasks for routing."""
-    from specroute.zoo.manifest import load_manifest
+    from specroute.zoo.manifest import drafter_options, load_manifest
     zoo = Path(zoo).resolve()
     manifest = load_manifest(zoo)
     drafters = [{"name": d["name"], "kind": d["kind"],
-                 "options": {"path": str(zoo / d["path"])} if d["kind"] == "model" else {},
+                 "options": {k: str(v) for k, v in drafter_options(zoo, d).items()},
                  "specialised_for": d.get("task"), "family": d.get("family"), "params": d.get("params", 0)}
                 for d in manifest["drafters"]]
     data = {"target": {"path": str(zoo / manifest["target"]["path"])}, "drafters": drafters,

@@ -14,6 +14,12 @@ preset's cost bound is pretrained (or copied from its base) and briefly distille
 through the engine on the task's validation prompts beside plain decoding, and the fastest
 (tokens/s) continues its distillation; ngram can be a candidate and win.
 
+With `lookup`, a specialist is then measured twice on its task's validation prompts, as its model
+alone and as a `hybrid` (its model's trees with prompt lookup and its task's datastore grafted
+on, `drafter_service.hybrid`), and the manifest names the faster. A task's datastore
+(`datastores/TASK.npz`, `drafter_service.datastore`) holds the task's training text and the
+target's continuations of its training prompts: never a validation or test prompt.
+
 Each stage records a key: a hash of the preset settings it uses and of the keys of the stages it
 reads (a fine-tuned drafter reads its base's). A build skips a stage whose key is unchanged, and
 redoes it (and so everything after it) otherwise, so an interrupted or edited build resumes
@@ -35,6 +41,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from drafter_service.base import create_drafter
+from drafter_service.datastore import Datastore
 from specroute.engine import Engine
 from specroute.measure import PLAIN, compare_engines
 from specroute.zoo import corpus as corpus_mod
@@ -47,6 +54,7 @@ from specroute.zoo.training import distill, generate_on_policy, heldout_divergen
 from verifier_service.target import TargetModel
 
 TEACHER_FILE = "teacher.pt"
+DATASTORES = "datastores"
 
 
 class ZooBuilder:
@@ -92,16 +100,23 @@ class ZooBuilder:
         on_policy = self._run("on_policy", {"up": target["key"], "spec": p.on_policy.model_dump(),
                                             "prompt_tokens": p.max_prompt_tokens}, self._on_policy)
         teacher = self._run("teacher", {"up": on_policy["key"], "top_k": p.teacher_top_k}, self._teacher)
-        drafters, keys = [], {}
+        if any(spec.lookup for spec in p.drafters):
+            datastores = self._run("datastores", {"up": on_policy["key"]}, self._datastores)
+        drafters, keys, lookups = [], {}, {}
         for spec in p.drafters:
-            inputs = {"up": teacher["key"], "spec": spec.model_dump(), "seq_len": p.seq_len,
+            inputs = {"up": teacher["key"], "spec": spec.model_dump(exclude={"lookup"}), "seq_len": p.seq_len,
                       "bases": [keys[b] for b in spec.bases]}
             if spec.sized:
                 inputs |= {"sizing": p.sizing.model_dump(), "max_cost": p.max_step_cost_ratio}
-            drafters.append(self._run(f"drafter-{spec.name}", inputs, lambda spec=spec: self._drafter(spec)))
-            keys[spec.name] = drafters[-1]["key"]
+            drafter = self._run(f"drafter-{spec.name}", inputs, lambda spec=spec: self._drafter(spec))
+            drafters.append(drafter)
+            keys[spec.name] = drafter["key"]
+            if spec.lookup and drafter["kind"] == "model":
+                lookups[drafter["name"]] = self._run(
+                    f"lookup-{spec.name}", {"up": [drafter["key"], datastores["key"]], "sizing": p.sizing.model_dump()},
+                    lambda drafter=drafter: self._lookup(drafter))
         costs = self._run("costs", {"up": [d["key"] for d in drafters]}, lambda: self._costs(drafters))
-        manifest = self._manifest(drafters, costs["costs"])
+        manifest = self._manifest(drafters, costs["costs"], lookups)
         self._remove_stale(manifest)
         (self.out / MANIFEST).write_text(json.dumps(manifest, indent=2))
         return manifest
@@ -112,11 +127,11 @@ class ZooBuilder:
         Only names the builds recorded are touched (the previous manifest, the stage records), and
         only model directories directly inside the zoo."""
         keep = {d["path"] for d in manifest["drafters"] if d["path"]}
-        current = {f"drafter-{spec.name}" for spec in self.preset.drafters}
+        current = {f"{stage}-{spec.name}" for spec in self.preset.drafters for stage in ("drafter", "lookup")}
         made: set[str] = set()
         if (self.out / MANIFEST).is_file():
             made |= {d["path"] for d in json.loads((self.out / MANIFEST).read_text()).get("drafters", []) if d.get("path")}
-        for marker in sorted(self.stage_dir.glob("drafter-*.json")):
+        for marker in sorted([*self.stage_dir.glob("drafter-*.json"), *self.stage_dir.glob("lookup-*.json")]):
             info = self._done(marker.stem)
             if info.get("kind") == "model":
                 made.add(info["name"])
@@ -213,6 +228,42 @@ class ZooBuilder:
         states = torch.load(self.out / TEACHER_FILE, weights_only=True)
         return tuple(TeacherCache.merge([TeacherCache.from_state(states[f"{t}/{split}"]) for t in tasks])
                      for split in ("train", "validation"))
+
+    def _datastores(self) -> dict:
+        """Per task: its training text and the target's continuations of its training prompts."""
+        tok = self._load_tokenizer()
+        on_policy = json.loads((self.out / "on_policy.json").read_text())
+        train = self._splits()["train"]
+        (self.out / DATASTORES).mkdir(exist_ok=True)
+        sizes = {}
+        for task in self.preset.families:
+            documents = [tok.encode(ex.prompt + ex.continuation) for ex in train if ex.task == task]
+            documents += [prompt + continuation for prompt, continuation in on_policy.get(f"{task}/train", [])]
+            store = Datastore.from_documents(documents, tok.eos_token_id)
+            store.save(self.out / DATASTORES / f"{task}.npz")
+            sizes[task] = len(store)
+        return {"tokens": sizes}
+
+    def _lookup(self, drafter: dict) -> dict:
+        """A specialist measured alone and as a hybrid with its task's datastore; the faster is kept."""
+        p = self.preset
+        path, datastore = self.out / drafter["name"], f"{DATASTORES}/{drafter['task']}.npz"
+        target = TargetModel.from_dir(self.out / "target", device=self.device)
+        engines = {PLAIN: Engine(target), "model": Engine(target, create_drafter("model", {"path": path, "device": self.device})),
+                   "hybrid": Engine(target, create_drafter("hybrid", {"path": path, "device": self.device,
+                                                                      "datastore": self.out / datastore}))}
+        tok = self._load_tokenizer()
+        prompts = [tok.encode(ex.prompt) for ex in self._splits()["validation"]
+                   if ex.task == drafter["task"]][: p.sizing.prompts]
+        cells, mismatches = compare_engines(engines, prompts, p.sizing.max_new_tokens)
+        if mismatches:
+            raise RuntimeError(f"lookup {drafter['name']!r}: {mismatches} differ from plain decoding; this is a bug")
+        trials = {kind: {k: cells[kind][k] for k in ("tau", "tokens_per_s", "speedup")} for kind in ("model", "hybrid")}
+        chosen = max(trials, key=lambda kind: trials[kind]["speedup"])
+        self.log(f"[zoo] lookup {drafter['name']}: model {trials['model']['speedup']:.2f}x "
+                 f"(tau {trials['model']['tau']:.2f}), hybrid {trials['hybrid']['speedup']:.2f}x "
+                 f"(tau {trials['hybrid']['tau']:.2f}); {chosen} kept")
+        return {"trials": trials, "chosen": chosen, "datastore": datastore}
 
     def _tasks_of(self, spec: DrafterSpec) -> list[str]:
         return [spec.task] if spec.task else list(self.preset.families)
@@ -326,19 +377,26 @@ class ZooBuilder:
             else f"{t['candidate']} excluded" for t in trials))
         return trials
 
-    def _manifest(self, drafters: list[dict], costs: dict[str, dict]) -> dict:
+    def _manifest(self, drafters: list[dict], costs: dict[str, dict], lookups: dict[str, dict]) -> dict:
         corpus = self._done("corpus")
         target = self._done("target")
+        entries = []
+        for d in drafters:
+            entry = {"path": d["name"] if d["kind"] == "model" else None,
+                     **{k: v for k, v in d.items() if k not in ("seconds", "key")}, **costs.get(d["name"], {})}
+            lookup = lookups.get(d["name"])
+            if lookup is not None:
+                entry["lookup"] = lookup["trials"]
+                if lookup["chosen"] == "hybrid":
+                    entry |= {"kind": "hybrid", "datastore": lookup["datastore"]}
+            entries.append(entry)
         return {
             "preset": self.preset.name,
             "seed": self.preset.seed,
             "tokenizer": "tokenizer",
             "target": {"path": "target", "family": self.preset.target.family, "params": target["params"],
                        "arch": self.preset.target.model_dump()},
-            "drafters": [{"path": d["name"] if d["kind"] == "model" else None,
-                          **{k: v for k, v in d.items() if k not in ("seconds", "key")}, **costs.get(d["name"], {})}
-                         for d in drafters]
-                        + [{"path": None, "name": "ngram", "kind": "ngram", "family": None, "params": 0, "task": None}],
+            "drafters": entries + [{"path": None, "name": "ngram", "kind": "ngram", "family": None, "params": 0, "task": None}],
             "corpus": {"files": {s: f"corpus/{f}" for s, f in corpus["files"].items()}, "counts": corpus["counts"],
                        "families": list(self.preset.families)},
         }

@@ -22,8 +22,9 @@ def load_manifest(zoo: Path) -> dict:
 
 
 def drafter_options(zoo: Path, entry: dict) -> dict:
-    """Settings for `create_drafter(entry["kind"], ...)`: where a model drafter's weights are."""
-    return {"path": Path(zoo) / entry["path"]} if entry["kind"] == "model" else {}
+    """Settings for `create_drafter(entry["kind"], ...)`: where a drafter's weights (`path`) and
+    datastore are, for the entries that have them."""
+    return {key: Path(zoo) / entry[key] for key in ("path", "datastore") if entry.get(key)}
 
 
 def generic_drafter(manifest: dict) -> str | None:
@@ -51,6 +52,11 @@ def summary_table(manifest: dict) -> str:
     for d in manifest["drafters"]:
         if "sizing" in d:
             rows.append(f"sizing {d['task']}: " + ", ".join(_trial(t) for t in d["sizing"]))
+    for d in manifest["drafters"]:
+        if "lookup" in d:
+            rows.append(f"lookup {d['task']}: " + ", ".join(
+                f"{how} {t['speedup']:.2f}x tau {t['tau']:.2f}" + (" <- chosen" if how == d["kind"] else "")
+                for how, t in d["lookup"].items()))
     return "\n".join(rows)
 
 

@@ -8,7 +8,8 @@
   on a 2-core CPU (it is deep and narrow: on a CPU, per-layer overhead dominates, much as memory
   bandwidth does on a GPU, so verifying 16 tokens costs little more than 1); two generic drafters
   (Llama and GPT-2, of different widths and depths) distilled on every task, and a specialist
-  per task fine-tuned from the generic base (or ngram) that measures fastest on that task.
+  per task fine-tuned from the generic base (or ngram) that measures fastest on that task, kept
+  as a hybrid with its task's datastore where that measures faster.
 
 This module knows nothing about training loops or files; `specroute.zoo.build` runs a preset.
 """
@@ -82,6 +83,14 @@ class DrafterSpec(BaseModel):
                                                          "text first (needed by ArchSpec candidates).")
     distill: TrainSpec = Field(description="DistillSpec alignment to the target on on-policy data.")
     divergence: str = Field("forward_kl", description="forward_kl, reverse_kl or tv.")
+    lookup: bool = Field(False, description="Also measure the drafter as a `hybrid` (its model's trees with prompt "
+                                            "lookup and its task's datastore grafted on) and keep the faster.")
+
+    @model_validator(mode="after")
+    def _lookup_needs_task(self) -> "DrafterSpec":
+        if self.lookup and self.task is None:
+            raise ValueError(f"drafter {self.name!r}: lookup needs a task (its datastore is the task's)")
+        return self
 
     @model_validator(mode="after")
     def _pretrain_when_needed(self) -> "DrafterSpec":
@@ -141,8 +150,8 @@ class Preset(BaseModel):
 
     @model_validator(mode="after")
     def _sizing_when_needed(self) -> "Preset":
-        if any(d.sized for d in self.drafters) and self.sizing is None:
-            raise ValueError("a drafter has several candidates, so the preset needs `sizing`")
+        if any(d.sized or d.lookup for d in self.drafters) and self.sizing is None:
+            raise ValueError("a drafter has several candidates or a lookup to measure, so the preset needs `sizing`")
         return self
 
     @model_validator(mode="after")
@@ -177,10 +186,10 @@ ALL_FAMILIES = ("code", "prose", "math", "translation", "extraction", "structure
 
 
 def _tiny_specialist(task: str, divergence: str, *candidates: ArchSpec | FromDrafter | str,
-                     name: str | None = None) -> DrafterSpec:
+                     name: str | None = None, lookup: bool = False) -> DrafterSpec:
     name = name or (task if len(candidates) > 1 else f"{task}-{candidates[0].family}")
     return DrafterSpec(name=name, task=task, candidates=candidates, pretrain=TrainSpec(steps=30, lr=3e-3),
-                       distill=TrainSpec(steps=30, lr=3e-3), divergence=divergence)
+                       distill=TrainSpec(steps=30, lr=3e-3), divergence=divergence, lookup=lookup)
 
 
 def _tiny(family: str, layers: int = 1) -> ArchSpec:
@@ -199,10 +208,11 @@ TINY = Preset(
                     pretrain=TrainSpec(steps=40, lr=3e-3), distill=TrainSpec(steps=40, lr=3e-3)),
         # A specialist per task: both families and all three divergences are exercised, two are
         # sized by measurement (a generic base against a new deeper model; a base against ngram),
-        # and some are fine-tuned from a generic base while others are new models.
-        _tiny_specialist("code", "forward_kl", FromDrafter(base="generic-llama"), _tiny("llama", layers=2)),
+        # some are fine-tuned from a generic base while others are new models, and two measure
+        # a hybrid with their task's datastore.
+        _tiny_specialist("code", "forward_kl", FromDrafter(base="generic-llama"), _tiny("llama", layers=2), lookup=True),
         _tiny_specialist("prose", "reverse_kl", FromDrafter(base="generic-gpt2"), name="prose-gpt2"),
-        _tiny_specialist("math", "tv", _tiny("llama")),
+        _tiny_specialist("math", "tv", _tiny("llama"), lookup=True),
         _tiny_specialist("translation", "forward_kl", _tiny("gpt2")),
         _tiny_specialist("extraction", "reverse_kl", FromDrafter(base="generic-llama"), NGRAM),
         _tiny_specialist("structured", "tv", _tiny("gpt2")),
@@ -229,10 +239,11 @@ def _arch(family: str, hidden: int, layers: int) -> ArchSpec:
 
 def _bench_specialist(task: str, *extra: str) -> DrafterSpec:
     """TaskSpec's recipe: a specialist is one of the generic bases fine-tuned on its task's
-    on-policy data; which base (family, width and depth), or ngram, is measured per task."""
+    on-policy data; which base (family, width and depth), or ngram, is measured per task, and
+    then whether lookups in the task's datastore (a hybrid) make it faster."""
     bases = (FromDrafter(base="generic-llama"), FromDrafter(base="generic-gpt2"))
     return DrafterSpec(name=task, task=task, candidates=(*bases, *extra),
-                       distill=TrainSpec(steps=500, batch_size=16, lr=1e-3))
+                       distill=TrainSpec(steps=500, batch_size=16, lr=1e-3), lookup=True)
 
 
 BENCH = Preset(

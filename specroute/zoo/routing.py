@@ -25,7 +25,7 @@ def ensure_routing(zoo: Path, detect_prompts: int = 2000, prompts_per_task: int 
                    seed: int = 0) -> Path:
     """zoo/tasks with routing.json, made if missing or stale; returns the tasks directory. A task
     artifact that exists is kept; a routing table made for another artifact, or for drafters the
-    zoo no longer has (as after a rebuild), is measured again."""
+    zoo no longer has or has of another kind (as after a rebuild), is measured again."""
     zoo = Path(zoo)
     tasks_dir = zoo / "tasks"
     try:
@@ -38,7 +38,8 @@ def ensure_routing(zoo: Path, detect_prompts: int = 2000, prompts_per_task: int 
     else:
         try:
             table = RoutingTable.load(tasks_dir / ROUTING_FILE)
-            if table.tasks_version == tasks.version and set(table.drafters) == {d.name for d in zoo_drafters(zoo)[1]}:
+            kinds = {name: d["kind"] for name, d in table.drafters.items()}
+            if table.tasks_version == tasks.version and kinds == {d.name: d.kind for d in zoo_drafters(zoo)[1]}:
                 return tasks_dir
         except (FileNotFoundError, ValueError):
             pass

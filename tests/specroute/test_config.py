@@ -31,6 +31,19 @@ def test_a_valid_config_and_relative_paths(tmp_path, built_zoo, config_dict):
         "max_ongoing_requests": 16, "ray_actor_options": {"num_cpus": 0.1, "num_gpus": 0}, "num_replicas": 1}
 
 
+def test_a_hybrid_drafters_datastore_resolves_like_its_path(tmp_path, built_zoo, config_dict):
+    config_dict["drafters"][0] |= {"kind": "hybrid", "options": {"path": "zoo/generic-llama",
+                                                                  "datastore": "zoo/datastores/code.npz"}}
+    (tmp_path / "zoo").symlink_to(built_zoo)
+    path = tmp_path / "specroute.yaml"
+    path.write_text(yaml.safe_dump(config_dict))
+    options = load_config(path).drafter("g").options
+    assert options["datastore"] == str((tmp_path / "zoo/datastores/code.npz").resolve())
+    config_dict["drafters"][0]["options"]["datastore"] = str(tmp_path / "missing.npz")
+    with pytest.raises(ConfigError, match="drafters.0.*datastore .*missing.npz does not exist"):
+        validate_config(config_dict)
+
+
 @pytest.mark.parametrize("edit, words", [
     (lambda c: c["drafters"][1]["deployment"].update(num_gpus=-1), "drafters.1.deployment.num_gpus"),
     (lambda c: c["drafters"][0].update(kind="bogus"), "unknown drafter kind 'bogus'"),

@@ -15,8 +15,8 @@ def test_manifest_names_every_artifact(built_zoo):
     manifest = load_manifest(built_zoo)
     assert manifest["target"]["path"] == "target"
     kinds = {d["kind"] for d in manifest["drafters"]}
-    assert kinds == {"model", "ngram"}
-    families = {d["family"] for d in manifest["drafters"] if d["kind"] == "model"}
+    assert {"model", "ngram"} <= kinds <= {"model", "hybrid", "ngram"}
+    families = {d["family"] for d in manifest["drafters"] if d["path"]}
     assert families == {"llama", "gpt2"}
     for split, path in manifest["corpus"]["files"].items():
         assert (built_zoo / path).is_file(), split
@@ -46,7 +46,7 @@ def test_corpus_is_deterministic_and_splits_disjoint():
 
 def test_distillation_lowers_heldout_divergence(built_zoo):
     for drafter in load_manifest(built_zoo)["drafters"]:
-        if drafter["kind"] == "model":
+        if drafter["path"]:
             assert drafter["heldout_divergence_after"] < drafter["heldout_divergence_before"], drafter["name"]
 
 
@@ -86,16 +86,17 @@ def _rebuild_with(built_zoo, tmp_path, name: str) -> tuple[set[str], list[str], 
 
 def test_a_changed_stage_is_redone_and_nothing_before_it(built_zoo, tmp_path):
     """Stages are keyed by the settings they use: editing one drafter's spec redoes that drafter
-    (and the cost measurement that follows every drafter); the corpus, tokenizer, target,
-    on-policy data, teacher and other drafters are reused."""
+    (with its lookup measurement, and the cost measurement that follows every drafter); the
+    corpus, tokenizer, target, on-policy data, teacher, datastores and other drafters are reused."""
     redone, logs, stages = _rebuild_with(built_zoo, tmp_path, "math-llama")
-    assert redone == {"drafter-math-llama.json", "costs.json"}
-    assert sum("skipped" in line for line in logs) == stages - 2
+    assert redone == {"drafter-math-llama.json", "lookup-math-llama.json", "costs.json"}
+    assert sum("skipped" in line for line in logs) == stages - 3
 
 
 def test_a_changed_base_redoes_the_drafters_fine_tuned_from_it(built_zoo, tmp_path):
     redone, _, _ = _rebuild_with(built_zoo, tmp_path, "generic-llama")
-    assert redone == {"drafter-generic-llama.json", "drafter-code.json", "drafter-extraction.json", "costs.json"}
+    assert redone == {"drafter-generic-llama.json", "drafter-code.json", "lookup-code.json", "drafter-extraction.json",
+                      "costs.json"}
 
 
 def test_a_drafter_dropped_from_the_preset_is_removed_and_nothing_else(built_zoo, tmp_path):
@@ -173,7 +174,7 @@ def test_every_task_has_a_specialist(built_zoo):
     manifest = load_manifest(built_zoo)
     specialists = {d["task"]: d for d in manifest["drafters"] if d["task"]}
     assert set(specialists) == set(manifest["corpus"]["families"])
-    models = [d for d in specialists.values() if d["kind"] == "model"]
+    models = [d for d in specialists.values() if d["path"]]  # model and hybrid drafters
     assert {d["family"] for d in models} == {"llama", "gpt2"}
     assert {d["divergence"] for d in models} == {"forward_kl", "reverse_kl", "tv"}
 
@@ -192,7 +193,7 @@ def test_sized_drafters_are_the_fastest_measured_candidate(built_zoo):
         chosen = max(trials, key=lambda t: t["speedup"])
         assert [t for t in trials if t.get("chosen")] == [chosen]
         assert drafter["name"] == f"{task}-{chosen['candidate']}"
-        assert drafter["kind"] == ("ngram" if chosen["candidate"] == "ngram" else "model")
+        assert drafter["kind"] in ({"ngram"} if chosen["candidate"] == "ngram" else {"model", "hybrid"})
     assert not (built_zoo / ".sizing" / "code").exists()  # the losers are not kept
 
 
@@ -201,7 +202,7 @@ def test_model_drafters_record_their_measured_step_cost(built_zoo):
     manifest = load_manifest(built_zoo)
     costs = json.loads((built_zoo / ".stages" / "costs.json").read_text())["costs"]
     for drafter in manifest["drafters"]:
-        if drafter["kind"] == "model":
+        if drafter["path"]:
             assert drafter["step_ms"] > 0 and drafter["target_step_ms"] > 0 and drafter["step_cost_ratio"] > 0
             assert costs[drafter["name"]]["step_cost_ratio"] == drafter["step_cost_ratio"]
             assert set(drafter["arch"]) >= {"family", "hidden", "layers"}
@@ -214,6 +215,26 @@ def test_summary_table_shows_every_model_and_the_sizing(built_zoo):
     for drafter in manifest["drafters"]:
         assert drafter["name"] in table
     assert "sizing code:" in table and "<- chosen" in table
+
+
+def test_lookup_keeps_the_faster_of_model_and_hybrid(built_zoo):
+    """A specialist with `lookup` is measured alone and as a hybrid with its task's datastore; the
+    manifest names the faster, and the datastore holds the task's training text and the target's
+    continuations of its training prompts."""
+    from drafter_service.datastore import Datastore
+    from specroute.zoo.manifest import summary_table
+    manifest = load_manifest(built_zoo)
+    looked = {d["task"]: d for d in manifest["drafters"] if "lookup" in d}
+    assert set(looked) == {"code", "math"}  # the tiny preset's specialists with lookup
+    for task, drafter in looked.items():
+        trials = drafter["lookup"]
+        assert set(trials) == {"model", "hybrid"} and all(t["tau"] >= 1.0 and t["speedup"] > 0 for t in trials.values())
+        assert drafter["kind"] == max(trials, key=lambda how: trials[how]["speedup"])
+        assert (drafter.get("datastore") is not None) == (drafter["kind"] == "hybrid")
+        store = Datastore.load(built_zoo / "datastores" / f"{task}.npz")
+        on_policy = json.loads((built_zoo / "on_policy.json").read_text())[f"{task}/train"]
+        assert len(store) > sum(len(p) + len(c) + 1 for p, c in on_policy)
+    assert "lookup code:" in summary_table(manifest)
 
 
 def test_routing_is_made_again_for_a_rebuilt_zoos_drafters(built_zoo, tmp_path):
@@ -232,3 +253,9 @@ def test_routing_is_made_again_for_a_rebuilt_zoos_drafters(built_zoo, tmp_path):
     (tasks_dir / ROUTING_FILE).write_text(json.dumps(stale))
     ensure_routing(zoo)
     assert set(RoutingTable.load(tasks_dir / ROUTING_FILE).drafters) == names
+    # A drafter of the same name but another kind (a specialist now kept as a hybrid) is stale too.
+    stale = json.loads((tasks_dir / ROUTING_FILE).read_text())
+    stale["drafters"]["generic-gpt2"]["kind"] = "ngram"
+    (tasks_dir / ROUTING_FILE).write_text(json.dumps(stale))
+    ensure_routing(zoo)
+    assert RoutingTable.load(tasks_dir / ROUTING_FILE).drafters["generic-gpt2"]["kind"] == "model"
