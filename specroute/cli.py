@@ -10,6 +10,7 @@
     specroute tasks route --tasks DIR --prompt TEXT [--task T] [--drafter D] [--redis-url URL]
     specroute bench engine [--zoo DIR]
     specroute bench router [--zoo DIR]
+    specroute bench lookup [--zoo DIR]
     specroute bench services [--zoo DIR]
     specroute bench scale [--zoo DIR] [--drafter NAME]
     specroute loadtest --target ADDRESS --concurrency N --duration S (--zoo DIR | --prompts FILE) [--mix TASKS]
@@ -225,6 +226,13 @@ def _bench_router(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_lookup(args: argparse.Namespace) -> int:
+    from bench.lookup import run_lookup_bench
+    run_lookup_bench(zoo=Path(args.zoo), preset=args.preset, prompts_per_task=args.prompts,
+                     max_new_tokens=args.max_new_tokens, out=Path(args.out))
+    return 0
+
+
 def _bench_parser(bench_sub, name: str, help_text: str, func) -> argparse.ArgumentParser:
     """A `specroute bench NAME` parser with the options every benchmark has: --zoo, --preset, --out."""
     parser = bench_sub.add_parser(name, help=help_text)
@@ -409,6 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  _bench_router)
     router_bench.add_argument("--prompts", type=int, default=12, help="Test prompts per task for the routed tau.")
     router_bench.add_argument("--max-new-tokens", type=int, default=64)
+    lookup_bench = _bench_parser(bench_sub, "lookup", "What a hybrid specialist's parts add: distillation, "
+                                 "prompt lookup, its task's datastore.", _bench_lookup)
+    lookup_bench.add_argument("--prompts", type=int, default=12, help="Test prompts per task.")
+    lookup_bench.add_argument("--max-new-tokens", type=int, default=64)
     services = _bench_parser(bench_sub, "services", "One stream through the SDK and Ray Serve vs the in-process engine.",
                              _bench_services)
     services.add_argument("--prompts", type=int, default=4, help="Test prompts per task.")

@@ -1,0 +1,90 @@
+"""`specroute bench lookup`: what each part of a hybrid specialist adds, task by task.
+
+On each task's held-out test prompts, greedy, through the engine beside plain decoding, one run:
+- `generic`: the generic drafter (the single-drafter baseline);
+- `generic + prompt lookup`: the generic drafter as a hybrid with no datastore;
+- `generic + all datastores`: the generic drafter as a hybrid with one datastore of every task's
+  text (what a drafter without routing could use);
+- `specialist model`: the task's specialist model alone;
+- `specialist + prompt lookup`: that model as a hybrid with no datastore;
+- `specialist + task datastore`: that model as a hybrid with its task's datastore (the zoo's
+  hybrid specialist).
+So the matrix separates distillation on the task, lookups in the context, and the datastore,
+and shows what a task's own datastore adds over one of every task's. Needs a zoo built with
+task datastores (`DIR/datastores`). Knows nothing about how the zoo was built.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from bench.common import load_zoo, provenance, provenance_lines, write_results
+from drafter_service.base import create_drafter
+from drafter_service.datastore import Datastore
+from specroute.engine import Engine
+from specroute.measure import PLAIN, compare_engines
+from specroute.zoo.build import DATASTORES
+from specroute.zoo.corpus import load_split
+from specroute.zoo.manifest import generic_drafter
+
+METHODS = ("generic", "generic + prompt lookup", "generic + all datastores", "specialist model",
+           "specialist + prompt lookup", "specialist + task datastore")
+
+
+def run_lookup_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_tokens: int, out: Path) -> dict:
+    manifest, target = load_zoo(zoo, preset)
+    tasks = manifest["corpus"]["families"]
+    stores = {task: zoo / DATASTORES / f"{task}.npz" for task in tasks}
+    missing = [str(p) for p in stores.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{zoo} has no task datastores ({missing[0]}): rebuild it with a preset using lookup")
+    generic = zoo / next(d["path"] for d in manifest["drafters"] if d["name"] == generic_drafter(manifest))
+    specialists = {d["task"]: d for d in manifest["drafters"] if d["task"] and d["path"]}
+    tests = load_split(zoo / manifest["corpus"]["files"]["test"])
+    cells = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        merged = [Datastore.load(p) for p in stores.values()]
+        everything = Path(tmp) / "all.npz"
+        Datastore(np.concatenate([s.tokens for s in merged]), merged[0].eos).save(everything)
+        with tqdm(total=len(specialists) * prompts_per_task * (len(METHODS) + 1), desc="bench lookup") as bar:
+            for task, spec in specialists.items():
+                model = zoo / spec["path"]
+                drafters = {
+                    "generic": create_drafter("model", {"path": generic}),
+                    "generic + prompt lookup": create_drafter("hybrid", {"path": generic}),
+                    "generic + all datastores": create_drafter("hybrid", {"path": generic, "datastore": everything}),
+                    "specialist model": create_drafter("model", {"path": model}),
+                    "specialist + prompt lookup": create_drafter("hybrid", {"path": model}),
+                    "specialist + task datastore": create_drafter("hybrid", {"path": model, "datastore": stores[task]}),
+                }
+                engines = {PLAIN: Engine(target), **{name: Engine(target, d) for name, d in drafters.items()}}
+                prompts = [target.tokenizer.encode(ex.prompt) for ex in tests if ex.task == task][:prompts_per_task]
+                cells[task], mismatches = compare_engines(engines, prompts, max_new_tokens, bar)
+                if mismatches:
+                    raise RuntimeError(f"task {task!r}: {mismatches} differ from plain decoding; this is a bug")
+                cells[task]["specialist"] = spec["name"]
+    result = {**provenance("lookup", zoo), "zoo": str(zoo), "prompts_per_task": prompts_per_task,
+              "max_new_tokens": max_new_tokens, "methods": list(METHODS), "cells": cells}
+    write_results(out, "lookup", result, _markdown(result))
+    return result
+
+
+def _markdown(r: dict) -> str:
+    lines = ["# What a hybrid specialist's parts add", "", *provenance_lines(r),
+             f"Zoo: `{r['zoo']}`; {r['prompts_per_task']} test prompts per task, {r['max_new_tokens']} new tokens, "
+             "greedy; every output identical to plain decoding.", "",
+             "tau (tokens per verification round, bonus included), and in brackets the speedup over plain decoding "
+             "measured in the same run:", "",
+             "| task | " + " | ".join(r["methods"]) + " |", "|---|" + "---|" * len(r["methods"])]
+    means = {m: [] for m in r["methods"]}
+    for task, row in r["cells"].items():
+        lines.append(f"| {task} | " + " | ".join(f"{row[m]['tau']:.2f} ({row[m]['speedup']:.2f}x)" for m in r["methods"])
+                     + " |")
+        for m in r["methods"]:
+            means[m].append(row[m]["tau"] / row["generic"]["tau"])
+    lines.append("| **tau / generic's, mean** | " + " | ".join(f"{sum(v) / len(v):.2f}x" for v in means.values()) + " |")
+    return "\n".join(lines) + "\n"
