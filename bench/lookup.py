@@ -50,13 +50,15 @@ def run_lookup_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_toke
         merged = [Datastore.load(p) for p in stores.values()]
         everything = Path(tmp) / "all.npz"
         Datastore(np.concatenate([s.tokens for s in merged]), merged[0].eos).save(everything)
+        # The generic drafters are the same for every task: loaded (and the big index built) once.
+        generics = {"generic": create_drafter("model", {"path": generic}),
+                    "generic + prompt lookup": create_drafter("hybrid", {"path": generic}),
+                    "generic + all datastores": create_drafter("hybrid", {"path": generic, "datastore": everything})}
         with tqdm(total=len(specialists) * prompts_per_task * (len(METHODS) + 1), desc="bench lookup") as bar:
             for task, spec in specialists.items():
                 model = zoo / spec["path"]
                 drafters = {
-                    "generic": create_drafter("model", {"path": generic}),
-                    "generic + prompt lookup": create_drafter("hybrid", {"path": generic}),
-                    "generic + all datastores": create_drafter("hybrid", {"path": generic, "datastore": everything}),
+                    **generics,
                     "specialist model": create_drafter("model", {"path": model}),
                     "specialist + prompt lookup": create_drafter("hybrid", {"path": model}),
                     "specialist + task datastore": create_drafter("hybrid", {"path": model, "datastore": stores[task]}),
