@@ -64,6 +64,13 @@ class DrafterDeployment:
 
         def work() -> None:
             held = None  # a request that does not stream: its rounds so far, merged here
+
+            def flush() -> None:  # the merged rounds go out before an error
+                nonlocal held
+                if held is not None:
+                    post(held)
+                    held = None
+
             try:
                 for chunk in self.service.stream(request, cancelled):
                     if not request.stream:  # one hand-over to the event loop, not one a round
@@ -72,14 +79,11 @@ class DrafterDeployment:
                             if not held.last:
                                 continue
                             chunk, held = held, None
-                        elif held is not None:
-                            post(held)
-                            held = None
+                        else:
+                            flush()
                     post(chunk)
             except Exception as err:  # a bug, not a bad request: report it, never hang the stream
-                if held is not None:
-                    post(held)
-                    held = None
+                flush()
                 post(ChunkOut(error=ServiceErrorInfo(
                     "INTERNAL", f"drafter {self.service.name}: {type(err).__name__}: {err}")))
             finally:
