@@ -49,7 +49,7 @@ from drafter_service.base import DraftLimit, Drafter, DraftSession, Guess, regis
 from drafter_service.budget import BudgetConfig, DraftBudget, draft_confidence
 from verifier_service.contracts import NO_PARENT, DraftTree, SparseDist, Verdict
 from verifier_service.kv_cache import keep_tree_nodes, truncate
-from verifier_service.sampling import SamplingParams, processed_probs
+from verifier_service.sampling import SamplingParams, derived_seed, processed_probs
 from verifier_service.target import DEFAULT_CONTEXT, ModelLoadConfig, context_window, forward_tree
 from verifier_service.tree_mask import additive_mask, ancestor_matrix
 
@@ -121,8 +121,8 @@ class ModelDraftSession(DraftSession):
         self.cache = DynamicCache(config=drafter.model.config)
         self.num_run = 0  # context tokens already in the cache
         seed = sampling.seed if sampling.seed is not None else random.getrandbits(62)
-        # Offset so the drafter's noise is not the verifier's stream under the same seed.
-        self.generator = torch.Generator().manual_seed(seed + 0x5EED)
+        # Its own stream, so the drafter's noise is not the verifier's under the same seed.
+        self.generator = torch.Generator().manual_seed(derived_seed(seed, "drafter"))
         self._drafted_depth = 0  # levels in the last proposed tree
         self._tree_to_candidate: list[int] = []
         self._run_order: list[int] = []  # candidates in the order their entries follow the context
@@ -149,6 +149,8 @@ class ModelDraftSession(DraftSession):
             if depth == depth_cap or (not self.sampling.greedy and len(cands.tokens) >= node_cap):
                 break
             level = [i for i in range(len(cands.tokens)) if cands.depths[i] == depth]
+            if not level:  # no group of children fitted the node cap (sampling), or q underflowed
+                break
             frontier = sorted(level, key=lambda i: -cands.scores[i])[: self.config.top_k]
             frontier_logits = self._run_nodes(cands, frontier)
             best = self._scoring_probs(frontier_logits[:1])[0]
@@ -187,6 +189,8 @@ class ModelDraftSession(DraftSession):
     def _run_nodes(self, cands: _Candidates, nodes: list[int]) -> torch.Tensor:
         """Runs candidate nodes through the drafter on top of the context and the nodes run
         before them; returns their logits [len(nodes), V]."""
+        if not nodes:
+            raise ValueError("no nodes to run: the caller must stop drafting at an empty level")
         context_len = len(self.context)
         known = self._run_order + nodes
         allowed = ancestor_matrix(cands.parents)

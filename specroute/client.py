@@ -44,7 +44,8 @@ import grpc
 
 from protos.specroute.v1 import specroute_pb2 as pb
 from protos.specroute.v1 import specroute_pb2_grpc as pb_grpc
-from specroute.errors import DeadlineExceededError, from_rpc_error
+from specroute.errors import DeadlineExceededError, InvalidArgumentError, from_rpc_error
+from verifier_service.seed import normalize_seed
 
 __all__ = [
     "Client",
@@ -185,7 +186,10 @@ def _generate_request(prompt: str, *, max_new_tokens: int | None, temperature: f
                       request_id: str | None, single_response: bool = False) -> pb.GenerateRequest:
     sampling = pb.SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k)
     if seed is not None:
-        sampling.seed = seed
+        try:
+            sampling.seed = normalize_seed(seed)  # any int64 or uint64 value, as the server takes it
+        except ValueError as err:
+            raise InvalidArgumentError(grpc.StatusCode.INVALID_ARGUMENT, str(err)) from None
     request = pb.GenerateRequest(
         prompt=prompt,
         sampling=sampling,

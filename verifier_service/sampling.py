@@ -5,13 +5,25 @@ into the distribution tokens are actually drawn from (temperature, then top-k, t
 same function for the target's p and a drafter's q, so both sides agree on what "sampling"
 means. Temperature 0 is greedy: the distribution is a point mass on the argmax.
 
+Every value validation accepts works. A temperature below `GREEDY_BELOW` (1e-5, the threshold
+vLLM uses for the same reason) is greedy: dividing logits by less would overflow float32. A
+top_p below float32's smallest normal number keeps the most likely token alone, as any top_p
+that small does.
+
+The seed's domain is `verifier_service.seed`'s: any int64 or uint64 value, stored modulo 2^64.
+
 This module knows nothing about trees, caches or models.
 """
 
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from verifier_service.seed import SEED_MAX, SEED_MIN, derived_seed, normalize_seed  # noqa: F401 (re-exported)
+
+GREEDY_BELOW = 1e-5
+"""Temperatures below this are greedy decoding."""
 
 
 class SamplingParams(BaseModel):
@@ -19,14 +31,23 @@ class SamplingParams(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    temperature: float = Field(0.0, ge=0.0, description="0 is greedy; > 0 samples from softmax(logits / T).")
+    temperature: float = Field(0.0, ge=0.0, allow_inf_nan=False,
+                               description=f"0 (or below {GREEDY_BELOW}) is greedy; more samples from softmax(logits / T).")
     top_k: int = Field(0, ge=0, description="Keep the k most likely tokens; 0 keeps all.")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Keep the smallest set of tokens with mass >= top_p.")
-    seed: int | None = Field(None, description="Seeds every random choice of a request; same seed, same output.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False,
+                         description="Keep the smallest set of tokens with mass >= top_p.")
+    seed: int | None = Field(None, description="Seeds every random choice of a request; same seed, same output. "
+                             "Any int64 or uint64 value; stored modulo 2^64.")
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_in_domain(cls, seed: int | None) -> int | None:
+        return None if seed is None else normalize_seed(seed)
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        return self.temperature < GREEDY_BELOW
+
 
 
 def checked_sampling(**values) -> SamplingParams:
@@ -56,7 +77,8 @@ def processed_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tenso
         mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
         # Keep a token while the mass of the tokens before it is still short of top_p, so the
         # most likely token is always kept.
-        drop_sorted = mass_before >= params.top_p
+        # float32 cannot hold a top_p below its smallest normal; any such top_p keeps one token.
+        drop_sorted = mass_before >= max(params.top_p, torch.finfo(torch.float32).tiny)
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         probs = probs.masked_fill(drop, 0.0)
         probs = probs / probs.sum(-1, keepdim=True)

@@ -1,0 +1,49 @@
+"""Every drafter kind at every node budget, from the root alone up, greedy and sampled.
+
+The verifier's per-session node limit falls as sessions share it, so a drafter must draft a
+valid tree (or the root alone) within any limit: greedy output stays the target's own, and a
+sampled generation runs to its end. A regression: under sampling a level whose groups of
+children all missed the node cap left an empty frontier, and drafting below it crashed.
+"""
+
+import pytest
+
+from drafter_service.base import create_drafter, drafter_kinds
+from drafter_service.datastore import Datastore
+from specroute.engine import Engine
+from tests.conftest import PROMPTS
+from verifier_service.sampling import SamplingParams
+
+MAX_NEW = 20
+BUDGETS = range(1, 18)
+DEEP = {"top_k": 4, "max_depth": 8, "max_nodes": 16, "budget": {"adaptive": False}}
+
+
+@pytest.fixture(scope="module")
+def drafters(tiny_zoo, target, tmp_path_factory):
+    """One drafter per registered kind, shaped to go deep (the self drafter is always confident)."""
+    store = tmp_path_factory.mktemp("store") / "task.npz"
+    Datastore.from_documents([target.tokenizer.encode(p) for p in PROMPTS], target.tokenizer.eos_token_id).save(store)
+    made = {
+        "model": create_drafter("model", {"path": tiny_zoo.self_drafter, **DEEP}),
+        "ngram": create_drafter("ngram", {}),
+        "hybrid": create_drafter("hybrid", {"path": tiny_zoo.llama_drafter, "datastore": store, **DEEP}),
+    }
+    assert set(made) == set(drafter_kinds()), "a new drafter kind must be added to this test"
+    return made
+
+
+@pytest.fixture(scope="module")
+def plain(target):
+    return {p: Engine(target).generate(p, MAX_NEW).token_ids for p in PROMPTS[:3]}
+
+
+@pytest.mark.parametrize("kind", ["model", "ngram", "hybrid"])
+def test_every_node_budget_greedy_and_sampled(target, drafters, plain, kind):
+    for budget in BUDGETS:
+        engine = Engine(target, drafters[kind], max_tree_nodes=budget)
+        for prompt, reference in plain.items():
+            assert engine.generate(prompt, MAX_NEW).token_ids == reference, (kind, budget, prompt)
+            for seed in range(2):
+                result = engine.generate(prompt, MAX_NEW, sampling=SamplingParams(temperature=1.0, seed=seed))
+                assert result.stats.num_generated == MAX_NEW or result.finish_reason != "length", (kind, budget)
