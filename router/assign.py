@@ -5,6 +5,8 @@ drafter, generates greedily from the task's sample prompts through the engine, b
 decoding (`specroute.measure.compare_engines`), and records tau, tokens/s and the speedup over
 plain. The routing table maps every task to its fastest drafter; every drafter that ran is kept
 per task, best first, as the policy's eligible arms with their measured tokens/s as priors.
+Sample prompts too long for the target's context (with room for the new tokens) are skipped and
+counted; a task left with no prompt to measure routes to the default drafter.
 
 `routing.json` holds the table, the eligible lists, the whole measured matrix, the default
 (generic) drafter, how to load every drafter, and the task artifact's version it was made for.
@@ -21,7 +23,7 @@ from tqdm.auto import tqdm
 
 from drafter_service.base import create_drafter
 from specroute.engine import Engine
-from specroute.measure import PLAIN, compare_engines
+from specroute.measure import PLAIN, compare_engines, fit_prompts
 from verifier_service.target import TargetModel
 
 SCHEMA = 1
@@ -93,7 +95,16 @@ def assign_drafters(samples: dict[str, list[str]], target_dir: Path, drafters: l
     target = TargetModel.from_dir(target_dir, device=device)
     engines = {PLAIN: Engine(target), **{d.name: Engine(target, d.load()) for d in drafters}}
     matrix, table, eligible = {}, {}, {}
-    prompts = {task: [target.tokenizer.encode(p) for p in ps[:prompts_per_task]] for task, ps in samples.items() if ps}
+    prompts, skipped = {}, {}
+    for task, texts in samples.items():
+        fitting, skipped[task] = fit_prompts([target.tokenizer.encode(p) for p in texts], target.max_context,
+                                             max_new_tokens)
+        if fitting:
+            prompts[task] = fitting[:prompts_per_task]
+    if any(skipped.values()):
+        print(f"tasks assign: skipped {sum(skipped.values())} sample prompts too long for the target's context "
+              f"({target.max_context} tokens, {max_new_tokens} of them for new tokens): "
+              + ", ".join(f"{task} {n}" for task, n in skipped.items() if n))
     with tqdm(total=sum(map(len, prompts.values())) * len(engines), desc="tasks assign") as bar:
         for task, ids in prompts.items():
             cells, mismatches = compare_engines(engines, ids, max_new_tokens, bar)

@@ -3,40 +3,60 @@
 Used wherever drafters are compared by measurement: `zoo eval` (the task x drafter matrix), the
 zoo build's sizing of a drafter, and the router's drafter assignment. Engines are interleaved per
 prompt, so they see the same machine state, and every output is checked against plain decoding.
+A prompt that leaves no room for `max_new_tokens` in the target's context is never sent: it is
+skipped and counted (`fit_prompts`), so a corpus with long prompts measures what fits.
 This module knows nothing about zoos, tasks or routing.
 """
 
 from __future__ import annotations
 
+
 from drafter_service.generation import GenerationStats
 from specroute.engine import Engine
+from verifier_service.sampling import SamplingParams
 
 PLAIN = "plain"
 
 
+def fit_prompts(prompts: list[list[int]], max_context: int, max_new_tokens: int) -> tuple[list[list[int]], int]:
+    """The prompts that leave room for max_new_tokens in a context of max_context tokens, in
+    order, and how many were skipped."""
+    kept = [ids for ids in prompts if 0 < len(ids) and len(ids) + max_new_tokens <= max_context]
+    return kept, len(prompts) - len(kept)
+
+
 def compare_engines(engines: dict[str, Engine], prompts: list[list[int]], max_new_tokens: int,
-                    bar=None) -> tuple[dict[str, dict], list[str]]:
-    """Greedy generation from every prompt with every engine, interleaved per prompt.
+                    bar=None, sampling: SamplingParams | None = None) -> tuple[dict[str, dict], list[str]]:
+    """Generation from every prompt with every engine, interleaved per prompt: greedy, or with
+    `sampling` (prompt i seeded `sampling.seed + i`, the same seed for every engine).
 
     `engines` must hold PLAIN. Returns per engine its tau, acceptance rate, tokens/s and speedup
-    over plain (a ratio within this run), and the names of the engines whose output differed
-    from plain decoding on some prompt.
+    over plain (a ratio within this run), and the names of the engines whose greedy output
+    differed from plain decoding on some prompt (sampled outputs are equal only in distribution,
+    so they are not compared). Prompts that do not fit the target's context are skipped (each
+    cell's `skipped` counts them; `prompts` counts those measured).
     """
+    prompts, skipped = fit_prompts(prompts, engines[PLAIN].target.max_context, max_new_tokens)
+    if bar is not None and skipped:
+        bar.update(skipped * len(engines))
+    sampling = sampling or SamplingParams()
     totals = {name: GenerationStats() for name in engines}
     mismatches: set[str] = set()
-    for ids in prompts:
-        reference = engines[PLAIN].generate(ids, max_new_tokens)
+    for i, ids in enumerate(prompts):
+        params = sampling if sampling.greedy else sampling.model_copy(update={"seed": (sampling.seed or 0) + i})
+        reference = engines[PLAIN].generate(ids, max_new_tokens, sampling=params)
         totals[PLAIN].merge(reference.stats)
         for name, engine in engines.items():
             if name != PLAIN:
-                result = engine.generate(ids, max_new_tokens)
-                if result.token_ids != reference.token_ids:
+                result = engine.generate(ids, max_new_tokens, sampling=params)
+                if sampling.greedy and result.token_ids != reference.token_ids:
                     mismatches.add(name)
                 totals[name].merge(result.stats)
         if bar is not None:
             bar.update(len(engines))
     plain_rate = totals[PLAIN].tokens_per_s
     cells = {name: {"tau": stats.tau, "acceptance_rate": stats.acceptance_rate, "tokens_per_s": stats.tokens_per_s,
-                    "speedup": stats.tokens_per_s / plain_rate if plain_rate else 0.0}
+                    "speedup": stats.tokens_per_s / plain_rate if plain_rate else 0.0,
+                    "prompts": len(prompts), "skipped": skipped}
              for name, stats in totals.items()}
     return cells, sorted(mismatches)
