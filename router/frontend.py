@@ -7,8 +7,10 @@ chunks with per-request metadata (task, drafter, confidence, tau, rounds, timing
 the finished request in Redis. Every problem with a request raises `RequestError` with a gRPC
 status name and a message that names the problem:
 - INVALID_ARGUMENT: an empty or oversized prompt, max_new_tokens outside [1, limit], a
-  temperature < 0, a top_p outside (0, 1], a top_k < 0, too many stop strings, an unknown task
-  or drafter, a prompt beyond the target's context (reported by the verifier);
+  temperature < 0, a top_p outside (0, 1], a top_k < 0, a seed outside [-2^63, 2^64), too many
+  or too long stop strings, text that is not valid Unicode (a lone surrogate), a task, drafter
+  or request id over `max_name_bytes`, an unknown task or drafter, a prompt beyond the target's
+  context (reported by the verifier);
 - UNAUTHENTICATED: api keys are configured and the request has none of them;
 - UNAVAILABLE (retryable): the drafter replica or every verifier replica failed;
 - RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED: as the verifier reports them.
@@ -72,6 +74,21 @@ class Limits:
     max_stop_strings: int = 8
     request_timeout_s: float = 300.0
     api_keys: tuple[str, ...] = ()
+    max_stop_bytes: int = 256
+    max_name_bytes: int = 256  # a task, drafter or model name, a request id
+
+
+def checked_text(field: str, value: str, max_bytes: int) -> str:
+    """`value` if it is UTF-8-encodable text of at most max_bytes; RequestError otherwise."""
+    if not isinstance(value, str):
+        raise RequestError("INVALID_ARGUMENT", f"{field}: must be a string")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise RequestError("INVALID_ARGUMENT", f"{field}: not valid Unicode text (a lone UTF-16 surrogate?)") from None
+    if size > max_bytes:
+        raise RequestError("INVALID_ARGUMENT", f"{field}: {size} bytes; the limit is {max_bytes}")
+    return value
 
 
 @dataclass
@@ -121,9 +138,16 @@ class RouterFrontend:
         lim = self.limits
         if not isinstance(p.prompt, str) or not p.prompt.strip():
             raise RequestError("INVALID_ARGUMENT", "the prompt is empty")
-        size = len(p.prompt.encode("utf-8"))
+        try:
+            size = len(p.prompt.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise RequestError("INVALID_ARGUMENT", "prompt: not valid Unicode text (a lone UTF-16 surrogate?)") from None
         if size > lim.max_prompt_bytes:
             raise RequestError("INVALID_ARGUMENT", f"the prompt is {size} bytes; the limit is {lim.max_prompt_bytes}")
+        for name in ("task", "drafter", "request_id"):
+            checked_text(name, getattr(p, name) or "", lim.max_name_bytes)
+        for stop in p.stop:
+            checked_text("stop", stop, lim.max_stop_bytes)
         max_new = lim.default_max_new_tokens if p.max_new_tokens is None else p.max_new_tokens
         if not 1 <= max_new <= lim.max_new_tokens_limit:
             raise RequestError("INVALID_ARGUMENT",
@@ -136,7 +160,7 @@ class RouterFrontend:
         except ValueError as err:
             raise RequestError("INVALID_ARGUMENT", str(err)) from None
         try:
-            decision = self.router.route(p.prompt, p.task or None, p.drafter or None)
+            decision = self.router.route(p.prompt, p.task or None, p.drafter or None, seeded=p.seed is not None)
         except ValueError as err:
             raise RequestError("INVALID_ARGUMENT", str(err)) from None
         request = GenerationRequest(p.prompt, max_new, sampling, tuple(p.stop), p.request_id or uuid.uuid4().hex,

@@ -29,6 +29,7 @@ from router import openai_compat as oai
 from router.assign import RoutingTable
 from router.detect import load_tasks
 from router.frontend import GenerateParams, Limits, RequestError, RouterFrontend
+from router.grpc_api import MalformedMessage
 from router.router import Router, RouterConfig
 from router.stats import RoutingStats
 
@@ -37,11 +38,43 @@ VERSION = "specroute.v1"
 http = FastAPI(title="specroute", description="OpenAI-compatible completions with task-routed speculative decoding.")
 
 
+# The replica's authorization check, set by RouterIngress.__init__ (one ingress per replica
+# process) through `set_authorizer`. The middleware below runs it before any route, body parsing
+# included. (A function, not an assignment in __init__: Serve ships the ingress class by value,
+# with copies of the globals it names, while this module's functions travel by reference.)
+_AUTHORIZE: list = []
+UNAUTHENTICATED_PATHS = ("/healthz",)
+
+
+def set_authorizer(authorize) -> None:
+    _AUTHORIZE[:] = [authorize] if authorize is not None else []
+
+
+@http.middleware("http")
+async def _require_api_key(request: Request, call_next):
+    """Every path but the health check needs the key when keys are configured: an unauthenticated
+    request learns nothing but 401 (not the routes, the models, the docs or a body's errors)."""
+    if _AUTHORIZE and request.url.path not in UNAUTHENTICATED_PATHS:
+        try:
+            _AUTHORIZE[0]({k.lower(): v for k, v in request.headers.items()})
+        except RequestError as err:
+            status, body = oai.error_body(err)
+            return JSONResponse(body, status_code=status)
+    return await call_next(request)
+
+
 @http.exception_handler(RequestValidationError)
 async def _invalid_body(request: Request, exc: RequestValidationError):
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
     where = ".".join(str(p) for p in first["loc"] if p != "body")
     status, body = oai.error_body(RequestError("INVALID_ARGUMENT", f"{where}: {first['msg']}"))
+    return JSONResponse(body, status_code=status)
+
+
+@http.exception_handler(Exception)
+async def _internal_error(request: Request, exc: Exception):
+    """A bug is still an OpenAI-shaped JSON error, never a plain-text page."""
+    status, body = oai.error_body(RequestError("INTERNAL", f"internal error ({type(exc).__name__})"))
     return JSONResponse(body, status_code=status)
 
 
@@ -69,6 +102,7 @@ class RouterIngress:
                         api_keys=tuple(router_cfg.get("api_keys", ())))
         self.drafters, self.directory = drafters, directory
         self.frontend = RouterFrontend(self.router, self._drafter_stream, limits)
+        set_authorizer(self.frontend.authorize if limits.api_keys else None)
         self.target = str(config["target"]["path"])
 
     def _drafter_stream(self, name: str, request):
@@ -79,11 +113,19 @@ class RouterIngress:
     def _fail(grpc_context, err: RequestError):
         grpc_context.set_code(getattr(grpc.StatusCode, err.code, grpc.StatusCode.INTERNAL))
         grpc_context.set_details(err.message)
+        if err.code == "RESOURCE_EXHAUSTED":
+            grpc_context.set_trailing_metadata((("retry-after-ms", str(oai.RETRY_AFTER_MS)),))
         raise err
+
+    def _checked(self, request, grpc_context) -> None:
+        """Authorizes the call, then refuses a request that was not valid protobuf."""
+        self.frontend.authorize(dict(grpc_context.invocation_metadata()))
+        if isinstance(request, MalformedMessage):
+            raise RequestError("INVALID_ARGUMENT", request.message)
 
     async def Generate(self, request: pb.GenerateRequest, grpc_context):
         try:
-            self.frontend.authorize(dict(grpc_context.invocation_metadata()))
+            self._checked(request, grpc_context)
             s = request.sampling
             params = GenerateParams(
                 prompt=request.prompt,
@@ -106,7 +148,7 @@ class RouterIngress:
 
     async def Classify(self, request: pb.ClassifyRequest, grpc_context) -> pb.ClassifyResponse:
         try:
-            self.frontend.authorize(dict(grpc_context.invocation_metadata()))
+            self._checked(request, grpc_context)
             d = self.frontend.classify(request.prompt, request.task, request.drafter)
         except RequestError as err:
             self._fail(grpc_context, err)
@@ -114,7 +156,7 @@ class RouterIngress:
 
     async def ListDrafters(self, request: pb.ListDraftersRequest, grpc_context) -> pb.ListDraftersResponse:
         try:
-            self.frontend.authorize(dict(grpc_context.invocation_metadata()))
+            self._checked(request, grpc_context)
         except RequestError as err:
             self._fail(grpc_context, err)
         return pb.ListDraftersResponse(**self._drafters())
@@ -158,13 +200,11 @@ class RouterIngress:
         request_id = uuid.uuid4().hex
         created = int(time.time())
         try:
-            self.frontend.authorize({k.lower(): v for k, v in request.headers.items()})
-            params = oai.to_params(body, set(self.drafters), request_id)
+            params = oai.to_params(body, set(self.drafters), request_id, self.frontend.limits.max_name_bytes)
             stream = self.frontend.generate(params)
             first = await anext(stream)  # errors before the first chunk are plain HTTP errors
         except RequestError as err:
-            status, payload = oai.error_body(err)
-            return JSONResponse(payload, status_code=status)
+            return oai.error_response(err)
         except StopAsyncIteration:
             status, payload = oai.error_body(RequestError("INTERNAL", "the drafter sent nothing"))
             return JSONResponse(payload, status_code=500)
@@ -175,8 +215,7 @@ class RouterIngress:
                 async for chunk, progress in stream:
                     text.append(chunk.text)
             except RequestError as err:
-                status, payload = oai.error_body(err)
-                return JSONResponse(payload, status_code=status)
+                return oai.error_response(err)
             meta = progress.metadata()
             return oai.completion(request_id, body.model, "".join(text), chunk.finish_reason, oai.usage(meta), meta,
                                   created)

@@ -8,7 +8,7 @@ OpenAI's (temperature 1, top_p 1, max_tokens 16 unless the server sets its own d
 Unsupported options (n > 1, best_of, logprobs, echo, suffix) are refused with a clear 400.
 Each response carries specroute's per-request metadata under `specroute`.
 
-This module knows nothing about routing or transports beyond JSON shapes.
+This module is the HTTP API's codec: it knows nothing about routing, and of HTTP only shapes and statuses.
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ import json
 import time
 from typing import Any
 
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from router.frontend import GenerateParams, RequestError
+from router.frontend import GenerateParams, RequestError, checked_text
 
 AUTO_MODEL = "specroute"
 FINISH = {"length": "length", "context": "length", "eos": "stop", "stop": "stop"}
+RETRY_AFTER_MS = 100  # the back-off a RESOURCE_EXHAUSTED answer suggests over gRPC (`retry-after-ms`)
 HTTP_STATUS = {"INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "NOT_FOUND": 404,
                "RESOURCE_EXHAUSTED": 429, "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504}
 
@@ -52,7 +54,8 @@ class CompletionRequest(BaseModel):
     frequency_penalty: float = Field(0.0)
 
 
-def to_params(body: CompletionRequest, drafters: set[str], request_id: str) -> GenerateParams:
+def to_params(body: CompletionRequest, drafters: set[str], request_id: str, max_name_bytes: int) -> GenerateParams:
+    checked_text("model", body.model, max_name_bytes)  # it is echoed in the response: check it before any work
     if body.n != 1 or (body.best_of not in (None, 1)):
         raise RequestError("INVALID_ARGUMENT", "n and best_of must be 1")
     for name in ("logprobs", "suffix"):
@@ -97,6 +100,13 @@ def error_body(err: RequestError) -> tuple[int, dict]:
     kind = "invalid_request_error" if err.code == "INVALID_ARGUMENT" else err.code.lower()
     return HTTP_STATUS.get(err.code, 500), {"error": {"message": err.message, "type": kind, "param": None,
                                                       "code": err.code}}
+
+
+def error_response(err: RequestError) -> JSONResponse:
+    """The error as an HTTP response; RESOURCE_EXHAUSTED (429) says when to retry (Retry-After)."""
+    status, body = error_body(err)
+    headers = {"Retry-After": "1"} if status == 429 else None  # whole seconds: the header's smallest unit
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def sse(obj: dict | str) -> str:

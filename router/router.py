@@ -8,6 +8,10 @@
 4. for a known task, the policy (`router.policy`) picks among the task's eligible drafters, from
    their measured priors and the recent rewards in Redis. Without Redis (none configured, or
    unreachable) it uses the last statistics it read, or the routing table alone.
+   A request with a seed is the exception: sampled text depends on the drafter, so a seeded
+   request always gets its task's drafter in the routing table, never an explored one and never
+   one that live statistics favour today. Its route is a function of the request and the
+   deployed table, and the same seed gives the same output.
 
 `Router.record` sends a finished request's figures to Redis (`router.stats`); it never raises.
 Bad requests raise `ValueError` with a message that names the problem. This module knows
@@ -59,7 +63,8 @@ class Router:
         self._rng = random.Random(config.seed)
         self._rng_lock = threading.Lock()
 
-    def route(self, prompt: str, task: str | None = None, drafter: str | None = None) -> RouteDecision:
+    def route(self, prompt: str, task: str | None = None, drafter: str | None = None,
+              seeded: bool = False) -> RouteDecision:
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("the prompt is empty")
         if drafter:
@@ -69,15 +74,15 @@ class Router:
         if task:
             if task not in self.table.table:
                 raise ValueError(f"unknown task {task!r}; known: {sorted(self.table.table)}")
-            return self._for_task(task, 1.0, "task-override")
+            return self._for_task(task, 1.0, "task-override", seeded)
         prediction = self.tasks.classifier.predict(prompt)
         if prediction.confidence < self.config.confidence_threshold or prediction.task not in self.table.table:
             return RouteDecision(prediction.task, self.table.default, prediction.confidence, "low-confidence")
-        return self._for_task(prediction.task, prediction.confidence, "classifier")
+        return self._for_task(prediction.task, prediction.confidence, "classifier", seeded)
 
-    def _for_task(self, task: str, confidence: float, source: str) -> RouteDecision:
+    def _for_task(self, task: str, confidence: float, source: str, seeded: bool = False) -> RouteDecision:
         eligible = self.table.eligible[task][: self.config.eligible_per_task]
-        if not self.config.adaptive or len(eligible) == 1:
+        if not self.config.adaptive or len(eligible) == 1 or seeded:
             return RouteDecision(task, self.table.table[task], confidence, source)
         arms = self.stats.arms(task) if self.stats is not None else {}
         with self._rng_lock:

@@ -29,7 +29,7 @@ from verifier_service import autoscale
 from verifier_service.deployment import VerifierDeployment
 from verifier_service.directory import VerifierDirectory
 
-GRPC_SERVICER = "protos.specroute.v1.specroute_pb2_grpc.add_SpecRouteServicer_to_server"
+GRPC_SERVICER = "router.grpc_api.add_servicer_to_server"
 
 
 def deployment_name(drafter: str) -> str:

@@ -99,3 +99,14 @@ def test_routing_continues_when_redis_is_down(tasks, corpus, redis_server, redis
     assert {d.drafter for d in decisions} <= {"spec", "generic", "ngram"}
     assert not router.record(decisions[0], prompt, 10, 5, 0.1)  # kept for later, not an error
     redis_server.start()
+
+
+def test_a_seeded_request_always_gets_its_tasks_table_drafter(tasks, corpus):
+    """Sampled text depends on the drafter: a seeded request is never explored, so the same seed
+    gives the same route (and output) while unseeded traffic explores."""
+    from router.policy import PolicyConfig
+    router = Router(tasks, _table(tasks), None, RouterConfig(policy=PolicyConfig(explore=1.0, prior_cv=5.0)))
+    prompt = corpus["test"][0].prompt
+    assert {router.route(prompt, seeded=True).drafter for _ in range(50)} == {"spec"}
+    assert {router.route(prompt, task=tasks.names[0], seeded=True).drafter for _ in range(20)} == {"spec"}
+    assert len({router.route(prompt).drafter for _ in range(50)}) > 1

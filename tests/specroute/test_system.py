@@ -25,11 +25,12 @@ pytestmark = pytest.mark.integration
 
 DRAFTERS = ("generic-llama", "prose-gpt2", "ngram")
 MAX_NEW = 24
+KEY = "test-key"  # api_keys are on: every call below but the health check needs it
 
 
 @pytest.fixture(scope="module")
 def system(built_zoo):
-    system = start_tiny_system(built_zoo, DRAFTERS, router={"max_new_tokens_limit": 256},
+    system = start_tiny_system(built_zoo, DRAFTERS, router={"max_new_tokens_limit": 256, "api_keys": [KEY]},
                                verifier={"deployment": {"num_replicas": 2, "num_cpus": 0.25}, "failover_timeout_s": 30},
                                drafter_options={"generic-llama": {"draft_ahead": 2}})
     yield system
@@ -38,7 +39,7 @@ def system(built_zoo):
 
 @pytest.fixture(scope="module")
 def client(system):
-    with Client(system.grpc_address, timeout=120) as c:
+    with Client(system.grpc_address, api_key=KEY, timeout=120) as c:
         yield c
 
 
@@ -94,6 +95,25 @@ def _wait_sessions_closed(system, timeout_s: float) -> int:
     return _open_verifier_sessions(system)
 
 
+def _http(system, method: str, path: str, headers: dict | None = None, body: bytes | dict | None = None):
+    """(status, parsed JSON body or text) of one HTTP request to the ingress, on loopback."""
+    import json
+    import urllib.error
+    import urllib.request
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    request = urllib.request.Request(system.http_url + path, data=data, method=method,
+                                     headers={"content-type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            status, text = answer.status, answer.read().decode()
+    except urllib.error.HTTPError as err:
+        status, text = err.code, err.read().decode()
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
+
+
 def test_health_and_drafters(client):
     assert client.health().serving
     listing = client.list_drafters()
@@ -139,7 +159,7 @@ def test_a_single_response_request_gets_one_message_with_every_round(system, pro
                                  single_response=True)
     with grpc.insecure_channel(system.grpc_address) as channel:
         messages = list(pb_grpc.SpecRouteStub(channel).Generate(
-            request, timeout=120, metadata=(("application", system.config.app_name),)))
+            request, timeout=120, metadata=(("application", system.config.app_name), ("authorization", f"Bearer {KEY}"))))
     assert len(messages) == 1
     (only,) = messages
     assert list(only.token_ids) == reference[prompts[0]] and only.finish_reason == "length"
@@ -156,7 +176,7 @@ def test_asyncio_client(system, prompts, reference):
     import asyncio
 
     async def run():
-        async with AsyncClient(system.grpc_address, timeout=60) as c:
+        async with AsyncClient(system.grpc_address, api_key=KEY, timeout=60) as c:
             done = await c.generate(prompts[2], max_new_tokens=MAX_NEW)
             streamed = [t async for chunk in c.stream(prompts[2], max_new_tokens=MAX_NEW) for t in chunk.token_ids]
             return done.token_ids, streamed
@@ -176,7 +196,7 @@ def test_openai_client(system, prompts, reference, built_zoo):
     import openai
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(built_zoo / "target")
-    api = openai.OpenAI(base_url=system.http_url + "/v1", api_key="unused", max_retries=0)
+    api = openai.OpenAI(base_url=system.http_url + "/v1", api_key=KEY, max_retries=0)
     expected = tok.decode(reference[prompts[0]])
     done = api.completions.create(model="specroute", prompt=prompts[0], max_tokens=MAX_NEW, temperature=0)
     assert done.choices[0].text == expected and done.choices[0].finish_reason == "length"
@@ -205,6 +225,11 @@ def test_openai_client(system, prompts, reference, built_zoo):
     ({"task": "no-such-task"}, "unknown task"),
     ({"drafter": "no-such-drafter"}, "unknown drafter"),
     ({"stop": [""]}, "stop"),
+    ({"stop": ["s" * 300]}, "stop: 300 bytes; the limit is 256"),
+    ({"request_id": "r" * (1 << 20)}, "request_id: 1048576 bytes"),
+    ({"task": "t" * 1000}, "task: 1000 bytes"),
+    ({"temperature": 1.0, "seed": 2**64}, "seed must be an integer"),  # refused by the SDK, as by the server
+    ({"temperature": 1.0, "seed": -(2**63) - 1}, "seed must be an integer"),
 ])
 def test_bad_input_is_invalid_argument(client, kwargs, words):
     kwargs = {"prompt": "def f(x):", "max_new_tokens": 8, **kwargs}
@@ -289,3 +314,66 @@ def test_demo_requests_print_routing_and_text(client, built_zoo, capsys):
     assert len(results) == len(examples) == 6
     assert all(r.metadata.drafter in DRAFTERS and 0 < r.metadata.num_generated <= 8 for r in results), results
     assert out.count("\ntext:") == 6, out
+
+
+def test_sampled_generation_with_a_model_drafter_on_every_task(client, prompts):
+    """A regression: sampling with a model drafter crashed (an empty tree level) as soon as the
+    verifier's per-session node budget fell."""
+    for i, prompt in enumerate(prompts):
+        done = client.generate(prompt, max_new_tokens=MAX_NEW, temperature=1.0, seed=i, drafter="generic-llama")
+        assert done.metadata.num_generated == MAX_NEW or done.finish_reason != "length"
+
+
+def test_seeds_across_their_whole_domain_and_vanishing_sampling_values(client, system, prompts, reference):
+    for seed in (0, 2**63, 2**64 - 1):  # the proto's uint64, top values included
+        a = client.generate(prompts[1], max_new_tokens=8, temperature=1.0, seed=seed, drafter="generic-llama")
+        b = client.generate(prompts[1], max_new_tokens=8, temperature=1.0, seed=seed, drafter="generic-llama")
+        assert a.token_ids == b.token_ids
+    tiny = client.generate(prompts[0], max_new_tokens=MAX_NEW, temperature=1e-40, seed=1)
+    assert tiny.token_ids == reference[prompts[0]]  # below the float32-safe floor: greedy
+    assert client.generate(prompts[0], max_new_tokens=8, temperature=1.0, top_p=1e-46, seed=1).metadata.num_generated
+    headers = {"authorization": f"Bearer {KEY}"}
+    body = {"prompt": prompts[0], "max_tokens": 4, "temperature": 1.0}
+    assert _http(system, "POST", "/v1/completions", headers, {**body, "seed": -1})[0] == 200  # the openai client's kind
+    status, answer = _http(system, "POST", "/v1/completions", headers, {**body, "seed": 2**64})
+    assert status == 400 and "seed" in answer["error"]["message"]
+
+
+def test_a_seeded_request_is_reproducible_through_the_router(client, prompts):
+    """The router explores other drafters on some traffic; never on a seeded request."""
+    texts = {client.generate(prompts[2], max_new_tokens=12, temperature=1.0, seed=11).text for _ in range(12)}
+    assert len(texts) == 1
+
+
+def test_malformed_json_text_is_a_json_400_before_any_work(system):
+    for raw in ('{"prompt": "a\\ud800b", "max_tokens": 4}', '{"prompt": "ab", "model": "\\udfff", "max_tokens": 4}',
+                '{"prompt": "ab", "max_tokens": 4, "stop": ["\\ud800"]}'):
+        status, answer = _http(system, "POST", "/v1/completions", {"authorization": f"Bearer {KEY}"}, raw.encode())
+        assert status == 400 and "surrogate" in answer["error"]["message"], (raw, answer)
+
+
+def test_every_endpoint_but_health_needs_the_key_before_anything_else(system):
+    assert _http(system, "GET", "/healthz")[0] == 200
+    for method, path, body in [("GET", "/v1/models", None), ("GET", "/docs", None), ("GET", "/openapi.json", None),
+                               ("POST", "/v1/completions", {"max_tokens": "not a number"}), ("GET", "/no/such", None)]:
+        for headers in ({}, {"authorization": "Bearer wrong"}):
+            status, answer = _http(system, method, path, headers, body)
+            assert status == 401 and answer["error"]["code"] == "UNAUTHENTICATED", (path, answer)
+    good = {"authorization": f"Bearer {KEY}"}
+    assert _http(system, "GET", "/v1/models", good)[0] == 200
+    assert _http(system, "POST", "/v1/completions", good, {"max_tokens": "x"})[0] == 400
+    with Client(system.grpc_address, timeout=60) as anonymous:
+        with pytest.raises(errors.UnauthenticatedError):
+            anonymous.generate("def f(x):", max_new_tokens=4)
+
+
+def test_malformed_protobuf_on_the_public_api_is_invalid_argument(system):
+    with grpc.insecure_channel(system.grpc_address) as channel:
+        generate = channel.unary_stream("/specroute.v1.SpecRoute/Generate")  # raw bytes, no serializer
+        metadata = (("authorization", f"Bearer {KEY}"), ("application", system.config.app_name))
+        for raw in (b"\xff\xff\xff", b"\x0a\x05ab"):  # a bad tag; a string field cut short
+            with pytest.raises(grpc.RpcError) as err:
+                list(generate(raw, metadata=metadata, timeout=60))
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+            assert "not a valid" in err.value.details()
+    assert _wait_sessions_closed(system, timeout_s=10) == 0

@@ -1,0 +1,63 @@
+"""Registers the public gRPC API (`specroute.v1.SpecRoute`) with a server, malformed messages included.
+
+The generated `add_SpecRouteServicer_to_server` deserializes each request with the message's
+`FromString`. Behind Ray Serve's gRPC proxy, that runs in the proxy, before any project code,
+and a message that is not valid protobuf (wrong wire types, bad UTF-8 in a string field) fails
+there with UNKNOWN. `add_servicer_to_server`, which the Serve config names instead, registers
+the same methods with a deserializer that turns such bytes into a `MalformedMessage`; the
+ingress answers it with INVALID_ARGUMENT like any other bad request.
+
+This module knows nothing about routing; it is the service's registration, nothing more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from protos.specroute.v1 import specroute_pb2 as pb
+
+SERVICE = pb.DESCRIPTOR.services_by_name["SpecRoute"]
+
+
+@dataclass(frozen=True)
+class MalformedMessage:
+    """What a request that is not a valid protobuf message of its type deserializes to."""
+
+    type_name: str
+    error: str
+
+    @property
+    def message(self) -> str:
+        return f"the request is not a valid {self.type_name} protobuf message: {self.error or 'decode error'}"
+
+
+def _tolerant(message_class):
+    def deserialize(data: bytes):
+        try:
+            return message_class.FromString(data)
+        except (DecodeError, UnicodeDecodeError, ValueError) as err:
+            return MalformedMessage(message_class.DESCRIPTOR.full_name, str(err))
+    return deserialize
+
+
+def method_handlers(servicer) -> dict[str, grpc.RpcMethodHandler]:
+    """The service's handlers, one per method of the proto, with tolerant deserializers."""
+    handlers = {}
+    for method in SERVICE.methods:
+        request, response = getattr(pb, method.input_type.name), getattr(pb, method.output_type.name)
+        if method.client_streaming:
+            raise NotImplementedError(f"{method.name}: client streaming is not part of the public API")
+        make = grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
+        handlers[method.name] = make(getattr(servicer, method.name), request_deserializer=_tolerant(request),
+                                     response_serializer=response.SerializeToString)
+    return handlers
+
+
+def add_servicer_to_server(servicer, server) -> None:
+    """Like the generated `add_SpecRouteServicer_to_server`, with malformed requests let through."""
+    handlers = method_handlers(servicer)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
+    server.add_registered_method_handlers(SERVICE.full_name, handlers)
