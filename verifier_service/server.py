@@ -20,8 +20,9 @@ each session verifies on its own `VerifierSession`, one forward at a time on one
 Errors end the stream with a status and a message that names the problem:
 - INVALID_ARGUMENT: a bad prompt (empty, beyond the context, ids outside the vocabulary), bad
   sampling values, a malformed or invalid tree;
-- RESOURCE_EXHAUSTED: `max_sessions` streams are open, a message exceeds `max_message_bytes`, or
-  the KV pool (`max_kv_tokens`) cannot reserve room for a new session;
+- RESOURCE_EXHAUSTED: `max_sessions` streams stayed open for `admission_wait_s` after a new one
+  asked (it carries a `retry-after-ms` hint), a message exceeds `max_message_bytes`, or the KV
+  pool (`max_kv_tokens`) cannot reserve room for a new session;
 - FAILED_PRECONDITION: messages out of order (a tree before the session is open, two opens);
 - UNAVAILABLE: the server is draining (being removed);
 - DEADLINE_EXCEEDED: the client's deadline passed (gRPC's own).
@@ -55,6 +56,8 @@ from verifier_service.wire import sampling_from_proto, tree_from_proto, verdict_
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "specroute.v1.Verifier"
+RETRY_AFTER_MS = 100
+"""The back-off a RESOURCE_EXHAUSTED answer suggests (a session usually frees within it)."""
 
 
 class VerifierServerConfig(BaseModel):
@@ -81,6 +84,9 @@ class VerifierServerConfig(BaseModel):
                                                            "min_tree_nodes), so a forward stays near this many tokens; "
                                                            "None: only max_tree_nodes bounds trees.")
     min_tree_nodes: int = Field(4, ge=1, description="The smallest node budget a verdict gives.")
+    admission_wait_s: float = Field(0.5, ge=0, description="At the session limit, a new session waits this long for "
+                                                           "one to close before RESOURCE_EXHAUSTED (a client that "
+                                                           "cancels and retries gets the room its dead session frees).")
 
 
 class _Unbatched:
@@ -149,6 +155,30 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServicer):
         self.waiting = 0  # opens and trees waiting for a forward: the autoscaler's queue signal
         self.draining = False
         self.backend = (_Batched if config.batching else _Unbatched)(target, config, cpus)
+        self._closed = asyncio.Event()  # set (then cleared) whenever a session closes; on the server's loop
+
+    async def _admit(self, context) -> None:
+        """Takes a session slot, waiting up to admission_wait_s for one to free; else aborts with
+        RESOURCE_EXHAUSTED and a retry-after hint (trailing metadata `retry-after-ms`)."""
+        deadline = time.monotonic() + self.config.admission_wait_s
+        while self.active_sessions >= self.config.max_sessions:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                context.set_trailing_metadata((("retry-after-ms", str(RETRY_AFTER_MS)),))
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                    f"verifier {self.replica} has {self.active_sessions} sessions open, its limit; "
+                                    f"retry after {RETRY_AFTER_MS} ms")
+            try:
+                async with asyncio.timeout(left):
+                    await self._closed.wait()
+            except TimeoutError:
+                pass
+        self.active_sessions += 1
+
+    def _release(self) -> None:
+        self.active_sessions -= 1
+        self._closed.set()
+        self._closed.clear()  # waiters already woken see the set; later waiters wait for the next close
 
     def stats(self) -> dict[str, float]:
         """Counters since start: sessions served, forwards and trees verified (batched mode)."""
@@ -185,10 +215,7 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServicer):
         # (grpc/grpc#42295). Here cancellation raises inside this coroutine, wherever it waits.
         if self.draining:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"verifier {self.replica} is draining; retry elsewhere")
-        if self.active_sessions >= self.config.max_sessions:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"verifier {self.replica} has {self.active_sessions} sessions open, its limit")
-        self.active_sessions += 1
+        await self._admit(context)
         requests = aiter(request_iterator)
         session = None
         try:
@@ -237,7 +264,7 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServicer):
         finally:
             if session is not None:
                 self.backend.close(session)
-            self.active_sessions -= 1
+            self._release()
 
 
 class VerifierServer:

@@ -166,14 +166,31 @@ def test_session_limit_and_cancellation(stub, server, pool, target):
     ids = target.tokenizer.encode(PROMPTS[2])
     sessions = [pool.open(ids, SamplingParams()) for _ in range(server.config.max_sessions)]
     assert server.active_sessions == server.config.max_sessions
+    start = time.monotonic()
     with pytest.raises(grpc.RpcError) as err:
         call(stub, [open_msg(ids)])
-    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "retry after" in err.value.details()
+    assert time.monotonic() - start >= server.config.admission_wait_s  # it waited for a slot first
+    assert ("retry-after-ms", "100") in (err.value.trailing_metadata() or ())
     with pytest.raises(VerifierError) as verr:
         pool.open(ids, SamplingParams())
     assert verr.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     for session in sessions:
         session.close()  # a cancelled stream frees its session at once
+    assert wait_for(lambda: server.active_sessions == 0)
+
+
+def test_a_client_that_cancels_and_retries_gets_its_own_slot(server, pool, target):
+    """At the limit, a new session waits (admission_wait_s) for a closing one: a client that
+    cancels and resubmits at once is not refused for its own dead session."""
+    ids = target.tokenizer.encode(PROMPTS[2])
+    sessions = [pool.open(ids, SamplingParams()) for _ in range(server.config.max_sessions)]
+    for _ in range(5):
+        sessions.pop().close()  # cancel ...
+        sessions.append(pool.open(ids, SamplingParams()))  # ... and retry at once
+    assert server.active_sessions == server.config.max_sessions
+    for session in sessions:
+        session.close()
     assert wait_for(lambda: server.active_sessions == 0)
 
 
