@@ -4,6 +4,7 @@
     specroute generate --target DIR --drafter {DIR|ngram|none} --prompt TEXT [...]
     specroute zoo build --preset {tiny,demo,bench} --out DIR
     specroute zoo eval --zoo DIR
+    specroute zoo quality --zoo DIR
     specroute distill --target DIR --prompts FILE --student CONFIG_OR_DIR --out DIR
     specroute tasks detect (--prompts FILE | --from-redis URL) --out DIR
     specroute tasks assign --tasks DIR (--zoo DIR | --target DIR --drafter NAME=DIR|ngram ...)
@@ -11,6 +12,7 @@
     specroute bench engine [--zoo DIR]
     specroute bench router [--zoo DIR]
     specroute bench lookup [--zoo DIR]
+    specroute bench target --variant NAME:steps=N,unlikelihood=W [...]
     specroute bench services [--zoo DIR]
     specroute bench scale [--zoo DIR] [--drafter NAME]
     specroute loadtest --target ADDRESS --concurrency N --duration S (--zoo DIR | --prompts FILE) [--mix TASKS]
@@ -86,6 +88,12 @@ def _distill(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _zoo_quality(args: argparse.Namespace) -> int:
+    from specroute.zoo.quality import quality_of_zoo
+    quality_of_zoo(Path(args.zoo), args.prompts, args.max_new_tokens, Path(args.out) if args.out else None)
     return 0
 
 
@@ -233,6 +241,12 @@ def _bench_lookup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_target(args: argparse.Namespace) -> int:
+    from bench.target import run
+    run(args.preset, Path(args.zoo), Path(args.out), args.variant, args.prompts, args.max_new_tokens)
+    return 0
+
+
 def _bench_parser(bench_sub, name: str, help_text: str, func) -> argparse.ArgumentParser:
     """A `specroute bench NAME` parser with the options every benchmark has: --zoo, --preset, --out."""
     parser = bench_sub.add_parser(name, help=help_text)
@@ -369,6 +383,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-new-tokens", type=int, default=64)
     evaluate.add_argument("--out", default=None, help="Directory for eval.json and eval_tau.png (default: the zoo).")
     evaluate.set_defaults(func=_zoo_eval)
+    quality = zoo_sub.add_parser("quality", help="does the target loop? held-out loss, distinct-n and repeat share "
+                                                 "per task: greedy, T=1 and the reference text.")
+    quality.add_argument("--zoo", required=True)
+    quality.add_argument("--prompts", type=int, default=8, help="Test prompts per task.")
+    quality.add_argument("--max-new-tokens", type=int, default=96)
+    quality.add_argument("--out", default=None, help="Directory for quality.json (default: the zoo).")
+    quality.set_defaults(func=_zoo_quality)
 
     tasks = sub.add_parser("tasks", help="Task detection, drafter assignment and routing (the router).")
     tasks_sub = tasks.add_subparsers(dest="tasks_command", required=True)
@@ -421,6 +442,13 @@ def build_parser() -> argparse.ArgumentParser:
                                  "prompt lookup, its task's datastore.", _bench_lookup)
     lookup_bench.add_argument("--prompts", type=int, default=12, help="Test prompts per task.")
     lookup_bench.add_argument("--max-new-tokens", type=int, default=64)
+    target_bench = _bench_parser(bench_sub, "target", "Target training levers: quality of each variant's output "
+                                 "on validation prompts (does it loop?).", _bench_target)
+    target_bench.add_argument("--variant", action="append", required=True,
+                              help="NAME:field=value,... overriding the preset's target (steps, batch_size, lr, "
+                                   "unlikelihood, hidden, layers); repeatable.")
+    target_bench.add_argument("--prompts", type=int, default=8, help="Validation prompts per task.")
+    target_bench.add_argument("--max-new-tokens", type=int, default=96)
     services = _bench_parser(bench_sub, "services", "One stream through the SDK and Ray Serve vs the in-process engine.",
                              _bench_services)
     services.add_argument("--prompts", type=int, default=4, help="Test prompts per task.")

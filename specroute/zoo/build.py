@@ -64,6 +64,7 @@ class ZooBuilder:
         self.device = device
         self.log = log
         self.stage_dir = self.out / ".stages"
+        self._key_in_progress: str | None = None  # the key of the stage running now
 
     # --- stage bookkeeping --------------------------------------------------------------------
 
@@ -80,6 +81,7 @@ class ZooBuilder:
             return done
         start = time.perf_counter()
         self.log(f"[zoo] {stage} ...")
+        self._key_in_progress = key
         info = {**fn(), "key": key}
         info["seconds"] = round(time.perf_counter() - start, 1)
         self.stage_dir.mkdir(parents=True, exist_ok=True)
@@ -91,9 +93,7 @@ class ZooBuilder:
 
     def build(self) -> dict:
         p = self.preset
-        self.out.mkdir(parents=True, exist_ok=True)
-        corpus = self._run("corpus", {"families": p.families, "seed": p.seed, "max": p.max_per_family}, self._corpus)
-        tokenizer = self._run("tokenizer", {"up": corpus["key"], "vocab": p.vocab_size}, self._tokenizer)
+        tokenizer = self.build_text()
         target = self._run("target", {"up": tokenizer["key"], "arch": p.target.model_dump(), "seq_len": p.seq_len,
                                       "train": p.target_train.model_dump(), "positions": p.max_positions,
                                       "seed": p.seed}, self._target)
@@ -120,6 +120,17 @@ class ZooBuilder:
         self._remove_stale(manifest)
         (self.out / MANIFEST).write_text(json.dumps(manifest, indent=2))
         return manifest
+
+    def build_text(self) -> dict:
+        """The corpus and tokenizer stages alone (what every model is trained on); the tokenizer's record."""
+        p = self.preset
+        self.out.mkdir(parents=True, exist_ok=True)
+        corpus = self._run("corpus", {"families": p.families, "seed": p.seed, "max": p.max_per_family}, self._corpus)
+        return self._run("tokenizer", {"up": corpus["key"], "vocab": p.vocab_size}, self._tokenizer)
+
+    def train_stream(self) -> list[int]:
+        """The train split as one token stream, every example ended by the end-of-text token."""
+        return self._stream(self._splits()["train"])
 
     def _remove_stale(self, manifest: dict) -> None:
         """Removes the drafter directories and stage records an earlier build of this zoo made and
@@ -180,10 +191,18 @@ class ZooBuilder:
     def _target(self) -> dict:
         p = self.preset
         model = self._new_model(p.target, p.seed)
-        tokens = self._stream(self._splits()["train"])
+        tokens = self.train_stream()
+        # Checkpointed under the stage's key, so a build interrupted mid-training resumes it and
+        # a build with other settings starts afresh.
+        checkpoint = self.stage_dir / f"target-{self._key_in_progress}.ckpt"
+        for stale in self.stage_dir.glob("target-*.ckpt"):
+            if stale != checkpoint:
+                stale.unlink()
         losses = pretrain(model, tokens, p.target_train.steps, p.target_train.batch_size, p.seq_len,
-                          p.target_train.lr, p.seed, desc="target")
+                          p.target_train.lr, p.seed, desc="target", checkpoint=checkpoint,
+                          unlikelihood=p.target_train.unlikelihood)
         self._save(model, "target")
+        checkpoint.unlink(missing_ok=True)
         return {"params": _params(model), "train_tokens": len(tokens), "final_loss": _tail_mean(losses)}
 
     def _load(self, name: str):

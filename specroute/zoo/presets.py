@@ -61,6 +61,8 @@ class TrainSpec(BaseModel):
     steps: int = Field(ge=0, description="Optimizer steps.")
     batch_size: int = Field(8, ge=1, description="Sequences per step.")
     lr: float = Field(1e-3, gt=0, description="Peak learning rate.")
+    unlikelihood: float = Field(0.0, ge=0, description="Weight of token-level unlikelihood training against "
+                                                       "repeating the block's earlier tokens (pretraining only; 0: off).")
 
 
 NGRAM = "ngram"

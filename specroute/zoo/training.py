@@ -7,14 +7,17 @@
   target's and its own next-token distributions where they predict those continuations (Zhou et
   al., 2024); the target's side comes from a `specroute.zoo.teacher.TeacherCache`.
 
-Each loop shows a progress bar and uses AdamW with warmup and cosine decay. This module knows
+`pretrain` checkpoints and resumes mid-run. Each loop shows a progress bar (with the time left)
+and uses AdamW with warmup and cosine decay. This module knows
 nothing about presets, files or which task the data came from.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -51,21 +54,77 @@ class _Optimizer:
 
 
 def pretrain(model, tokens: list[int], steps: int, batch_size: int, seq_len: int, lr: float, seed: int,
-             desc: str = "pretrain") -> list[float]:
-    """Next-token training on random blocks of `tokens`; returns the loss per step."""
+             desc: str = "pretrain", checkpoint: Path | None = None, checkpoint_every: int = 50,
+             until: int | None = None, unlikelihood: float = 0.0) -> list[float]:
+    """Next-token training on random blocks of `tokens`; returns the loss per step.
+
+    `unlikelihood` > 0 adds token-level unlikelihood training (Welleck et al., 2019, "Neural Text
+    Generation with Unlikelihood Training"): at each position, -log(1 - p(c)) for every token c
+    seen earlier in the block other than the next one, weighted by `unlikelihood`, against the
+    repetition that maximum likelihood alone leaves in greedy output.
+
+    With `checkpoint`, the whole training state (weights, optimizer, schedule, the batch sampler's
+    and torch's random state, the losses) is written there every `checkpoint_every` steps, and a
+    run that finds one resumes from it: an interrupted run continues where its last checkpoint
+    was, with the same batches and the same weights as a run never interrupted (on the same
+    machine and thread count: floating-point reductions are not bitwise across either). `until`
+    stops after that many steps, with a checkpoint, as an interruption would.
+    """
     if len(tokens) <= seq_len + 1:
         raise ValueError(f"need more than {seq_len + 1} tokens to train on, got {len(tokens)}")
     data = torch.tensor(tokens, dtype=torch.long)
     rng = random.Random(seed)
     opt = _Optimizer(model, lr, steps)
+    start = 0
+    if checkpoint is not None and Path(checkpoint).is_file():
+        start = _load_checkpoint(Path(checkpoint), model, opt, rng)
     model.train()
-    bar = tqdm(range(steps), desc=desc, leave=False)
-    for _ in bar:
+    end = steps if until is None else min(steps, until)
+    bar = tqdm(range(start, end), desc=desc, initial=start, total=steps)
+    for step in bar:
         starts = [rng.randrange(0, len(data) - seq_len - 1) for _ in range(batch_size)]
         batch = torch.stack([data[s: s + seq_len] for s in starts]).to(model.device)  # [B, T]
-        opt.step(model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=batch).loss, bar)
+        opt.step(_lm_loss(model, batch, unlikelihood), bar)
+        if checkpoint is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == end):
+            _save_checkpoint(Path(checkpoint), step + 1, model, opt, rng)
     model.eval()
     return opt.losses
+
+
+def _lm_loss(model, batch: torch.Tensor, unlikelihood: float) -> torch.Tensor:
+    """Next-token cross-entropy over batch [B, T], plus the weighted unlikelihood term."""
+    if unlikelihood == 0:
+        return model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=batch).loss
+    logits = model(input_ids=batch, attention_mask=torch.ones_like(batch)).logits[:, :-1].float()  # [B, T-1, V]
+    targets = batch[:, 1:]
+    mle = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+    # Candidates at position t: the tokens batch[:, :t + 1] (the context so far), but not the target.
+    seen = torch.nn.functional.one_hot(batch[:, :-1], logits.shape[-1]).cumsum(dim=1) > 0  # [B, T-1, V]
+    seen.scatter_(-1, targets.unsqueeze(-1), False)
+    one_minus_p = (1 - torch.softmax(logits, dim=-1)).clamp_min(1e-5)
+    ul = -(torch.log(one_minus_p) * seen).sum(-1).mean()
+    return mle + unlikelihood * ul
+
+
+def _save_checkpoint(path: Path, step: int, model, opt: "_Optimizer", rng: random.Random) -> None:
+    state = {"step": step, "model": model.state_dict(), "optimizer": opt.opt.state_dict(),
+             "schedule": opt.sched.state_dict(), "losses": opt.losses, "rng": rng.getstate(),
+             "torch_rng": torch.get_rng_state()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(path.suffix + ".partial")
+    torch.save(state, partial)
+    os.replace(partial, path)  # atomic: an interruption leaves the last whole checkpoint
+
+
+def _load_checkpoint(path: Path, model, opt: "_Optimizer", rng: random.Random) -> int:
+    state = torch.load(path, weights_only=False)
+    model.load_state_dict(state["model"])
+    opt.opt.load_state_dict(state["optimizer"])
+    opt.sched.load_state_dict(state["schedule"])
+    opt.losses[:] = state["losses"]
+    rng.setstate(state["rng"])
+    torch.set_rng_state(state["torch_rng"])
+    return state["step"]
 
 
 @torch.no_grad()
