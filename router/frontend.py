@@ -13,7 +13,9 @@ status name and a message that names the problem:
   context (reported by the verifier);
 - UNAUTHENTICATED: api keys are configured and the request has none of them;
 - UNAVAILABLE (retryable): the drafter replica or every verifier replica failed;
-- RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED: as the verifier reports them.
+- RESOURCE_EXHAUSTED: the caller's key is over its rate or its open streams (`router.quota`),
+  with how long to back off; and as the verifier reports it;
+- DEADLINE_EXCEEDED: as the verifier reports it.
 
 Drafters are reached through `drafter_stream(name, request)`, an async iterator of `ChunkOut`
 (a Serve handle in the app, anything in tests). This module knows nothing about gRPC messages,
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
 from drafter_service.contracts import ChunkOut, GenerationRequest
+from router.quota import KeyQuota, QuotaExceeded
 from router.router import RouteDecision, Router
 from verifier_service.sampling import checked_sampling
 
@@ -39,14 +42,15 @@ RETRYABLE = ("UNAVAILABLE",)
 
 
 class RequestError(Exception):
-    """A request that cannot be served. `code` is a grpc.StatusCode name."""
+    """A request that cannot be served. `code` is a grpc.StatusCode name; `retry_after_s`, for
+    RESOURCE_EXHAUSTED, how long the caller should back off."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, retry_after_s: float | None = None):
         super().__init__(message)
-        self.code, self.message = code, message
+        self.code, self.message, self.retry_after_s = code, message, retry_after_s
 
     def __reduce__(self):  # Ray pickles exceptions raised in replicas
-        return RequestError, (self.code, self.message)
+        return RequestError, (self.code, self.message, self.retry_after_s)
 
 
 @dataclass(frozen=True)
@@ -122,16 +126,19 @@ class Progress:
 
 class RouterFrontend:
     def __init__(self, router: Router, drafter_stream: Callable[[str, GenerationRequest], AsyncIterator[ChunkOut]],
-                 limits: Limits = Limits()):
+                 limits: Limits = Limits(), quota: KeyQuota | None = None):
         self.router, self.drafter_stream, self.limits = router, drafter_stream, limits
+        self.quota = quota or KeyQuota()
 
-    def authorize(self, metadata: dict[str, str]) -> None:
+    def authorize(self, metadata: dict[str, str]) -> str:
+        """The caller's API key ("" when no keys are configured); UNAUTHENTICATED if it has none."""
         if not self.limits.api_keys:
-            return
+            return ""
         auth = metadata.get("authorization", "")
         key = auth[len("Bearer "):] if auth.startswith("Bearer ") else metadata.get("x-api-key", "")
         if key not in self.limits.api_keys:
             raise RequestError("UNAUTHENTICATED", "a valid API key is required (authorization: Bearer KEY)")
+        return key
 
     def prepare(self, p: GenerateParams) -> tuple[GenerationRequest, RouteDecision]:
         """Validates a request and routes it; raises RequestError(INVALID_ARGUMENT, ...)."""
@@ -167,9 +174,23 @@ class RouterFrontend:
                                     lim.request_timeout_s, p.stream)
         return request, decision
 
-    async def generate(self, p: GenerateParams) -> AsyncIterator[tuple[ChunkOut, Progress]]:
-        """Yields (chunk, progress) per round; raises RequestError. The caller reads metadata off progress."""
+    async def generate(self, p: GenerateParams, key: str = "") -> AsyncIterator[tuple[ChunkOut, Progress]]:
+        """Yields (chunk, progress) per round; raises RequestError. The caller reads metadata off progress.
+        `key` (from `authorize`) is counted against its rate and its open streams (`router.quota`)."""
         request, decision = self.prepare(p)
+        try:
+            self.quota.acquire(key)
+        except QuotaExceeded as err:
+            raise RequestError("RESOURCE_EXHAUSTED", f"{err.message}; retry after {err.retry_after_s:.2g} s",
+                               err.retry_after_s) from None
+        try:
+            async for item in self._stream(p, request, decision):
+                yield item
+        finally:
+            self.quota.release(key)
+
+    async def _stream(self, p: GenerateParams, request: GenerationRequest,
+                      decision: RouteDecision) -> AsyncIterator[tuple[ChunkOut, Progress]]:
         progress = Progress(request.request_id, decision)
         got_any = False
         try:

@@ -30,6 +30,7 @@ from router.assign import RoutingTable
 from router.detect import load_tasks
 from router.frontend import GenerateParams, Limits, RequestError, RouterFrontend
 from router.grpc_api import MalformedMessage
+from router.quota import KeyQuota, QuotaConfig
 from router.router import Router, RouterConfig
 from router.stats import RoutingStats
 
@@ -101,7 +102,8 @@ class RouterIngress:
                                                        "max_prompt_bytes", "max_stop_strings", "request_timeout_s")},
                         api_keys=tuple(router_cfg.get("api_keys", ())))
         self.drafters, self.directory = drafters, directory
-        self.frontend = RouterFrontend(self.router, self._drafter_stream, limits)
+        self.frontend = RouterFrontend(self.router, self._drafter_stream, limits,
+                                       KeyQuota(QuotaConfig(**router_cfg.get("quota", {}))))
         set_authorizer(self.frontend.authorize if limits.api_keys else None)
         self.target = str(config["target"]["path"])
 
@@ -114,18 +116,19 @@ class RouterIngress:
         grpc_context.set_code(getattr(grpc.StatusCode, err.code, grpc.StatusCode.INTERNAL))
         grpc_context.set_details(err.message)
         if err.code == "RESOURCE_EXHAUSTED":
-            grpc_context.set_trailing_metadata((("retry-after-ms", str(oai.RETRY_AFTER_MS)),))
+            grpc_context.set_trailing_metadata((("retry-after-ms", str(round(oai.retry_after_s(err) * 1e3))),))
         raise err
 
-    def _checked(self, request, grpc_context) -> None:
-        """Authorizes the call, then refuses a request that was not valid protobuf."""
-        self.frontend.authorize(dict(grpc_context.invocation_metadata()))
+    def _checked(self, request, grpc_context) -> str:
+        """Authorizes the call (its API key), then refuses a request that was not valid protobuf."""
+        key = self.frontend.authorize(dict(grpc_context.invocation_metadata()))
         if isinstance(request, MalformedMessage):
             raise RequestError("INVALID_ARGUMENT", request.message)
+        return key
 
     async def Generate(self, request: pb.GenerateRequest, grpc_context):
         try:
-            self._checked(request, grpc_context)
+            key = self._checked(request, grpc_context)
             s = request.sampling
             params = GenerateParams(
                 prompt=request.prompt,
@@ -134,7 +137,7 @@ class RouterIngress:
                 seed=s.seed if s.HasField("seed") else None, stop=tuple(request.stop), task=request.task,
                 drafter=request.drafter, request_id=request.request_id, stream=not request.single_response)
             first = True
-            async for chunk, progress in self.frontend.generate(params):
+            async for chunk, progress in self.frontend.generate(params, key):
                 message = pb.GenerateResponse(text=chunk.text, token_ids=chunk.token_ids,
                                               finish_reason=chunk.finish_reason or "")
                 if chunk.round is not None:
@@ -200,8 +203,9 @@ class RouterIngress:
         request_id = uuid.uuid4().hex
         created = int(time.time())
         try:
+            key = self.frontend.authorize({k.lower(): v for k, v in request.headers.items()})
             params = oai.to_params(body, set(self.drafters), request_id, self.frontend.limits.max_name_bytes)
-            stream = self.frontend.generate(params)
+            stream = self.frontend.generate(params, key)
             first = await anext(stream)  # errors before the first chunk are plain HTTP errors
         except RequestError as err:
             return oai.error_response(err)

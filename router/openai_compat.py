@@ -14,6 +14,7 @@ This module is the HTTP API's codec: it knows nothing about routing, and of HTTP
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any
 
@@ -24,7 +25,7 @@ from router.frontend import GenerateParams, RequestError, checked_text
 
 AUTO_MODEL = "specroute"
 FINISH = {"length": "length", "context": "length", "eos": "stop", "stop": "stop"}
-RETRY_AFTER_MS = 100  # the back-off a RESOURCE_EXHAUSTED answer suggests over gRPC (`retry-after-ms`)
+RETRY_AFTER_S = 0.1  # the back-off a RESOURCE_EXHAUSTED answer suggests when the error names none
 HTTP_STATUS = {"INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "NOT_FOUND": 404,
                "RESOURCE_EXHAUSTED": 429, "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504}
 
@@ -102,10 +103,14 @@ def error_body(err: RequestError) -> tuple[int, dict]:
                                                       "code": err.code}}
 
 
+def retry_after_s(err: RequestError) -> float:
+    return err.retry_after_s if err.retry_after_s is not None else RETRY_AFTER_S
+
+
 def error_response(err: RequestError) -> JSONResponse:
     """The error as an HTTP response; RESOURCE_EXHAUSTED (429) says when to retry (Retry-After)."""
     status, body = error_body(err)
-    headers = {"Retry-After": "1"} if status == 429 else None  # whole seconds: the header's smallest unit
+    headers = {"Retry-After": str(max(1, math.ceil(retry_after_s(err))))} if status == 429 else None  # whole seconds
     return JSONResponse(body, status_code=status, headers=headers)
 
 

@@ -23,6 +23,7 @@ import yaml
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
 
+from router.quota import QuotaConfig
 from router.router import RouterConfig
 from verifier_service.server import VerifierServerConfig
 
@@ -139,6 +140,8 @@ class RouterSettings(_Strict):
     max_stop_strings: int = Field(8, ge=0)
     request_timeout_s: float = Field(300.0, gt=0, description="Server-side deadline of one generation.")
     api_keys: list[str] = Field(default_factory=list, description="If any, requests must send `authorization: Bearer KEY`.")
+    quota: QuotaConfig = Field(default_factory=QuotaConfig, description="Per API key (per router replica): a request "
+                               "rate and a cap on open generations, so one key cannot take every verifier session.")
     deployment: RouterDeployment
 
     @model_validator(mode="after")
