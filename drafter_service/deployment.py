@@ -27,6 +27,7 @@ from drafter_service.contracts import ChunkOut, GenerationRequest, ServiceErrorI
 from drafter_service.service import DrafterService
 from verifier_service import cpus as cpu_affinity
 from verifier_service.client import ReplicaInfo, VerifierPool
+from verifier_service.tls import TlsFiles
 
 
 @serve.deployment(name="Drafter")
@@ -48,7 +49,8 @@ class DrafterDeployment:
                     for r in directory.replicas.remote().result(timeout_s=5)]
         self.pool = VerifierPool(discover, refresh_s=verifier.get("heartbeat_s", 1.0),
                                  max_message_bytes=verifier.get("max_message_bytes", 1 << 20),
-                                 failover_timeout_s=verifier.get("failover_timeout_s", 60.0), eager=False)
+                                 failover_timeout_s=verifier.get("failover_timeout_s", 60.0), eager=False,
+                                 tls=TlsFiles(**verifier["tls"]) if verifier.get("tls") else None)
         self.service = DrafterService.load(name, kind, options, target_dir, self.pool)
         # Each request drafts on one of these threads (pinned to `cpus` if set); the event loop only relays.
         self.executor = ThreadPoolExecutor(max_ongoing_requests, thread_name_prefix=f"drafter-{name}",

@@ -5,21 +5,29 @@ The generated `add_SpecRouteServicer_to_server` deserializes each request with t
 and a message that is not valid protobuf (wrong wire types, bad UTF-8 in a string field) fails
 there with UNKNOWN. `add_servicer_to_server`, which the Serve config names instead, registers
 the same methods with a deserializer that turns such bytes into a `MalformedMessage`; the
-ingress answers it with INVALID_ARGUMENT like any other bad request.
+ingress answers it with INVALID_ARGUMENT like any other bad request. It also adds the API's TLS
+port (`TLS_ENV`), which Serve's proxy has no option for.
 
 This module knows nothing about routing; it is the service's registration, nothing more.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from protos.specroute.v1 import specroute_pb2 as pb
+from verifier_service.tls import TlsFiles
 
 SERVICE = pb.DESCRIPTOR.services_by_name["SpecRoute"]
+TLS_ENV = "SPECROUTE_GRPC_TLS"
+"""JSON {"host", "port", "files": {cert, key, ca}}: Serve's gRPC proxy binds plaintext only, so the
+proxy process adds a TLS port itself. `specroute serve` sets it before it starts Ray; on a cluster
+started elsewhere, set it in the environment of the nodes' Ray processes."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,14 @@ def method_handlers(servicer) -> dict[str, grpc.RpcMethodHandler]:
 
 
 def add_servicer_to_server(servicer, server) -> None:
-    """Like the generated `add_SpecRouteServicer_to_server`, with malformed requests let through."""
+    """Like the generated `add_SpecRouteServicer_to_server`, with malformed requests let through;
+    with `TLS_ENV` set, also serves the API over TLS on the port it names."""
     handlers = method_handlers(servicer)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
     server.add_registered_method_handlers(SERVICE.full_name, handlers)
+    tls = os.environ.get(TLS_ENV)
+    if tls:
+        settings = json.loads(tls)
+        files = TlsFiles(**settings["files"])
+        if not server.add_secure_port(f"{settings['host']}:{settings['port']}", files.server_credentials()):
+            raise RuntimeError(f"could not bind the TLS gRPC port {settings['host']}:{settings['port']}")

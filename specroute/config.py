@@ -26,6 +26,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 from router.quota import QuotaConfig
 from router.router import RouterConfig
 from verifier_service.server import VerifierServerConfig
+from verifier_service.tls import TlsFiles
 
 
 class ConfigError(ValueError):
@@ -174,6 +175,16 @@ class EndpointSettings(_Strict):
     host: str = Field("127.0.0.1", description="HTTP host; 0.0.0.0 to serve beyond this machine.")
     http_port: int = Field(8000, ge=1, le=65535)
     grpc_port: int = Field(9000, ge=1, le=65535)
+    tls: TlsFiles | None = Field(None, description="Serve HTTPS on http_port and gRPC over TLS on grpc_tls_port "
+                                                   "(mutual TLS with `ca`).")
+    grpc_tls_port: int | None = Field(None, ge=1, le=65535, description="The public gRPC API over TLS (needs `tls`); "
+                                      "Ray Serve's proxy still serves plaintext gRPC on grpc_port.")
+
+    @model_validator(mode="after")
+    def _tls_port_needs_tls(self) -> "EndpointSettings":
+        if self.grpc_tls_port is not None and self.tls is None:
+            raise ValueError("grpc_tls_port needs `tls` (cert and key)")
+        return self
 
 
 class SystemConfig(_Strict):
@@ -233,7 +244,8 @@ def load_config(path: str | Path) -> SystemConfig:
 
 
 def _resolve_paths(data: dict, base: Path) -> dict:
-    """Absolutises the config's path fields (target.path, router.tasks/routing, drafters' path and datastore)."""
+    """Absolutises the config's path fields (target.path, router.tasks/routing, drafters' path and datastore,
+    the TLS files)."""
     def absolute(value):
         return str(value if Path(value).is_absolute() else (base / value).resolve())
     data = {**data}
@@ -242,6 +254,10 @@ def _resolve_paths(data: dict, base: Path) -> dict:
     if isinstance(data.get("router"), dict):
         data["router"] = {**data["router"], **{k: absolute(v) for k, v in data["router"].items()
                                                if k in ("tasks", "routing") and v}}
+    for section in ("verifier", "endpoints"):
+        tls = data.get(section, {}).get("tls") if isinstance(data.get(section), dict) else None
+        if isinstance(tls, dict):
+            data[section] = {**data[section], "tls": {k: absolute(v) if v else v for k, v in tls.items()}}
     if isinstance(data.get("drafters"), list):
         data["drafters"] = [{**d, "options": {k: absolute(v) if k in ("path", "datastore") and v else v
                                               for k, v in d["options"].items()}}
@@ -272,4 +288,5 @@ def local_config_for_zoo(zoo: Path, **overrides) -> SystemConfig:
     from router.redis_server import free_port
     from specroute.zoo.routing import ensure_routing
     ensure_routing(zoo)
-    return config_for_zoo(zoo, endpoints={"http_port": free_port(), "grpc_port": free_port()}, **overrides)
+    endpoints = {"http_port": free_port(), "grpc_port": free_port(), **overrides.pop("endpoints", {})}
+    return config_for_zoo(zoo, endpoints=endpoints, **overrides)

@@ -17,6 +17,7 @@ This module knows how to start things, not what they do.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import time
@@ -42,7 +43,13 @@ class LocalSystem:
 
     @property
     def http_url(self) -> str:
-        return f"http://{self.config.endpoints.host}:{self.config.endpoints.http_port}"
+        scheme = "https" if self.config.endpoints.tls else "http"
+        return f"{scheme}://{self.config.endpoints.host}:{self.config.endpoints.http_port}"
+
+    @property
+    def grpc_tls_address(self) -> str | None:
+        ep = self.config.endpoints
+        return f"{ep.host}:{ep.grpc_tls_port}" if ep.grpc_tls_port else None
 
     @classmethod
     def start(cls, config: SystemConfig, address: str | None = None, num_cpus: int | None = None,
@@ -51,6 +58,7 @@ class LocalSystem:
         from ray import serve
         from ray.serve.config import gRPCOptions, HTTPOptions
 
+        from router.grpc_api import TLS_ENV
         from specroute.app import GRPC_SERVICER, build_app
 
         t0 = time.perf_counter()
@@ -62,10 +70,24 @@ class LocalSystem:
             if config.ray_cpus and local_cpus is None:
                 log.warning("ray_cpus %s ignored: it applies to a Ray started here, not to one already running",
                             config.ray_cpus)
-            with cpu_affinity.starting_on(local_cpus, "ray_cpus"):
-                system._connect(num_cpus)
+            ep = config.endpoints
+            if ep.grpc_tls_port:
+                # Read by the gRPC proxy's servicer function (router.grpc_api): Ray's processes
+                # inherit it from a Ray started here; one already running must have it already.
+                if address is not None or ray.is_initialized():
+                    log.warning("grpc_tls_port: a Ray started elsewhere must have %s in its processes' "
+                                "environment (router/grpc_api.py), or the TLS port stays closed", TLS_ENV)
+                os.environ[TLS_ENV] = json.dumps({"host": ep.host, "port": ep.grpc_tls_port,
+                                                  "files": ep.tls.model_dump(mode="json")})
+            try:
+                with cpu_affinity.starting_on(local_cpus, "ray_cpus"):
+                    system._connect(num_cpus)
+            finally:
+                os.environ.pop(TLS_ENV, None)
             config, ep = system.config, system.config.endpoints
-            serve.start(http_options=HTTPOptions(host=ep.host, port=ep.http_port),
+            ssl = {} if ep.tls is None else {"ssl_certfile": str(ep.tls.cert), "ssl_keyfile": str(ep.tls.key),
+                                             **({"ssl_ca_certs": str(ep.tls.ca)} if ep.tls.ca else {})}
+            serve.start(http_options=HTTPOptions(host=ep.host, port=ep.http_port, **ssl),
                         grpc_options=gRPCOptions(port=ep.grpc_port, grpc_servicer_functions=[GRPC_SERVICER]))
             serve.run(build_app(config), name=config.app_name, route_prefix="/", blocking=False)
             system._wait_ready(ready_timeout_s)

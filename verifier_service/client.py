@@ -42,6 +42,7 @@ import grpc
 from protos.specroute.v1 import verifier_pb2, verifier_pb2_grpc
 from verifier_service.contracts import DraftTree, Verdict
 from verifier_service.sampling import SamplingParams
+from verifier_service.tls import TlsFiles
 from verifier_service.wire import sampling_to_proto, tree_to_proto, verdict_from_proto
 
 log = logging.getLogger(__name__)
@@ -71,10 +72,12 @@ class ReplicaInfo:
 class VerifierPool:
     def __init__(self, discover: Callable[[], list[ReplicaInfo]], refresh_s: float = 1.0,
                  max_message_bytes: int = 1 << 20, failover_timeout_s: float = 60.0, quarantine_s: float = 10.0,
-                 eager: bool = True):
+                 eager: bool = True, tls: TlsFiles | None = None):
         """eager: discover once now; otherwise the first discovery happens on the background thread
-        (for callers on an event loop, where a blocking discovery is not allowed)."""
+        (for callers on an event loop, where a blocking discovery is not allowed). tls: dial the
+        replicas over TLS (`verifier_service.tls`)."""
         self._discover = discover
+        self._credentials = tls.channel_credentials() if tls is not None else None
         self.refresh_s, self.failover_timeout_s, self.quarantine_s = refresh_s, failover_timeout_s, quarantine_s
         self._options = [("grpc.max_receive_message_length", max_message_bytes),
                          ("grpc.max_send_message_length", max_message_bytes)]
@@ -155,7 +158,9 @@ class VerifierPool:
         with self._lock:
             channel = self._channels.get(address)
             if channel is None:
-                channel = self._channels[address] = grpc.insecure_channel(address, options=self._options)
+                channel = self._channels[address] = (
+                    grpc.secure_channel(address, self._credentials, options=self._options) if self._credentials
+                    else grpc.insecure_channel(address, options=self._options))
             return verifier_pb2_grpc.VerifierStub(channel)
 
     def open(self, prompt_ids: list[int], sampling: SamplingParams, request_id: str = "",

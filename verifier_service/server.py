@@ -51,6 +51,7 @@ from verifier_service.contracts import InvalidTreeError
 from verifier_service.kv_pool import PoolFullError
 from verifier_service.session import DEFAULT_MAX_TREE_NODES, VerifierSession
 from verifier_service.target import TargetModel
+from verifier_service.tls import TlsFiles
 from verifier_service.wire import sampling_from_proto, tree_from_proto, verdict_to_proto
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,8 @@ class VerifierServerConfig(BaseModel):
                                                            "min_tree_nodes), so a forward stays near this many tokens; "
                                                            "None: only max_tree_nodes bounds trees.")
     min_tree_nodes: int = Field(4, ge=1, description="The smallest node budget a verdict gives.")
+    tls: TlsFiles | None = Field(None, description="Serve the drafter-verifier channel over TLS (mutual TLS with "
+                                                   "`ca`); drafters then dial with the same files.")
     admission_wait_s: float = Field(0.5, ge=0, description="At the session limit, a new session waits this long for "
                                                            "one to close before RESOURCE_EXHAUSTED (a client that "
                                                            "cancels and retries gets the room its dead session frees).")
@@ -305,7 +308,9 @@ class VerifierServer:
                                                 ("grpc.max_send_message_length", size)])
         verifier_pb2_grpc.add_VerifierServicer_to_server(self.servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        self.port = self._server.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        address = f"{self.config.host}:{self.config.port}"
+        self.port = (self._server.add_secure_port(address, self.config.tls.server_credentials()) if self.config.tls
+                     else self._server.add_insecure_port(address))
         if not self.port:
             raise RuntimeError(f"could not bind {self.config.host}:{self.config.port}")
         await self._server.start()
