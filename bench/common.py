@@ -1,6 +1,6 @@
-"""What every benchmark shares: the zoo it runs on (built first when missing), the record of the
-command and machine that produced its figures, and how results are written. Knows nothing about
-what is measured."""
+"""What every benchmark shares: the zoo it runs on (built first when missing, and checked to
+sample with every drafter on every task), the record of the command and machine that produced
+its figures, and how results are written. Knows nothing about what is measured."""
 
 from __future__ import annotations
 
@@ -18,14 +18,47 @@ from specroute.zoo.manifest import load_manifest
 from verifier_service.target import TargetModel
 
 
-def load_zoo(zoo: Path, preset: str) -> tuple[dict, TargetModel]:
-    """(manifest, target) of the zoo, building `preset` into it first if it has no manifest."""
+def load_zoo(zoo: Path, preset: str, check_sampling: bool = True) -> tuple[dict, TargetModel]:
+    """(manifest, target) of the zoo, building `preset` into it first if it has no manifest; then
+    `check_sampled_generation` unless told not to."""
     if not (zoo / "manifest.json").is_file():
         print(f"[bench] no zoo at {zoo}: building preset {preset!r} first")
         build_zoo(preset, zoo)
     torch.set_num_threads(2)
     manifest = load_manifest(zoo)
-    return manifest, TargetModel.from_dir(zoo / manifest["target"]["path"])
+    target = TargetModel.from_dir(zoo / manifest["target"]["path"])
+    if check_sampling:
+        check_sampled_generation(zoo, manifest, target)
+    return manifest, target
+
+
+def check_sampled_generation(zoo: Path, manifest: dict, target: TargetModel, prompts_per_task: int = 3,
+                             max_new_tokens: int = 32) -> int:
+    """Seeded T=1 generation with every drafter of the zoo from the first test prompts of every
+    task: a drafter that fails to sample fails the benchmark before it measures anything (greedy
+    outputs are checked against plain decoding where each benchmark measures). Returns the count."""
+    from specroute.engine import Engine
+    from specroute.measure import fit_prompts
+    from specroute.zoo.corpus import load_split
+    from specroute.zoo.manifest import load_drafters
+    from verifier_service.sampling import SamplingParams
+    tests = load_split(zoo / manifest["corpus"]["files"]["test"])
+    drafters = load_drafters(zoo, manifest)
+    done = 0
+    for task in manifest["corpus"]["families"]:
+        ids = [target.tokenizer.encode(ex.prompt) for ex in tests if ex.task == task]
+        prompts = fit_prompts(ids, target.max_context, max_new_tokens)[0][:prompts_per_task]
+        for name, drafter in drafters.items():
+            for seed, prompt in enumerate(prompts):
+                try:
+                    Engine(target, drafter).generate(prompt, max_new_tokens,
+                                                     sampling=SamplingParams(temperature=1.0, seed=seed))
+                except Exception as err:
+                    raise RuntimeError(f"sampled generation failed: drafter {name!r}, task {task!r}, test prompt "
+                                       f"{seed}: {type(err).__name__}: {err}") from err
+                done += 1
+    print(f"[bench] sampled generation checked: {done} generations, every drafter on every task")
+    return done
 
 
 def provenance(bench: str, zoo: Path) -> dict:
