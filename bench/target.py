@@ -8,13 +8,15 @@ test, prompts: this chooses the recipe the preset then uses. Variants run one af
 each is checkpointed, so an interrupted run resumes.
 
 A variant is a name and overrides of the preset's target training (`TrainSpec` fields:
-steps, batch_size, lr, unlikelihood) and, optionally, of its architecture (hidden, layers).
+steps, batch_size, lr, unlikelihood) and, optionally, of its architecture (hidden, layers). Its
+checkpoint is keyed by its settings, so a name reused with other settings starts afresh.
 
 This module knows nothing about drafters.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -23,7 +25,7 @@ import torch
 
 from bench.common import provenance
 from specroute.zoo.build import ZooBuilder
-from specroute.zoo.presets import PRESETS
+from specroute.zoo.presets import PRESETS, ArchSpec, TrainSpec
 from specroute.zoo.quality import evaluate_quality, quality_table
 from specroute.zoo.training import pretrain
 
@@ -54,9 +56,12 @@ def run(preset_name: str, zoo: Path, out: Path, variants: list[str], prompts_per
                     "split": "validation"})
     for text in variants:
         name, overrides = parse_variant(text)
-        arch = preset.target.model_copy(update={k: overrides.pop(k) for k in ("hidden", "layers") if k in overrides})
-        train = preset.target_train.model_copy(update=overrides)
+        # Validated, so a mistyped field fails here rather than being ignored.
+        arch = ArchSpec(**{**preset.target.model_dump(), **{k: overrides.pop(k) for k in ("hidden", "layers")
+                                                            if k in overrides}})
+        train = TrainSpec(**{**preset.target_train.model_dump(), **overrides})
         settings = {"arch": arch.model_dump(), "train": train.model_dump()}
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
         if results["variants"].get(name, {}).get("settings") == settings:
             print(f"[target] {name}: measured already")
             continue
@@ -64,7 +69,7 @@ def run(preset_name: str, zoo: Path, out: Path, variants: list[str], prompts_per
         start = time.perf_counter()
         model = builder._new_model(arch, preset.seed)
         losses = pretrain(model, tokens, train.steps, train.batch_size, preset.seq_len, train.lr, preset.seed,
-                          desc=f"target {name}", checkpoint=model_dir.with_suffix(".ckpt"), unlikelihood=train.unlikelihood)
+                          desc=f"target {name}", checkpoint=model_dir.parent / f"{name}-{digest}.ckpt", unlikelihood=train.unlikelihood)
         train_s = time.perf_counter() - start
         model.save_pretrained(model_dir)
         builder._load_tokenizer().save_pretrained(model_dir)
@@ -74,7 +79,7 @@ def run(preset_name: str, zoo: Path, out: Path, variants: list[str], prompts_per
         results["variants"][name] = {"settings": settings, "train_s": round(train_s, 1),
                                      "final_train_loss": sum(losses[-20:]) / len(losses[-20:]), "quality": report}
         results_path.write_text(json.dumps(results, indent=2))
-        model_dir.with_suffix(".ckpt").unlink(missing_ok=True)
+        (model_dir.parent / f"{name}-{digest}.ckpt").unlink(missing_ok=True)
     (out / "target.md").write_text(summary(results))
     print(summary(results))
     return results

@@ -6,7 +6,8 @@ decoding (`specroute.measure.compare_engines`), and records tau, tokens/s and th
 plain. The routing table maps every task to its fastest drafter; every drafter that ran is kept
 per task, best first, as the policy's eligible arms with their measured tokens/s as priors.
 Sample prompts too long for the target's context (with room for the new tokens) are skipped and
-counted; a task left with no prompt to measure routes to the default drafter.
+counted; a task left with no prompt to measure gets no entry, so prompts classified into it go to
+the default drafter (and a request naming it is refused as an unknown task).
 
 `routing.json` holds the table, the eligible lists, the whole measured matrix, the default
 (generic) drafter, how to load every drafter, and the task artifact's version it was made for.

@@ -25,6 +25,7 @@ HTTP or Ray.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 import uuid
@@ -136,7 +137,7 @@ class RouterFrontend:
             return ""
         auth = metadata.get("authorization", "")
         key = auth[len("Bearer "):] if auth.startswith("Bearer ") else metadata.get("x-api-key", "")
-        if key not in self.limits.api_keys:
+        if not any(hmac.compare_digest(key.encode(), known.encode()) for known in self.limits.api_keys):
             raise RequestError("UNAUTHENTICATED", "a valid API key is required (authorization: Bearer KEY)")
         return key
 
@@ -177,13 +178,13 @@ class RouterFrontend:
     async def generate(self, p: GenerateParams, key: str = "") -> AsyncIterator[tuple[ChunkOut, Progress]]:
         """Yields (chunk, progress) per round; raises RequestError. The caller reads metadata off progress.
         `key` (from `authorize`) is counted against its rate and its open streams (`router.quota`)."""
-        request, decision = self.prepare(p)
         try:
-            self.quota.acquire(key)
+            self.quota.acquire(key)  # first: a key over its limits costs no validation or routing
         except QuotaExceeded as err:
             raise RequestError("RESOURCE_EXHAUSTED", f"{err.message}; retry after {err.retry_after_s:.2g} s",
                                err.retry_after_s) from None
         try:
+            request, decision = self.prepare(p)
             async for item in self._stream(p, request, decision):
                 yield item
         finally:

@@ -15,6 +15,7 @@ This module adapts transports; it holds no routing logic of its own.
 
 # No `from __future__ import annotations`: FastAPI reads the route signatures' types at runtime.
 
+import contextlib
 import time
 import uuid
 
@@ -41,10 +42,11 @@ http = FastAPI(title="specroute", description="OpenAI-compatible completions wit
 
 # The replica's authorization check, set by RouterIngress.__init__ (one ingress per replica
 # process) through `set_authorizer`. The middleware below runs it before any route, body parsing
-# included. (A function, not an assignment in __init__: Serve ships the ingress class by value,
-# with copies of the globals it names, while this module's functions travel by reference.)
+# included. (A function, not an assignment in __init__: Serve wraps the ingress class in a class
+# it ships by value, whose copied globals would not be this module's.)
 _AUTHORIZE: list = []
 UNAUTHENTICATED_PATHS = ("/healthz",)
+MAX_BODY_BYTES = 4 << 20  # far above a 64 kB prompt's JSON (escapes included); refused unread beyond it
 
 
 def set_authorizer(authorize) -> None:
@@ -61,6 +63,10 @@ async def _require_api_key(request: Request, call_next):
         except RequestError as err:
             status, body = oai.error_body(err)
             return JSONResponse(body, status_code=status)
+    size = request.headers.get("content-length", "0")
+    if not size.isdigit() or int(size) > MAX_BODY_BYTES:  # before FastAPI reads and parses it
+        status, body = oai.error_body(RequestError("INVALID_ARGUMENT", f"the body is over {MAX_BODY_BYTES} bytes"))
+        return JSONResponse(body, status_code=status)
     return await call_next(request)
 
 
@@ -116,7 +122,9 @@ class RouterIngress:
         grpc_context.set_code(getattr(grpc.StatusCode, err.code, grpc.StatusCode.INTERNAL))
         grpc_context.set_details(err.message)
         if err.code == "RESOURCE_EXHAUSTED":
-            grpc_context.set_trailing_metadata((("retry-after-ms", str(round(oai.retry_after_s(err) * 1e3))),))
+            # Serve's proxy forwards details, not trailing metadata, on an error: the hint is in the
+            # message too ("retry after ..."); set here for a proxy that does forward it.
+            grpc_context.set_trailing_metadata([("retry-after-ms", str(round(oai.retry_after_s(err) * 1e3)))])
         raise err
 
     def _checked(self, request, grpc_context) -> str:
@@ -137,15 +145,16 @@ class RouterIngress:
                 seed=s.seed if s.HasField("seed") else None, stop=tuple(request.stop), task=request.task,
                 drafter=request.drafter, request_id=request.request_id, stream=not request.single_response)
             first = True
-            async for chunk, progress in self.frontend.generate(params, key):
-                message = pb.GenerateResponse(text=chunk.text, token_ids=chunk.token_ids,
-                                              finish_reason=chunk.finish_reason or "")
-                if chunk.round is not None:
-                    message.round.CopyFrom(pb.RoundInfo(**chunk.round))
-                if first or chunk.finish_reason is not None:
-                    message.metadata.CopyFrom(pb.RequestMetadata(**progress.metadata()))
-                first = False
-                yield message
+            async with contextlib.aclosing(self.frontend.generate(params, key)) as chunks:
+                async for chunk, progress in chunks:
+                    message = pb.GenerateResponse(text=chunk.text, token_ids=chunk.token_ids,
+                                                  finish_reason=chunk.finish_reason or "")
+                    if chunk.round is not None:
+                        message.round.CopyFrom(pb.RoundInfo(**chunk.round))
+                    if first or chunk.finish_reason is not None:
+                        message.metadata.CopyFrom(pb.RequestMetadata(**progress.metadata()))
+                    first = False
+                    yield message
         except RequestError as err:
             self._fail(grpc_context, err)
 
@@ -202,12 +211,14 @@ class RouterIngress:
     async def completions(self, body: oai.CompletionRequest, request: Request):
         request_id = uuid.uuid4().hex
         created = int(time.time())
+        stream = None
         try:
             key = self.frontend.authorize({k.lower(): v for k, v in request.headers.items()})
             params = oai.to_params(body, set(self.drafters), request_id, self.frontend.limits.max_name_bytes)
             stream = self.frontend.generate(params, key)
             first = await anext(stream)  # errors before the first chunk are plain HTTP errors
         except RequestError as err:
+            await _close(stream)
             return oai.error_response(err)
         except StopAsyncIteration:
             status, payload = oai.error_body(RequestError("INTERNAL", "the drafter sent nothing"))
@@ -220,6 +231,8 @@ class RouterIngress:
                     text.append(chunk.text)
             except RequestError as err:
                 return oai.error_response(err)
+            finally:
+                await _close(stream)  # at once, not when the garbage collector finalises it
             meta = progress.metadata()
             return oai.completion(request_id, body.model, "".join(text), chunk.finish_reason, oai.usage(meta), meta,
                                   created)
@@ -239,5 +252,13 @@ class RouterIngress:
                         break
             except RequestError as err:
                 yield oai.sse(oai.error_body(err)[1])
+            finally:
+                await _close(stream)  # also when the client went away mid-stream
             yield oai.sse("[DONE]")
         return StreamingResponse(events(), media_type="text/event-stream")
+
+
+async def _close(stream) -> None:
+    """Closes a frontend stream now, so its quota and drafter stream are freed with the request."""
+    if stream is not None:
+        await stream.aclose()

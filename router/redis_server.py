@@ -152,11 +152,12 @@ class EmbeddedRedis:
         down_since = None
         while not self._closing.wait(self.check_every_s):
             with self._lock:
-                if self._stopped or self._process is None or self._process.poll() is None:
+                if self._stopped or self.running:
                     continue
-                code = self._process.returncode
-                down_since = time.monotonic()
-                log.warning("embedded Redis on port %d died (exit code %s); restarting it", self.port, code)
+                code = self._process.returncode if self._process is not None else None
+                if down_since is None:
+                    down_since = time.monotonic()
+                    log.warning("embedded Redis on port %d died (exit code %s); restarting it", self.port, code)
                 self._kill()
                 try:
                     self._start(timeout_s=10.0)
@@ -166,6 +167,7 @@ class EmbeddedRedis:
                 self.restarts += 1
                 log.warning("embedded Redis on port %d is back after %.1f s (restart %d)", self.port,
                             time.monotonic() - down_since, self.restarts)
+                down_since = None
 
     def _kill(self) -> None:
         if self._process is not None:

@@ -43,7 +43,7 @@ def compare_engines(engines: dict[str, Engine], prompts: list[list[int]], max_ne
     totals = {name: GenerationStats() for name in engines}
     mismatches: set[str] = set()
     for i, ids in enumerate(prompts):
-        params = sampling if sampling.greedy else sampling.model_copy(update={"seed": (sampling.seed or 0) + i})
+        params = sampling if sampling.greedy else sampling.model_copy(update={"seed": ((sampling.seed or 0) + i) % 2**64})
         reference = engines[PLAIN].generate(ids, max_new_tokens, sampling=params)
         totals[PLAIN].merge(reference.stats)
         for name, engine in engines.items():

@@ -74,9 +74,9 @@ class LocalSystem:
             if ep.grpc_tls_port:
                 # Read by the gRPC proxy's servicer function (router.grpc_api): Ray's processes
                 # inherit it from a Ray started here; one already running must have it already.
-                if address is not None or ray.is_initialized():
-                    log.warning("grpc_tls_port: a Ray started elsewhere must have %s in its processes' "
-                                "environment (router/grpc_api.py), or the TLS port stays closed", TLS_ENV)
+                if (address is not None or ray.is_initialized()) and TLS_ENV not in os.environ:
+                    raise ValueError(f"endpoints.grpc_tls_port: Ray is already running, so its processes do not "
+                                     f"get {TLS_ENV} from here; set it in their environment (router/grpc_api.py)")
                 os.environ[TLS_ENV] = json.dumps({"host": ep.host, "port": ep.grpc_tls_port,
                                                   "files": ep.tls.model_dump(mode="json")})
             try:

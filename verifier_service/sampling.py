@@ -27,13 +27,13 @@ GREEDY_BELOW = 1e-5
 
 
 class SamplingParams(BaseModel):
-    """How tokens are chosen. temperature == 0 means greedy decoding."""
+    """How tokens are chosen. A temperature of 0 (or below GREEDY_BELOW) means greedy decoding."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     temperature: float = Field(0.0, ge=0.0, allow_inf_nan=False,
                                description=f"0 (or below {GREEDY_BELOW}) is greedy; more samples from softmax(logits / T).")
-    top_k: int = Field(0, ge=0, description="Keep the k most likely tokens; 0 keeps all.")
+    top_k: int = Field(0, ge=0, le=2**31 - 1, description="Keep the k most likely tokens; 0 keeps all.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False,
                          description="Keep the smallest set of tokens with mass >= top_p.")
     seed: int | None = Field(None, description="Seeds every random choice of a request; same seed, same output. "

@@ -117,7 +117,7 @@ def _save_checkpoint(path: Path, step: int, model, opt: "_Optimizer", rng: rando
 
 
 def _load_checkpoint(path: Path, model, opt: "_Optimizer", rng: random.Random) -> int:
-    state = torch.load(path, weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain containers only
     model.load_state_dict(state["model"])
     opt.opt.load_state_dict(state["optimizer"])
     opt.sched.load_state_dict(state["schedule"])

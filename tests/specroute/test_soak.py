@@ -119,8 +119,6 @@ def test_soak_loses_nothing(system, built_zoo):
 
     assert not failures, failures[:10]
     assert outcomes["greedy"] > 0 and outcomes["sampled"] > 0 and outcomes["cancelled"] > 0, outcomes
-    served = outcomes["greedy"] + outcomes["sampled"] + outcomes["cancelled"]
-    assert outcomes["retryable"] < served, outcomes  # most requests were served
     assert wait_for(lambda: _sessions(system) == 0, 30), "a session leaked"
     assert wait_for(lambda: system.redis.restarts >= 1 and system.redis.pid != redis_pid, 10)
     counts = system.replica_counts()

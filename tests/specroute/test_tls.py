@@ -99,6 +99,8 @@ def test_https_and_no_plaintext_on_its_port(system, tls):
 
 
 def test_public_grpc_over_tls_needs_a_client_certificate(system, tls):
+    with Client(system.grpc_tls_address, credentials=_credentials(tls), timeout=60) as client:  # the control
+        assert client.health().serving
     with Client(system.grpc_tls_address, credentials=_credentials(tls, with_client_cert=False), timeout=30,
                 max_retries=0) as client:
         with pytest.raises(Exception) as err:
@@ -113,6 +115,9 @@ def test_the_verifier_refuses_plaintext_and_clients_without_a_certificate(system
     directory = serve.get_deployment_handle("VerifierDirectory", system.config.app_name)
     address = directory.replicas.remote().result(timeout_s=10)[0]["address"]
     opening = [verifier_pb2.SessionRequest(open=verifier_pb2.OpenSession(prompt_ids=[5, 6]))]
+    with grpc.secure_channel(address, _credentials(tls)) as channel:  # the control: a certificate opens a session
+        answers = list(verifier_pb2_grpc.VerifierStub(channel).Session(iter(opening), timeout=30))
+        assert answers[0].WhichOneof("kind") == "opened"
     for channel in (grpc.insecure_channel(address), grpc.secure_channel(address, _credentials(tls, False))):
         with channel, pytest.raises(grpc.RpcError) as err:
             list(verifier_pb2_grpc.VerifierStub(channel).Session(iter(opening), timeout=10))
