@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from bench.common import load_zoo, provenance, provenance_lines, write_results
+from bench.common import check_sampled_generation, load_zoo, provenance, provenance_lines, write_results
 from drafter_service.base import create_drafter
 from drafter_service.datastore import Datastore
 from specroute.engine import Engine
@@ -36,12 +36,13 @@ METHODS = ("generic", "generic + prompt lookup", "generic + all datastores", "sp
 
 
 def run_lookup_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_tokens: int, out: Path) -> dict:
-    manifest, target = load_zoo(zoo, preset)
+    manifest, target = load_zoo(zoo, preset, check_sampling=False)
     tasks = manifest["corpus"]["families"]
     stores = {task: zoo / DATASTORES / f"{task}.npz" for task in tasks}
     missing = [str(p) for p in stores.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{zoo} has no task datastores ({missing[0]}): rebuild it with a preset using lookup")
+    check_sampled_generation(zoo, manifest, target)  # once the zoo is known to have what this bench needs
     generic = zoo / next(d["path"] for d in manifest["drafters"] if d["name"] == generic_drafter(manifest))
     specialists = {d["task"]: d for d in manifest["drafters"] if d["task"] and d["path"]}
     tests = load_split(zoo / manifest["corpus"]["files"]["test"])

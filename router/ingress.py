@@ -85,6 +85,14 @@ async def _internal_error(request: Request, exc: Exception):
     return JSONResponse(body, status_code=status)
 
 
+async def _close(stream) -> None:
+    """Closes a frontend stream now, so its quota and drafter stream are freed with the request.
+    (Defined above the ingress: Serve copies the routes, with the globals they name, when the
+    class is decorated, so a helper defined below it would be missing there.)"""
+    if stream is not None:
+        await stream.aclose()
+
+
 def routing_table_for(table: RoutingTable, deployed: list[str]) -> RoutingTable:
     """The table restricted to deployed drafters; the default must be one of them."""
     if table.default not in deployed:
@@ -257,8 +265,3 @@ class RouterIngress:
             yield oai.sse("[DONE]")
         return StreamingResponse(events(), media_type="text/event-stream")
 
-
-async def _close(stream) -> None:
-    """Closes a frontend stream now, so its quota and drafter stream are freed with the request."""
-    if stream is not None:
-        await stream.aclose()

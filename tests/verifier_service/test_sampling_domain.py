@@ -22,7 +22,7 @@ top_ps = st.one_of(st.floats(min_value=5e-324, max_value=1.0, exclude_min=False)
 seeds = st.one_of(st.none(), st.integers(min_value=SEED_MIN, max_value=SEED_MAX),
                   st.sampled_from([SEED_MIN, -1, 0, 2**63 - 1, 2**63, SEED_MAX]))
 params = st.builds(SamplingParams, temperature=temperatures, top_p=top_ps,
-                   top_k=st.integers(min_value=0, max_value=2**31), seed=seeds)
+                   top_k=st.integers(min_value=0, max_value=2**31 - 1), seed=seeds)
 
 
 @settings(max_examples=300, deadline=None)
