@@ -85,6 +85,17 @@ async def _internal_error(request: Request, exc: Exception):
     return JSONResponse(body, status_code=status)
 
 
+def _quota_config(router_cfg: dict, verifier_cfg: dict) -> QuotaConfig:
+    """The per-key limits; with several API keys and no `shared_streams`, the fair share is over
+    the verifier sessions at the most replicas the config allows."""
+    quota = QuotaConfig(**router_cfg.get("quota", {}))
+    if quota.shared_streams is None and len(router_cfg.get("api_keys", ())) > 1:
+        deployment = verifier_cfg.get("deployment", {})
+        replicas = (deployment.get("autoscaling") or {}).get("max_replicas") or deployment.get("num_replicas", 1)
+        quota = quota.model_copy(update={"shared_streams": verifier_cfg.get("max_sessions", 16) * replicas})
+    return quota
+
+
 async def _close(stream) -> None:
     """Closes a frontend stream now, so its quota and drafter stream are freed with the request.
     (Defined above the ingress: Serve copies the routes, with the globals they name, when the
@@ -117,7 +128,7 @@ class RouterIngress:
                         api_keys=tuple(router_cfg.get("api_keys", ())))
         self.drafters, self.directory = drafters, directory
         self.frontend = RouterFrontend(self.router, self._drafter_stream, limits,
-                                       KeyQuota(QuotaConfig(**router_cfg.get("quota", {}))))
+                                       KeyQuota(_quota_config(router_cfg, config["verifier"])))
         set_authorizer(self.frontend.authorize if limits.api_keys else None)
         self.target = str(config["target"]["path"])
 

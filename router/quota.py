@@ -2,8 +2,12 @@
 
 One client must not take all of the system: each key (the anonymous key "" when no API keys are
 configured) has a token bucket of `rate` requests per second with room for `burst`, and at most
-`max_streams` generations open at once. So one key cannot hold every verifier session: with
-`max_streams` below the verifier's session capacity, the rest stays for other keys. A request
+`max_streams` generations open at once. With `shared_streams` (the sessions all keys share), the
+share is also fair and work-conserving: a key may use any spare room, but once every shared
+stream is open, a key holding its fair share (shared / keys with open generations) or more is
+refused, while a key below its share is still admitted: a newcomer is never starved by a busy
+key that re-asks faster. The shared count can so be passed by less than one share per key; the
+verifier's admission wait (`verifier_service.server`) absorbs that. A request
 over a limit gets RESOURCE_EXHAUSTED with how long to wait (`QuotaExceeded.retry_after_s`).
 
 The limits hold per router replica (each replica counts its own traffic); with N replicas a
@@ -27,6 +31,10 @@ class QuotaConfig(BaseModel):
     rate: float | None = Field(None, gt=0, description="Requests per second per key (None: no rate limit).")
     burst: int = Field(10, ge=1, description="Requests a key may send at once before its rate applies.")
     max_streams: int | None = Field(None, ge=1, description="Generations a key may have open at once (None: no cap).")
+    shared_streams: int | None = Field(None, ge=1, description="The generations all keys share (the verifier sessions "
+                                       "this router feeds). When they are all open, a key at or above its fair share "
+                                       "(shared / keys with open generations) is refused, so one key cannot starve "
+                                       "another; below that, any key may use spare room. None: no fair share.")
 
 
 class QuotaExceeded(Exception):
@@ -66,6 +74,12 @@ class KeyQuota:
             bucket = self._bucket(key, now)
             if c.max_streams is not None and bucket.streams >= c.max_streams:
                 raise QuotaExceeded(f"this API key has {bucket.streams} generations open, its limit", 0.1)
+            if c.shared_streams is not None:
+                open_now = sum(b.streams for b in self._buckets.values())
+                active = sum(1 for k, b in self._buckets.items() if b.streams or k == key)
+                if open_now >= c.shared_streams and bucket.streams >= c.shared_streams / active:
+                    raise QuotaExceeded(f"every shared stream is open and this API key holds {bucket.streams}, "
+                                        f"its fair share or more", 0.1)
             if c.rate is not None:
                 if bucket.tokens < 1:
                     raise QuotaExceeded(f"this API key is over its rate of {c.rate:g} requests/s",

@@ -46,3 +46,30 @@ def test_no_limits_by_default_and_idle_keys_are_forgotten():
     for _ in range(100):
         quota.release("")
     assert quota.open_streams("") == 0 and not quota._buckets
+
+
+def test_a_fair_share_is_work_conserving_and_lets_a_newcomer_in():
+    quota = KeyQuota(QuotaConfig(shared_streams=4), Clock())
+    for _ in range(4):
+        quota.acquire("busy")  # alone, a key may use all the spare room
+    with pytest.raises(QuotaExceeded, match="fair share"):
+        quota.acquire("busy")  # full, and it holds its whole share (4 / 1)
+    quota.release("busy")
+    quota.acquire("new")  # room freed: the newcomer gets it
+    with pytest.raises(QuotaExceeded, match="fair share"):
+        quota.acquire("busy")  # full: busy holds 3 >= 4 / 2
+    quota.acquire("new")  # full too, but new holds 1 < 4 / 2: a key below its share is never refused
+    quota.release("busy")
+    quota.release("busy")
+    quota.acquire("new")  # spare room again: any key may use it
+    assert quota.open_streams("busy") == 1 and quota.open_streams("new") == 3
+
+
+def test_several_keys_share_the_verifier_sessions_fairly_by_default():
+    from router.ingress import _quota_config
+    verifier = {"max_sessions": 8, "deployment": {"num_replicas": 2}}
+    assert _quota_config({"api_keys": ["a", "b"]}, verifier).shared_streams == 16
+    autoscaled = {"max_sessions": 8, "deployment": {"autoscaling": {"max_replicas": 3}}}
+    assert _quota_config({"api_keys": ["a", "b"]}, autoscaled).shared_streams == 24
+    assert _quota_config({"api_keys": ["a"]}, verifier).shared_streams is None  # one key: nothing to share
+    assert _quota_config({"api_keys": ["a", "b"], "quota": {"shared_streams": 5}}, verifier).shared_streams == 5
