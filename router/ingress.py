@@ -61,12 +61,10 @@ async def _require_api_key(request: Request, call_next):
         try:
             _AUTHORIZE[0]({k.lower(): v for k, v in request.headers.items()})
         except RequestError as err:
-            status, body = oai.error_body(err)
-            return JSONResponse(body, status_code=status)
+            return oai.error_response(err)
     size = request.headers.get("content-length", "0")
     if not size.isdigit() or int(size) > MAX_BODY_BYTES:  # before FastAPI reads and parses it
-        status, body = oai.error_body(RequestError("INVALID_ARGUMENT", f"the body is over {MAX_BODY_BYTES} bytes"))
-        return JSONResponse(body, status_code=status)
+        return oai.error_response(RequestError("INVALID_ARGUMENT", f"the body is over {MAX_BODY_BYTES} bytes"))
     return await call_next(request)
 
 
@@ -74,15 +72,13 @@ async def _require_api_key(request: Request, call_next):
 async def _invalid_body(request: Request, exc: RequestValidationError):
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
     where = ".".join(str(p) for p in first["loc"] if p != "body")
-    status, body = oai.error_body(RequestError("INVALID_ARGUMENT", f"{where}: {first['msg']}"))
-    return JSONResponse(body, status_code=status)
+    return oai.error_response(RequestError("INVALID_ARGUMENT", f"{where}: {first['msg']}"))
 
 
 @http.exception_handler(Exception)
 async def _internal_error(request: Request, exc: Exception):
     """A bug is still an OpenAI-shaped JSON error, never a plain-text page."""
-    status, body = oai.error_body(RequestError("INTERNAL", f"internal error ({type(exc).__name__})"))
-    return JSONResponse(body, status_code=status)
+    return oai.error_response(RequestError("INTERNAL", f"internal error ({type(exc).__name__})"))
 
 
 def _quota_config(router_cfg: dict, verifier_cfg: dict) -> QuotaConfig:
@@ -240,8 +236,7 @@ class RouterIngress:
             await _close(stream)
             return oai.error_response(err)
         except StopAsyncIteration:
-            status, payload = oai.error_body(RequestError("INTERNAL", "the drafter sent nothing"))
-            return JSONResponse(payload, status_code=500)
+            return oai.error_response(RequestError("INTERNAL", "the drafter sent nothing"))
 
         if not body.stream:
             text, (chunk, progress) = [first[0].text], first
