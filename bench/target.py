@@ -5,7 +5,9 @@ directory), each from scratch with the preset's architecture unless the variant 
 measures each on the task's validation prompts (`specroute.zoo.quality`: held-out loss,
 distinct-n and repeat share of greedy output, T=1 samples and the reference). Validation, not
 test, prompts: this chooses the recipe the preset then uses. Variants run one after another;
-each is checkpointed, so an interrupted run resumes.
+each is checkpointed, so an interrupted run resumes. Each variant's weights keep a record of the
+target stage's key they were trained under, so a build whose preset names the same recipe adopts
+them instead of training them again.
 
 A variant is a name and overrides of the preset's target training (`TrainSpec` fields:
 steps, batch_size, lr, unlikelihood) and, optionally, of its architecture (hidden, layers). Its
@@ -16,7 +18,6 @@ This module knows nothing about drafters.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 
 from bench.common import provenance
-from specroute.zoo.build import ZooBuilder
+from specroute.zoo.build import LEVER_RECORD, LEVERS, ZooBuilder, stage_key, target_inputs
 from specroute.zoo.presets import PRESETS, ArchSpec, TrainSpec
 from specroute.zoo.quality import evaluate_quality, quality_table
 from specroute.zoo.training import pretrain
@@ -45,7 +46,7 @@ def run(preset_name: str, zoo: Path, out: Path, variants: list[str], prompts_per
     torch.set_num_threads(2)
     preset = PRESETS[preset_name]
     builder = ZooBuilder(preset, zoo)
-    builder.build_text()
+    tokenizer = builder.build_text()
     tokens = builder.train_stream()
     validation = builder._splits()["validation"]
     out.mkdir(parents=True, exist_ok=True)
@@ -61,11 +62,12 @@ def run(preset_name: str, zoo: Path, out: Path, variants: list[str], prompts_per
                                                             if k in overrides}})
         train = TrainSpec(**{**preset.target_train.model_dump(), **overrides})
         settings = {"arch": arch.model_dump(), "train": train.model_dump()}
-        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+        inputs = target_inputs(preset, tokenizer["key"], arch, train)
+        digest = stage_key(inputs)
         if results["variants"].get(name, {}).get("settings") == settings:
             print(f"[target] {name}: measured already")
             continue
-        model_dir = zoo / "levers" / name  # weights stay beside the zoo; results go to `out`
+        model_dir = zoo / LEVERS / name  # weights stay beside the zoo; results go to `out`
         start = time.perf_counter()
         model = builder._new_model(arch, preset.seed)
         losses = pretrain(model, tokens, train.steps, train.batch_size, preset.seq_len, train.lr, preset.seed,
@@ -73,6 +75,9 @@ def run(preset_name: str, zoo: Path, out: Path, variants: list[str], prompts_per
         train_s = time.perf_counter() - start
         model.save_pretrained(model_dir)
         builder._load_tokenizer().save_pretrained(model_dir)
+        # The build's target stage adopts these weights when the preset's recipe is this one.
+        (model_dir / LEVER_RECORD).write_text(json.dumps(
+            {"key": digest, "inputs": inputs, "final_loss": sum(losses[-20:]) / len(losses[-20:])}, indent=2))
         report = evaluate_quality(model_dir, validation, list(preset.families), prompts_per_task, max_new_tokens,
                                   seed=preset.seed)
         print(f"[target] {name} ({settings}):\n{quality_table(report)}")

@@ -47,7 +47,7 @@ from specroute.measure import PLAIN, compare_engines
 from specroute.zoo import corpus as corpus_mod
 from specroute.zoo.cost import step_cost_ratio
 from specroute.zoo.manifest import MANIFEST
-from specroute.zoo.presets import NGRAM, PRESETS, ArchSpec, DrafterSpec, FromDrafter, Preset
+from specroute.zoo.presets import NGRAM, PRESETS, ArchSpec, DrafterSpec, FromDrafter, Preset, TrainSpec
 from specroute.zoo.teacher import Sample, TeacherCache
 from specroute.zoo.tokenizer import train_tokenizer
 from specroute.zoo.training import distill, generate_on_policy, heldout_divergence, pretrain
@@ -55,6 +55,21 @@ from verifier_service.target import TargetModel
 
 TEACHER_FILE = "teacher.pt"
 DATASTORES = "datastores"
+LEVERS = "levers"  # `bench target` writes its target variants here, each with LEVER_RECORD
+LEVER_RECORD = "lever.json"
+
+
+def stage_key(inputs: dict) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def target_inputs(preset: Preset, tokenizer_key: str, arch: ArchSpec | None = None,
+                  train: TrainSpec | None = None) -> dict:
+    """What the target stage's weights depend on (its key is their hash): the preset's
+    architecture and training unless others are given."""
+    return {"up": tokenizer_key, "arch": (arch or preset.target).model_dump(), "seq_len": preset.seq_len,
+            "train": (train or preset.target_train).model_dump(), "positions": preset.max_positions,
+            "seed": preset.seed}
 
 
 class ZooBuilder:
@@ -74,7 +89,7 @@ class ZooBuilder:
 
     def _run(self, stage: str, inputs: dict, fn) -> dict:
         """Runs `fn` unless the stage is done with the same inputs; returns its info with its key."""
-        key = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        key = stage_key(inputs)
         done = self._done(stage)
         if done is not None and done.get("key") == key:
             self.log(f"[zoo] {stage}: done already, skipped")
@@ -93,10 +108,7 @@ class ZooBuilder:
 
     def build(self) -> dict:
         p = self.preset
-        tokenizer = self.build_text()
-        target = self._run("target", {"up": tokenizer["key"], "arch": p.target.model_dump(), "seq_len": p.seq_len,
-                                      "train": p.target_train.model_dump(), "positions": p.max_positions,
-                                      "seed": p.seed}, self._target)
+        target = self.build_target()
         on_policy = self._run("on_policy", {"up": target["key"], "spec": p.on_policy.model_dump(),
                                             "prompt_tokens": p.max_prompt_tokens}, self._on_policy)
         teacher = self._run("teacher", {"up": on_policy["key"], "top_k": p.teacher_top_k}, self._teacher)
@@ -127,6 +139,11 @@ class ZooBuilder:
         self.out.mkdir(parents=True, exist_ok=True)
         corpus = self._run("corpus", {"families": p.families, "seed": p.seed, "max": p.max_per_family}, self._corpus)
         return self._run("tokenizer", {"up": corpus["key"], "vocab": p.vocab_size}, self._tokenizer)
+
+    def build_target(self) -> dict:
+        """The corpus, tokenizer and target stages; the target's record."""
+        tokenizer = self.build_text()
+        return self._run("target", target_inputs(self.preset, tokenizer["key"]), self._target)
 
     def train_stream(self) -> list[int]:
         """The train split as one token stream, every example ended by the end-of-text token."""
@@ -190,8 +207,16 @@ class ZooBuilder:
 
     def _target(self) -> dict:
         p = self.preset
-        model = self._new_model(p.target, p.seed)
         tokens = self.train_stream()
+        adopted = self._matching_lever()
+        if adopted is not None:
+            shutil.copytree(adopted, self.out / "target", dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns(LEVER_RECORD))
+            record = json.loads((adopted / LEVER_RECORD).read_text())
+            self.log(f"[zoo] target: adopted {adopted}, trained by `bench target` with this stage's exact inputs")
+            return {"params": _params(self._load("target")), "train_tokens": len(tokens),
+                    "final_loss": record["final_loss"], "adopted_from": str(adopted.relative_to(self.out))}
+        model = self._new_model(p.target, p.seed)
         # Checkpointed under the stage's key, so a build interrupted mid-training resumes it and
         # a build with other settings starts afresh.
         checkpoint = self.stage_dir / f"target-{self._key_in_progress}.ckpt"
@@ -204,6 +229,15 @@ class ZooBuilder:
         self._save(model, "target")
         checkpoint.unlink(missing_ok=True)
         return {"params": _params(model), "train_tokens": len(tokens), "final_loss": _tail_mean(losses)}
+
+    def _matching_lever(self) -> Path | None:
+        """A target `bench target` trained with exactly this stage's inputs (same corpus and
+        tokenizer, architecture, training, seed: the same code path, so the same weights), found
+        by the stage key its record holds; training it again would only repeat that work."""
+        for record in sorted((self.out / LEVERS).glob(f"*/{LEVER_RECORD}")):
+            if json.loads(record.read_text()).get("key") == self._key_in_progress:
+                return record.parent
+        return None
 
     def _load(self, name: str):
         return AutoModelForCausalLM.from_pretrained(self.out / name).to(self.device).eval()
@@ -414,7 +448,8 @@ class ZooBuilder:
             "seed": self.preset.seed,
             "tokenizer": "tokenizer",
             "target": {"path": "target", "family": self.preset.target.family, "params": target["params"],
-                       "arch": self.preset.target.model_dump()},
+                       "arch": self.preset.target.model_dump(), "train": self.preset.target_train.model_dump(),
+                       **({"adopted_from": target["adopted_from"]} if "adopted_from" in target else {})},
             "drafters": entries + [{"path": None, "name": "ngram", "kind": "ngram", "family": None, "params": 0, "task": None}],
             "corpus": {"files": {s: f"corpus/{f}" for s, f in corpus["files"].items()}, "counts": corpus["counts"],
                        "families": list(self.preset.families)},
