@@ -150,4 +150,4 @@ def create_drafter(kind: str, config: dict | BaseModel) -> Drafter:
 
 def _import_builtin_drafters() -> None:
     # Imported for their @register_drafter side effect.
-    from drafter_service import hybrid, model_drafter, ngram  # noqa: F401
+    from drafter_service import hybrid, model_drafter, ngram, plain  # noqa: F401

@@ -27,6 +27,7 @@ def drafters(tiny_zoo, target, tmp_path_factory):
     made = {
         "model": create_drafter("model", {"path": tiny_zoo.self_drafter, **DEEP}),
         "ngram": create_drafter("ngram", {}),
+        "plain": create_drafter("plain", {}),
         "hybrid": create_drafter("hybrid", {"path": tiny_zoo.llama_drafter, "datastore": store, **DEEP}),
     }
     assert set(made) == set(drafter_kinds()), "a new drafter kind must be added to this test"
@@ -38,7 +39,7 @@ def plain(target):
     return {p: Engine(target).generate(p, MAX_NEW).token_ids for p in PROMPTS[:3]}
 
 
-@pytest.mark.parametrize("kind", ["model", "ngram", "hybrid"])
+@pytest.mark.parametrize("kind", ["model", "ngram", "hybrid", "plain"])
 def test_every_node_budget_greedy_and_sampled(target, drafters, plain, kind):
     for budget in BUDGETS:
         engine = Engine(target, drafters[kind], max_tree_nodes=budget)

@@ -102,6 +102,14 @@ def test_deterministic_ngram_candidates_are_lossless(small_vocab):
     assert chi_square_p(observed, exact_joint(target)) > P_VALUE_FLOOR
 
 
+def test_plain_drafter_samples_the_target(small_vocab):
+    """No drafts: every token is the verifier's bonus, drawn from the target's distribution."""
+    target, _ = small_vocab
+    observed, num_accepted = empirical_joint(target, create_drafter("plain", {}))
+    assert num_accepted == 0
+    assert chi_square_p(observed, exact_joint(target)) > P_VALUE_FLOOR
+
+
 def _rejection_without_residual(p, candidates, proposals, generator):
     """Wrong on purpose: after a rejection the next candidate and the bonus still use p."""
     for j, (token, q) in enumerate(zip(candidates, proposals)):
