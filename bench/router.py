@@ -31,7 +31,7 @@ from sklearn.metrics import adjusted_rand_score
 from tqdm.auto import tqdm
 
 from bench.common import load_zoo, provenance, provenance_lines, write_results
-from router.assign import zoo_drafters
+from router.assign import GREEDY, zoo_drafters
 from router.detect import detect_tasks, load_tasks, save_tasks
 from router.router import Router, RouterConfig
 from specroute.engine import Engine
@@ -104,7 +104,7 @@ def run_router_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_toke
                       "silhouette": detection.silhouette, "seconds": detect_s,
                       "tasks": [{**t, "family": majority[t["name"]]} for t in detection.tasks]},
         "ari": ari, "accuracy": accuracy, "latency_ms": latency,
-        "routing_table": table.table, "assignment_matrix": table.matrix,
+        "routing_table": table.routes(GREEDY).table, "assignment_matrix": table.routes(GREEDY).matrix,
         "per_task": per_task, "mean_tau": means, "mean_speedup": speed,
         "routed_over_generic": means["routed"] / means["generic"], "routed_over_oracle": means["routed"] / means["oracle"],
         "lossless": lossless, "goals": GOALS,

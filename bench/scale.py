@@ -57,8 +57,8 @@ def run_scale_bench(zoo: Path, preset: str, concurrencies: tuple[int, ...], dura
     from specroute.zoo.routing import ensure_routing
 
     manifest, target = load_zoo(zoo, preset)
-    # Every request goes to `drafter`; the routing default stays deployed, as the router needs it.
-    keep = None if drafter is None else {drafter, RoutingTable.load(ensure_routing(zoo)).default}
+    # Every request goes to `drafter`; the routing defaults stay deployed, as the router needs them.
+    keep = None if drafter is None else {drafter, *(r.default for r in RoutingTable.load(ensure_routing(zoo)).modes.values())}
     every = load_zoo_prompts(zoo)
     prompts = [p for p in every  # prompts the target's context holds with their new tokens
                if len(target.tokenizer.encode(p.prompt)) + max_new_tokens <= target.max_context]

@@ -168,7 +168,8 @@ class RouterFrontend:
         except ValueError as err:
             raise RequestError("INVALID_ARGUMENT", str(err)) from None
         try:
-            decision = self.router.route(p.prompt, p.task or None, p.drafter or None, seeded=p.seed is not None)
+            decision = self.router.route(p.prompt, p.task or None, p.drafter or None, greedy=sampling.greedy,
+                                         seeded=p.seed is not None)
         except ValueError as err:
             raise RequestError("INVALID_ARGUMENT", str(err)) from None
         request = GenerationRequest(p.prompt, max_new, sampling, tuple(p.stop), p.request_id or uuid.uuid4().hex,

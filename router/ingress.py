@@ -27,7 +27,7 @@ from ray import serve
 
 from protos.specroute.v1 import specroute_pb2 as pb
 from router import openai_compat as oai
-from router.assign import RoutingTable
+from router.assign import GREEDY, RoutingTable, Routes
 from router.detect import load_tasks
 from router.frontend import GenerateParams, Limits, RequestError, RouterFrontend
 from router.grpc_api import MalformedMessage
@@ -101,12 +101,17 @@ async def _close(stream) -> None:
 
 
 def routing_table_for(table: RoutingTable, deployed: list[str]) -> RoutingTable:
-    """The table restricted to deployed drafters; the default must be one of them."""
-    if table.default not in deployed:
-        raise ValueError(f"the routing table's default drafter {table.default!r} is not deployed: {deployed}")
-    eligible = {t: [d for d in ds if d in deployed] or [table.default] for t, ds in table.eligible.items()}
-    return RoutingTable({t: ds[0] for t, ds in eligible.items()}, eligible, table.matrix, table.default,
-                        {n: d for n, d in table.drafters.items() if n in deployed}, table.tasks_version, table.target)
+    """The table restricted to deployed drafters; every mode's default must be one of them. A
+    task whose eligible drafters are none deployed goes to its mode's default."""
+    modes = {}
+    for mode, routes in table.modes.items():
+        if routes.default not in deployed:
+            raise ValueError(f"the routing table's default for {mode} requests, {routes.default!r}, "
+                             f"is not deployed: {deployed}")
+        eligible = {t: [d for d in ds if d in deployed] or [routes.default] for t, ds in routes.eligible.items()}
+        modes[mode] = Routes({t: ds[0] for t, ds in eligible.items()}, eligible, routes.matrix, routes.default)
+    return RoutingTable(modes, {n: d for n, d in table.drafters.items() if n in deployed}, table.tasks_version,
+                        table.target)
 
 
 @serve.deployment(name="Router")
@@ -200,8 +205,9 @@ class RouterIngress:
             d = self.drafter_info[name]
             infos.append(pb.DrafterInfo(name=name, kind=d["kind"], family=d.get("family") or "",
                                         params=d.get("params") or 0, specialised_for=d.get("specialised_for") or "",
-                                        serves_tasks=[t for t, n in table.table.items() if n == name]))
-        return {"drafters": infos, "default_drafter": table.default, "tasks": list(table.table), "target": self.target}
+                                        serves_tasks=[t for t, n in table.routes(GREEDY).table.items() if n == name]))
+        return {"drafters": infos, "default_drafter": table.routes(GREEDY).default, "tasks": table.tasks,
+                "target": self.target}
 
     async def _verifier_replicas(self) -> int:
         try:

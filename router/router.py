@@ -1,10 +1,11 @@
 """The router: prompt -> (task, drafter), and what each finished request teaches it.
 
-`Router.route` decides, in this order:
+`Router.route` decides, in this order, from the routes of the request's sampling mode (greedy or
+sampled: the routing table measured each, `router.assign`):
 1. an explicit drafter in the request is used as is (it must be one the table knows);
 2. an explicit task in the request skips the classifier (it must be a detected task);
 3. otherwise the classifier predicts the task; below `confidence_threshold` the prompt goes to
-   the default (generic) drafter;
+   the mode's default (the generic drafter, or `plain` where it is slower than none);
 4. for a known task, the policy (`router.policy`) picks among the task's eligible drafters, from
    their measured priors and the recent rewards in Redis. Without Redis (none configured, or
    unreachable) it uses the last statistics it read, or the routing table alone.
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from router.assign import RoutingTable
+from router.assign import GREEDY, RoutingTable, mode_of
 from router.detect import TaskArtifact
 from router.policy import PolicyConfig, choose
 from router.stats import RequestRecord, RoutingStats
@@ -51,6 +52,7 @@ class RouteDecision:
     confidence: float
     source: str  # one of SOURCES
     explored: bool = False
+    mode: str = GREEDY  # the routes it was taken from: GREEDY or SAMPLED
 
 
 class Router:
@@ -64,30 +66,35 @@ class Router:
         self._rng_lock = threading.Lock()
 
     def route(self, prompt: str, task: str | None = None, drafter: str | None = None,
-              seeded: bool = False) -> RouteDecision:
+              greedy: bool = True, seeded: bool = False) -> RouteDecision:
+        """`greedy`: whether the request decodes greedily (else it samples); `seeded`: whether it
+        names a seed."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("the prompt is empty")
+        mode = mode_of(greedy)
+        routes = self.table.routes(mode)
         if drafter:
             if drafter not in self.table.drafters:
                 raise ValueError(f"unknown drafter {drafter!r}; known: {sorted(self.table.drafters)}")
-            return RouteDecision(task, drafter, 1.0, "drafter-override")
+            return RouteDecision(task, drafter, 1.0, "drafter-override", mode=mode)
         if task:
-            if task not in self.table.table:
-                raise ValueError(f"unknown task {task!r}; known: {sorted(self.table.table)}")
-            return self._for_task(task, 1.0, "task-override", seeded)
+            if task not in routes.table:
+                raise ValueError(f"unknown task {task!r}; known: {sorted(routes.table)}")
+            return self._for_task(task, 1.0, "task-override", mode, seeded)
         prediction = self.tasks.classifier.predict(prompt)
-        if prediction.confidence < self.config.confidence_threshold or prediction.task not in self.table.table:
-            return RouteDecision(prediction.task, self.table.default, prediction.confidence, "low-confidence")
-        return self._for_task(prediction.task, prediction.confidence, "classifier", seeded)
+        if prediction.confidence < self.config.confidence_threshold or prediction.task not in routes.table:
+            return RouteDecision(prediction.task, routes.default, prediction.confidence, "low-confidence", mode=mode)
+        return self._for_task(prediction.task, prediction.confidence, "classifier", mode, seeded)
 
-    def _for_task(self, task: str, confidence: float, source: str, seeded: bool = False) -> RouteDecision:
-        eligible = self.table.eligible[task][: self.config.eligible_per_task]
+    def _for_task(self, task: str, confidence: float, source: str, mode: str, seeded: bool) -> RouteDecision:
+        routes = self.table.routes(mode)
+        eligible = routes.eligible[task][: self.config.eligible_per_task]
         if not self.config.adaptive or len(eligible) == 1 or seeded:
-            return RouteDecision(task, self.table.table[task], confidence, source)
-        arms = self.stats.arms(task) if self.stats is not None else {}
+            return RouteDecision(task, routes.table[task], confidence, source, mode=mode)
+        arms = self.stats.arms(task, mode) if self.stats is not None else {}
         with self._rng_lock:
-            pick = choose({d: self.table.prior(task, d) for d in eligible}, arms, self._rng, self.config.policy)
-        return RouteDecision(task, pick.drafter, confidence, source, pick.explored)
+            pick = choose({d: routes.prior(task, d) for d in eligible}, arms, self._rng, self.config.policy)
+        return RouteDecision(task, pick.drafter, confidence, source, pick.explored, mode)
 
     def record(self, decision: RouteDecision, prompt: str, tokens: int, rounds: int, decode_s: float) -> bool:
         """Adds a finished request to the shared statistics; False if they did not reach Redis (yet)."""
@@ -95,4 +102,4 @@ class Router:
             return False
         tau = tokens / rounds if rounds else 0.0
         return self.stats.record(RequestRecord(decision.task, decision.drafter, tau, tokens, rounds, decode_s, prompt,
-                                               decision.confidence, decision.source))
+                                               decision.confidence, decision.source, decision.mode))

@@ -1,7 +1,7 @@
 """Routing statistics and the query log in Redis, shared by every router replica.
 
-Every finished request is a `RequestRecord` (task, drafter, tau, tokens, times). `RoutingStats`
-adds it to per-(task, drafter) counters and to a short list of recent rewards (what the policy
+Every finished request is a `RequestRecord` (task, drafter, sampling mode, tau, tokens, times).
+`RoutingStats` adds it to per-(task, mode, drafter) counters and to a short list of recent rewards (what the policy
 reads, so it follows a drafter that changes), and appends the query to a capped Redis Stream (the
 query log that task detection can re-run on).
 
@@ -10,8 +10,9 @@ written when Redis answers again, reads return the last values read, and one war
 per outage. Calls use short socket timeouts, so a dead server costs milliseconds, and after a
 failure the server is not tried again for `retry_s`.
 
-Keys (prefix `specroute` by default): `{p}:arms:{task}` (set of drafters seen), `{p}:arm:{task}:{drafter}`
-(hash of counters), `{p}:recent:{task}:{drafter}` (list of rewards, newest first), `{p}:log`
+Keys (prefix `specroute` by default): `{p}:arms:{task}:{mode}` (set of drafters seen),
+`{p}:arm:{task}:{mode}:{drafter}` (hash of counters), `{p}:recent:{task}:{mode}:{drafter}` (list of
+rewards, newest first), `{p}:log`
 (stream). This module knows nothing about classifiers or how a drafter is chosen.
 """
 
@@ -43,6 +44,7 @@ class RequestRecord:
     prompt: str = ""
     confidence: float = 1.0
     source: str = "classifier"
+    mode: str = "greedy"  # the routes it was taken from: greedy or sampled
 
     @property
     def reward(self) -> float:
@@ -131,13 +133,13 @@ class RoutingStats:
 
     def _write(self, pipe, r: RequestRecord) -> None:
         p = self.prefix
-        pipe.sadd(f"{p}:arms:{r.task}", r.drafter)
-        arm = f"{p}:arm:{r.task}:{r.drafter}"
+        pipe.sadd(f"{p}:arms:{r.task}:{r.mode}", r.drafter)
+        arm = f"{p}:arm:{r.task}:{r.mode}:{r.drafter}"
         pipe.hincrby(arm, "requests", 1)
         pipe.hincrby(arm, "tokens", r.tokens)
         pipe.hincrby(arm, "rounds", r.rounds)
         pipe.hincrbyfloat(arm, "decode_s", r.decode_s)
-        recent = f"{p}:recent:{r.task}:{r.drafter}"
+        recent = f"{p}:recent:{r.task}:{r.mode}:{r.drafter}"
         pipe.lpush(recent, r.reward)
         pipe.ltrim(recent, 0, self.recent - 1)
         entry = asdict(r)
@@ -147,28 +149,30 @@ class RoutingStats:
 
     # --- reads --------------------------------------------------------------------------------
 
-    def arms(self, task: str) -> dict[str, ArmStats]:
-        """{drafter: stats} for a task; the last values read if Redis does not answer. Never raises."""
+    def arms(self, task: str, mode: str = "greedy") -> dict[str, ArmStats]:
+        """{drafter: stats} for a task in a sampling mode; the last values read if Redis does not
+        answer. Never raises."""
+        arm = f"{task}:{mode}"
         with self._lock:
             if not self._usable():
-                return self._last_arms.get(task, {})
+                return self._last_arms.get(arm, {})
             try:
-                drafters = sorted(self._client.smembers(f"{self.prefix}:arms:{task}"))
+                drafters = sorted(self._client.smembers(f"{self.prefix}:arms:{arm}"))
                 pipe = self._client.pipeline(transaction=False)
                 for d in drafters:
-                    pipe.hgetall(f"{self.prefix}:arm:{task}:{d}")
-                    pipe.lrange(f"{self.prefix}:recent:{task}:{d}", 0, -1)
+                    pipe.hgetall(f"{self.prefix}:arm:{arm}:{d}")
+                    pipe.lrange(f"{self.prefix}:recent:{arm}:{d}", 0, -1)
                 replies = pipe.execute()
             except redis.exceptions.RedisError as err:
                 self._failed(err)
-                return self._last_arms.get(task, {})
+                return self._last_arms.get(arm, {})
             self._recovered()
             result = {}
             for i, d in enumerate(drafters):
                 h, recent = replies[2 * i], replies[2 * i + 1]
                 result[d] = ArmStats(int(h.get("requests", 0)), int(h.get("tokens", 0)), int(h.get("rounds", 0)),
                                      float(h.get("decode_s", 0.0)), [float(x) for x in recent])
-            self._last_arms[task] = result
+            self._last_arms[arm] = result
             return result
 
     def query_log(self, count: int | None = None) -> list[dict]:

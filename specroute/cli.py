@@ -220,7 +220,7 @@ def _tasks_route(args: argparse.Namespace) -> int:
         table = RoutingTable.load(Path(args.routing) if args.routing else Path(args.tasks))
         stats = RoutingStats(args.redis_url) if args.redis_url else None
         router = Router(tasks, table, stats, RouterConfig(confidence_threshold=args.threshold))
-        decision = router.route(args.prompt, args.task, args.drafter)
+        decision = router.route(args.prompt, args.task, args.drafter, greedy=not args.sampled)
     except (ValueError, FileNotFoundError) as err:
         return _fail(str(err))
     print(json.dumps(decision.__dict__))
@@ -422,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--drafter", help="Explicit drafter.")
     route.add_argument("--threshold", type=float, default=0.5, help="Confidence below which the default drafter serves.")
     route.add_argument("--redis-url", help="Shared statistics for the adaptive policy.")
+    route.add_argument("--sampled", action="store_true", help="Route as a sampled request (temperature > 0); "
+                                                              "default: greedy.")
     route.set_defaults(func=_tasks_route)
 
     bench = sub.add_parser("bench", help="Benchmarks.")

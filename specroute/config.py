@@ -267,7 +267,10 @@ def _resolve_paths(data: dict, base: Path) -> dict:
 
 
 def config_for_zoo(zoo: Path, **overrides) -> SystemConfig:
-    """The system config of a built zoo: its target, every drafter, and zoo/tasks for routing."""
+    """The system config of a built zoo: its target, every drafter, and zoo/tasks for routing;
+    and `plain` (no drafting) where the zoo's routing table routes some requests to it."""
+    from router.assign import ROUTING_FILE, RoutingTable
+    from specroute.measure import PLAIN
     from specroute.zoo.manifest import drafter_options, load_manifest
     zoo = Path(zoo).resolve()
     manifest = load_manifest(zoo)
@@ -275,6 +278,9 @@ def config_for_zoo(zoo: Path, **overrides) -> SystemConfig:
                  "options": {k: str(v) for k, v in drafter_options(zoo, d).items()},
                  "specialised_for": d.get("task"), "family": d.get("family"), "params": d.get("params", 0)}
                 for d in manifest["drafters"]]
+    routing = zoo / "tasks" / ROUTING_FILE
+    if routing.is_file() and PLAIN in RoutingTable.load(routing).routed():
+        drafters.append({"name": PLAIN, "kind": "plain"})
     data = {"target": {"path": str(zoo / manifest["target"]["path"])}, "drafters": drafters,
             "router": {"tasks": str(zoo / "tasks")}}
     for key, value in overrides.items():

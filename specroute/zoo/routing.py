@@ -15,7 +15,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from router.assign import ROUTING_FILE, RoutingTable, assign_drafters, zoo_drafters
+from router.assign import PLAIN_DRAFTER, ROUTING_FILE, RoutingTable, assign_drafters, zoo_drafters
+from specroute.measure import PLAIN
 from router.detect import load_tasks, save_tasks, detect_tasks
 from specroute.zoo.corpus import load_split
 from specroute.zoo.manifest import load_manifest
@@ -39,7 +40,7 @@ def ensure_routing(zoo: Path, detect_prompts: int = 2000, prompts_per_task: int 
         try:
             table = RoutingTable.load(tasks_dir / ROUTING_FILE)
             kinds = {name: d["kind"] for name, d in table.drafters.items()}
-            if table.tasks_version == tasks.version and kinds == {d.name: d.kind for d in zoo_drafters(zoo)[1]}:
+            if table.tasks_version == tasks.version and kinds == {PLAIN: PLAIN_DRAFTER["kind"], **{d.name: d.kind for d in zoo_drafters(zoo)[1]}}:
                 return tasks_dir
         except (FileNotFoundError, ValueError):
             pass

@@ -3,26 +3,32 @@ a prompt file or from Redis's query log, assign, route)."""
 
 import json
 
-from router.assign import RoutingTable, assign_drafters, zoo_drafters
+from router.assign import MODES, PLAIN_DRAFTER, RoutingTable, assign_drafters, zoo_drafters
 from router.detect import load_tasks
 from router.stats import RequestRecord, RoutingStats
 from specroute.cli import main
 
 
-def test_assignment_picks_the_fastest_measured_drafter_per_task(built_zoo, tasks_dir, tmp_path):
+def test_assignment_picks_the_fastest_measured_drafter_per_task_and_mode(built_zoo, tasks_dir, tmp_path):
     tasks = load_tasks(tasks_dir)
     target, drafters, generic = zoo_drafters(built_zoo)
     assert generic == "generic-llama"
     table = assign_drafters(tasks.samples(), target, drafters, generic, tasks.version, prompts_per_task=1,
                             max_new_tokens=6, device="cpu")
-    assert set(table.table) == set(tasks.names)
+    assert set(table.modes) == set(MODES) and table.drafters["plain"] == PLAIN_DRAFTER
     names = {d.name for d in drafters}
-    for task, drafter in table.table.items():
-        assert set(table.matrix[task]) == names | {"plain"}
-        ranked = table.eligible[task]
-        assert ranked[0] == drafter and set(ranked) == names
-        speedups = [table.matrix[task][d]["speedup"] for d in ranked]
-        assert speedups == sorted(speedups, reverse=True)
+    for mode, routes in table.modes.items():
+        assert set(routes.table) == set(tasks.names)
+        for task, drafter in routes.table.items():
+            cells = routes.matrix[task]
+            assert set(cells) == names | {"plain"}
+            ranked = routes.eligible[task]
+            assert ranked[0] == drafter
+            # Every drafter faster than plain, best first; plain alone when none is.
+            faster = {d for d in names if cells[d]["speedup"] > 1.0}
+            assert set(ranked) == (faster or {"plain"}), (mode, task)
+            speedups = [cells[d]["speedup"] for d in ranked]
+            assert speedups == sorted(speedups, reverse=True)
     table.save(tmp_path / "routing.json")
     assert RoutingTable.load(tmp_path) == table
 

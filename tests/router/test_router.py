@@ -3,22 +3,24 @@ Redis that moves traffic away from a drafter that degrades."""
 
 import pytest
 
-from router.assign import RoutingTable
+from router.assign import GREEDY, PLAIN_DRAFTER, SAMPLED, RoutingTable, routes_from
 from router.detect import load_tasks
 from router.router import Router, RouterConfig
 from router.stats import RoutingStats
 
 
-def _table(tasks, best: str = "spec", version: str | None = None) -> RoutingTable:
-    names = tasks.names
-    matrix = {t: {best: {"tokens_per_s": 100.0, "tau": 3.0, "speedup": 2.0},
-                  "generic": {"tokens_per_s": 80.0, "tau": 2.5, "speedup": 1.6},
-                  "ngram": {"tokens_per_s": 50.0, "tau": 1.5, "speedup": 1.0}} for t in names}
-    return RoutingTable(table={t: best for t in names}, eligible={t: [best, "generic", "ngram"] for t in names},
-                        matrix=matrix, default="generic",
-                        drafters={best: {"kind": "ngram", "options": {}}, "generic": {"kind": "ngram", "options": {}},
-                                  "ngram": {"kind": "ngram", "options": {}}},
-                        tasks_version=version or tasks.version, target="unused")
+def _cells(plain: float, **rates: float) -> dict:
+    return {name: {"tokens_per_s": rate, "tau": 2.0, "speedup": rate / plain}
+            for name, rate in {"plain": plain, **rates}.items()}
+
+
+def _table(tasks, version: str | None = None) -> RoutingTable:
+    """Greedy: spec, then generic, then ngram, all faster than plain. Sampled: only generic is."""
+    greedy = {t: _cells(40.0, spec=100.0, generic=80.0, ngram=50.0) for t in tasks.names}
+    sampled = {t: _cells(40.0, spec=36.0, generic=44.0, ngram=30.0) for t in tasks.names}
+    drafters = {name: {"kind": "ngram", "options": {}} for name in ("spec", "generic", "ngram")}
+    return RoutingTable({GREEDY: routes_from(greedy, "generic"), SAMPLED: routes_from(sampled, "generic")},
+                        {**drafters, "plain": PLAIN_DRAFTER}, tasks_version=version or tasks.version, target="unused")
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,15 @@ def test_statistics_round_trip_through_redis(redis_url):
     assert other.arms("math") == {}
 
 
+def test_greedy_and_sampled_statistics_are_kept_apart(redis_url):
+    """A drafter's reward under sampling says nothing about it under greedy decoding."""
+    stats = RoutingStats(redis_url, prefix="modes")
+    sampled = RequestRecord("code", "code-llama", 1.2, 12, 10, 0.5, "def g():", 0.9, "classifier", "sampled")
+    assert stats.record(sampled)
+    assert stats.arms("code", "greedy") == {}
+    assert stats.arms("code", "sampled")["code-llama"].recent == [24.0]
+
+
 def test_query_log_is_a_capped_stream(redis_url):
     stats = RoutingStats(redis_url, log_cap=50)
     for i in range(300):

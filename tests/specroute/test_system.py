@@ -19,7 +19,7 @@ import pytest
 from specroute import errors
 from specroute.client import AsyncClient, Client
 from tests.polling import wait_for
-from tests.specroute.systems import start_tiny_system
+from tests.specroute.systems import served_drafters, start_tiny_system
 
 pytestmark = pytest.mark.integration
 
@@ -114,16 +114,19 @@ def _http(system, method: str, path: str, headers: dict | None = None, body: byt
         return status, text
 
 
-def test_health_and_drafters(client):
+def test_health_and_drafters(client, built_zoo):
+    from router.assign import GREEDY, RoutingTable
     assert client.health().serving
     listing = client.list_drafters()
-    assert {d.name for d in listing.drafters} == set(DRAFTERS)
-    assert listing.default_drafter == "generic-llama"
-    assert {d.kind for d in listing.drafters} == {"model", "ngram"}
+    table = RoutingTable.load(built_zoo / "tasks")
+    served = served_drafters(DRAFTERS)  # and `plain` (no drafting)
+    assert {d.name for d in listing.drafters} == served
+    assert listing.default_drafter == table.routes(GREEDY).default
+    assert {d.kind for d in listing.drafters} == {"model", "ngram", "plain"}
     assert {d.family for d in listing.drafters if d.kind == "model"} == {"llama", "gpt2"}
 
 
-@pytest.mark.parametrize("drafter", [None, *DRAFTERS])
+@pytest.mark.parametrize("drafter", [None, *DRAFTERS, "plain"])
 def test_greedy_through_the_sdk_equals_the_target(client, prompts, reference, drafter):
     drafted_ahead = {}
     for prompt in prompts:
@@ -166,6 +169,17 @@ def test_a_single_response_request_gets_one_message_with_every_round(system, pro
     assert only.metadata.rounds > 1 and only.round.rounds == only.metadata.rounds
 
 
+def test_plain_samples_through_the_services_are_the_targets_own(client, built_zoo, prompts):
+    """No drafts: every token is the verifier's own seeded draw, as in process without a drafter."""
+    from specroute.engine import Engine
+    from verifier_service.sampling import SamplingParams
+    engine = Engine.load(built_zoo / "target", device="cpu")
+    for seed in range(3):
+        done = client.generate(prompts[seed], max_new_tokens=16, temperature=1.0, seed=seed, drafter="plain")
+        own = engine.generate(prompts[seed], 16, sampling=SamplingParams(temperature=1.0, seed=seed))
+        assert done.token_ids == own.token_ids and done.metadata.tau == 1.0
+
+
 def test_sampling_with_a_seed_is_reproducible(client, prompts):
     a = client.generate(prompts[1], max_new_tokens=16, temperature=0.8, top_p=0.9, seed=3)
     b = client.generate(prompts[1], max_new_tokens=16, temperature=0.8, top_p=0.9, seed=3)
@@ -203,7 +217,7 @@ def test_openai_client(system, prompts, reference, built_zoo):
     assert done.usage.completion_tokens == MAX_NEW
     pieces = api.completions.create(model="ngram", prompt=prompts[0], max_tokens=MAX_NEW, temperature=0, stream=True)
     assert "".join(p.choices[0].text for p in pieces) == expected
-    assert {m.id for m in api.models.list()} == {"specroute", *DRAFTERS}
+    assert {m.id for m in api.models.list()} == {"specroute", *served_drafters(DRAFTERS)}
     with pytest.raises(openai.BadRequestError, match="max_new_tokens"):
         api.completions.create(model="specroute", prompt=prompts[0], max_tokens=0)
     with pytest.raises(openai.BadRequestError, match="temperature"):
