@@ -1,9 +1,10 @@
-"""Engines side by side: the same greedy generations through each, with tau and tokens/s.
+"""Engines side by side: the same generations through each, with tau, tokens/s and repeat share.
 
 Used wherever drafters are compared by measurement: `zoo eval` (the task x drafter matrix), the
 zoo build's sizing of a drafter, and the router's drafter assignment. Engines are interleaved per
 prompt, so they see the same machine state, and every output is checked against plain decoding.
-A prompt that leaves no room for `max_new_tokens` in the target's context is never sent: it is
+Each cell also holds the outputs' mean repeat share (`specroute.repetition`): how much of what
+was generated copies earlier text, which lookups predict exactly. A prompt that leaves no room for `max_new_tokens` in the target's context is never sent: it is
 skipped and counted (`fit_prompts`), so a corpus with long prompts measures what fits.
 This module knows nothing about zoos, tasks or routing.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from drafter_service.generation import GenerationStats
 from specroute.engine import Engine
+from specroute.repetition import repeat_share
 from verifier_service.sampling import SamplingParams
 
 PLAIN = "plain"
@@ -30,8 +32,8 @@ def compare_engines(engines: dict[str, Engine], prompts: list[list[int]], max_ne
     """Generation from every prompt with every engine, interleaved per prompt: greedy, or with
     `sampling` (prompt i seeded `sampling.seed + i`, the same seed for every engine).
 
-    `engines` must hold PLAIN. Returns per engine its tau, acceptance rate, tokens/s and speedup
-    over plain (a ratio within this run), and the names of the engines whose greedy output
+    `engines` must hold PLAIN. Returns per engine its tau, acceptance rate, tokens/s, speedup
+    over plain (a ratio within this run) and mean repeat share, and the names of the engines whose greedy output
     differed from plain decoding on some prompt (sampled outputs are equal only in distribution,
     so they are not compared). Prompts that do not fit the target's context are skipped (each
     cell's `skipped` counts them; `prompts` counts those measured).
@@ -41,22 +43,26 @@ def compare_engines(engines: dict[str, Engine], prompts: list[list[int]], max_ne
         bar.update(skipped * len(engines))
     sampling = sampling or SamplingParams()
     totals = {name: GenerationStats() for name in engines}
+    repeats = dict.fromkeys(engines, 0.0)
     mismatches: set[str] = set()
     for i, ids in enumerate(prompts):
         params = sampling if sampling.greedy else sampling.model_copy(update={"seed": ((sampling.seed or 0) + i) % 2**64})
         reference = engines[PLAIN].generate(ids, max_new_tokens, sampling=params)
         totals[PLAIN].merge(reference.stats)
+        repeats[PLAIN] += repeat_share(ids, reference.token_ids)
         for name, engine in engines.items():
             if name != PLAIN:
                 result = engine.generate(ids, max_new_tokens, sampling=params)
                 if sampling.greedy and result.token_ids != reference.token_ids:
                     mismatches.add(name)
                 totals[name].merge(result.stats)
+                repeats[name] += repeat_share(ids, result.token_ids)
         if bar is not None:
             bar.update(len(engines))
     plain_rate = totals[PLAIN].tokens_per_s
     cells = {name: {"tau": stats.tau, "acceptance_rate": stats.acceptance_rate, "tokens_per_s": stats.tokens_per_s,
                     "speedup": stats.tokens_per_s / plain_rate if plain_rate else 0.0,
+                    "repeat_share": repeats[name] / len(prompts) if prompts else 0.0,
                     "prompts": len(prompts), "skipped": skipped}
              for name, stats in totals.items()}
     return cells, sorted(mismatches)

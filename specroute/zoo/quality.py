@@ -5,10 +5,8 @@ repeats, prompt lookup and a datastore of the target's own continuations predict
 the zoo measures its target, per task on held-out test prompts, for greedy output, T=1 samples
 and the corpus's reference continuation:
 - held-out loss: the target's mean next-token cross-entropy on the reference continuations;
-- distinct-n (Li et al., 2016): distinct n-grams over all n-grams of one continuation, the mean
-  over prompts (per continuation, so one looping answer is not diluted by the others);
-- repeat share: the share of continuation tokens that complete an n-gram (n = 6) already seen
-  earlier in the prompt or the continuation, the mean over prompts.
+- distinct-n and the repeat share (`specroute.repetition`), per continuation, the mean over
+  prompts (so one looping answer is not diluted by the others).
 
 The goal a bench target must meet, per task, greedy: repeat share <= 1.5 x the reference's + 0.05
 and distinct-4 >= 0.85 x the reference's (`meets_goal`).
@@ -25,29 +23,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-REPEAT_N = 6
-
-
-def distinct_n(tokens: list[int], n: int) -> float:
-    """Distinct n-grams over all n-grams of `tokens` (1.0 when it has none)."""
-    grams = [tuple(tokens[i: i + n]) for i in range(len(tokens) - n + 1)]
-    return len(set(grams)) / len(grams) if grams else 1.0
-
-
-def repeat_share(prompt: list[int], continuation: list[int], n: int = REPEAT_N) -> float:
-    """The share of continuation tokens that complete an n-gram seen earlier in prompt +
-    continuation (0.0 for an empty continuation)."""
-    if not continuation:
-        return 0.0
-    seq = list(prompt) + list(continuation)
-    seen: set[tuple[int, ...]] = set()
-    repeats = 0
-    for end in range(n, len(seq) + 1):  # the n-gram seq[end - n: end] ends at token end - 1
-        gram = tuple(seq[end - n: end])
-        if end - 1 >= len(prompt) and gram in seen:
-            repeats += 1
-        seen.add(gram)
-    return repeats / len(continuation)
+from specroute.repetition import REPEAT_N, distinct_n, repeat_share
 
 
 def text_quality(pairs: list[tuple[list[int], list[int]]]) -> dict:

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from specroute.zoo.quality import distinct_n, meets_goal, quality_of_zoo, repeat_share, text_quality
+from specroute.repetition import distinct_n, repeat_share
+from specroute.zoo.quality import meets_goal, quality_of_zoo, text_quality
 
 LOOP = [1, 2, 3, 4] * 10
 FRESH = list(range(100, 140))
