@@ -85,3 +85,14 @@ def write_results(out: Path, stem: str, result: dict, markdown: str,
     if plot is not None:
         plot(result, out / f"{stem}.png")
     print(markdown)
+
+
+def side_by_side(row_label: str, rows: dict[str, list[dict]], columns: dict[str, Callable[[dict], str]],
+                 names: list[str]) -> list[str]:
+    """A markdown table with one row per key of `rows` (its value: that row's record at each of
+    `names`, e.g. each temperature), and for each column one cell per name, side by side."""
+    lines = [f"| {row_label} | " + " | ".join(f"{c} {n}" for c in columns for n in names) + " |",
+             "|---|" + "---|" * (len(columns) * len(names))]
+    for label, records in rows.items():
+        lines.append(f"| {label} | " + " | ".join(cell(rec) for cell in columns.values() for rec in records) + " |")
+    return lines

@@ -8,13 +8,16 @@
 3. Classifier latency: one `predict` per prompt, for the test prompts and for prompts of 1, 2
    and 4 kB; p50 and p99.
 4. Assignment: `router.assign` measures every zoo drafter on validation prompts (a seeded
-   shuffle), grouped by the task the classifier gives them. The routing table is saved beside
-   the task artifact in `zoo/tasks`, so serving the zoo afterwards routes by both.
-5. Routed tau: every drafter and plain decoding generate from every test prompt, interleaved per
-   prompt. From those same runs: routed (the drafter the router picks: classifier, confidence
-   fallback and routing table), generic (the zoo's generic drafter), and oracle (per prompt,
-   the drafter with the highest tau in hindsight). Per task, tau is tokens over rounds; the
-   figures averaged over tasks are plain means of the per-task values.
+   shuffle), grouped by the task the classifier gives them, greedy and at T=1: a routing table
+   per sampling mode, in which a drafter slower than plain decoding is never routed to. It is
+   saved beside the task artifact in `zoo/tasks`, so serving the zoo afterwards routes by both.
+5. Routed tau, at T=0 and at T=1 (test prompt i seeded i): every drafter and plain decoding
+   generate from every test prompt, interleaved per prompt. From those same runs: routed (the
+   drafter the router picks for the request's sampling mode: classifier, confidence fallback
+   and that mode's routes, `plain` included), generic (the zoo's generic drafter), and oracle
+   (per prompt, the drafter with the highest tau in hindsight). Per task, tau is tokens over
+   rounds; the figures averaged over tasks are plain means of the per-task values. Beside them,
+   the plain outputs' repeat share: how much of the text copies earlier text.
 
 Writes `router.md`, `router.json` and `router.png` under the output directory.
 """
@@ -31,11 +34,12 @@ from sklearn.metrics import adjusted_rand_score
 from tqdm.auto import tqdm
 
 from bench.common import load_zoo, provenance, provenance_lines, write_results
-from router.assign import GREEDY, zoo_drafters
+from router.assign import GREEDY, mode_of, zoo_drafters
 from router.detect import detect_tasks, load_tasks, save_tasks
 from router.router import Router, RouterConfig
 from specroute.engine import Engine
-from specroute.measure import PLAIN
+from specroute.measure import PLAIN, TEMPERATURES, sampling_at, temperature_key
+from specroute.repetition import repeat_share
 from specroute.zoo.corpus import load_split
 from specroute.zoo.routing import assign_zoo
 
@@ -72,45 +76,63 @@ def run_router_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_toke
     _, drafters, generic = zoo_drafters(zoo)
     router = Router(tasks, table, None, RouterConfig(confidence_threshold=threshold, adaptive=False))
 
-    # 5. Every drafter on every test prompt; routed, generic and oracle from the same runs.
+    # 5. Every drafter on every test prompt, at each temperature; routed, generic and oracle from the same runs.
     torch.set_num_threads(2)
     engines = {PLAIN: Engine(target), **{d.name: Engine(target, d.load()) for d in drafters}}
     chosen = [ex for f in families for ex in [e for e in test if e.task == f][:prompts_per_task]]
-    per_prompt, lossless = [], True
-    for ex in tqdm(chosen, desc="bench router"):
-        ids = target.tokenizer.encode(ex.prompt)
-        runs = {}
-        for name, engine in engines.items():
-            result = engine.generate(ids, max_new_tokens)
-            s = result.stats
-            runs[name] = {"tokens": s.num_generated, "rounds": s.rounds, "emitted": s.num_emitted,
-                          "seconds": s.wall_time_s, "ids": result.token_ids}
-        lossless &= all(r["ids"] == runs[PLAIN]["ids"] for r in runs.values())
-        decision = router.route(ex.prompt)
-        oracle = max((n for n in runs if n != PLAIN), key=lambda n: runs[n]["emitted"] / max(1, runs[n]["rounds"]))
-        per_prompt.append({"family": ex.task, "routed": decision.drafter, "source": decision.source,
-                           "oracle": oracle, "runs": {n: {k: v for k, v in r.items() if k != "ids"}
-                                                      for n, r in runs.items()}})
-    per_task = _per_task(per_prompt, families, generic)
-    means = {k: statistics.mean(t[k]["tau"] for t in per_task.values()) for k in ("routed", "generic", "oracle")}
-    speed = {k: statistics.mean(t[k]["speedup"] for t in per_task.values()) for k in ("routed", "generic", "oracle")}
+    by_temperature, lossless = {}, True
+    with tqdm(total=len(chosen) * len(engines) * len(TEMPERATURES), desc="bench router") as bar:
+        for temperature in TEMPERATURES:
+            per_prompt = []
+            for i, ex in enumerate(chosen):
+                ids = target.tokenizer.encode(ex.prompt)
+                runs = {name: _run(engine, ids, max_new_tokens, sampling_at(temperature, seed=i))
+                        for name, engine in engines.items()}
+                bar.update(len(engines))
+                if temperature == 0:
+                    lossless &= all(r["ids"] == runs[PLAIN]["ids"] for r in runs.values())
+                decision = router.route(ex.prompt, greedy=temperature == 0)
+                oracle = max((n for n in runs if n != PLAIN), key=lambda n: runs[n]["emitted"] / max(1, runs[n]["rounds"]))
+                per_prompt.append({"family": ex.task, "routed": decision.drafter, "source": decision.source,
+                                   "oracle": oracle, "repeat_share": repeat_share(ids, runs[PLAIN]["ids"]),
+                                   "runs": {n: {k: v for k, v in r.items() if k != "ids"} for n, r in runs.items()}})
+            by_temperature[temperature_key(temperature)] = _routed_figures(
+                per_prompt, families, generic, table.routes(mode_of(temperature == 0)))
+    greedy = by_temperature[temperature_key(0.0)]
 
     results = {
         "setup": {
             **provenance("router", zoo), "zoo_preset": manifest["preset"],
             "detect_prompts": len(sample), "test_prompts_classified": len(test), "prompts_per_task": prompts_per_task,
-            "max_new_tokens": max_new_tokens, "confidence_threshold": threshold, "seed": seed},
+            "max_new_tokens": max_new_tokens, "confidence_threshold": threshold, "seed": seed,
+            "temperatures": list(TEMPERATURES)},
         "detection": {"k": len(detection.tasks), "merge_gap": detection.meta["merge_gap"],
                       "silhouette": detection.silhouette, "seconds": detect_s,
                       "tasks": [{**t, "family": majority[t["name"]]} for t in detection.tasks]},
         "ari": ari, "accuracy": accuracy, "latency_ms": latency,
-        "routing_table": table.routes(GREEDY).table, "assignment_matrix": table.routes(GREEDY).matrix,
-        "per_task": per_task, "mean_tau": means, "mean_speedup": speed,
-        "routed_over_generic": means["routed"] / means["generic"], "routed_over_oracle": means["routed"] / means["oracle"],
-        "lossless": lossless, "goals": GOALS,
+        **greedy, "by_temperature": by_temperature, "lossless": lossless, "goals": GOALS,
     }
     write_results(out, "router", results, _markdown(results), _plot)
     return results
+
+
+def _run(engine: Engine, ids: list[int], max_new_tokens: int, sampling) -> dict:
+    result = engine.generate(ids, max_new_tokens, sampling=sampling)
+    s = result.stats
+    return {"tokens": s.num_generated, "rounds": s.rounds, "emitted": s.num_emitted, "seconds": s.wall_time_s,
+            "ids": result.token_ids}
+
+
+def _routed_figures(per_prompt: list[dict], families: list[str], generic: str, routes) -> dict:
+    """One temperature's figures: per task and their means, and the routes they were taken from."""
+    per_task = _per_task(per_prompt, families, generic)
+    means = {k: statistics.mean(t[k]["tau"] for t in per_task.values()) for k in ("routed", "generic", "oracle")}
+    speed = {k: statistics.mean(t[k]["speedup"] for t in per_task.values()) for k in ("routed", "generic", "oracle")}
+    return {"routing_table": routes.table, "default": routes.default, "assignment_matrix": routes.matrix,
+            "per_task": per_task, "mean_tau": means, "mean_speedup": speed,
+            "mean_repeat_share": statistics.mean(t["repeat_share"] for t in per_task.values()),
+            "routed_over_generic": means["routed"] / means["generic"],
+            "routed_over_oracle": means["routed"] / means["oracle"]}
 
 
 def _majority_family(detection, families: list[str]) -> dict[str, str]:
@@ -162,6 +184,7 @@ def _per_task(per_prompt: list[dict], families: list[str], generic: str) -> dict
             entry[kind] = {"tau": sum(p["emitted"] for p in picks) / max(1, sum(p["rounds"] for p in picks)),
                            "tokens_per_s": rate, "speedup": rate / (plain_tokens / plain_s) if plain_s else 0.0}
         entry["routed_drafters"] = sorted({r["routed"] for r in rows})
+        entry["repeat_share"] = statistics.mean(r["repeat_share"] for r in rows)
         entry["fallbacks"] = sum(r["source"] == "low-confidence" for r in rows)
         entry["prompts"] = len(rows)
         out[family] = entry
@@ -176,7 +199,8 @@ def _markdown(r: dict) -> str:
         "# Router benchmark", "", *provenance_lines(s),
         f"Models: zoo preset `{s['zoo_preset']}`; detection on {s['detect_prompts']} training prompts; classifier on "
         f"{s['test_prompts_classified']} test prompts; routed tau on {s['prompts_per_task']} test prompts per task, "
-        f"{s['max_new_tokens']} new tokens, greedy; confidence threshold {s['confidence_threshold']}.", "",
+        f"{s['max_new_tokens']} new tokens, greedy and sampled at T=1 (test prompt i seeded i); confidence threshold "
+        f"{s['confidence_threshold']}. The goals on tau are greedy's.", "",
         "| goal | measured | target | |", "|---|---|---|---|",
         f"| ARI, detected tasks vs families (test prompts) | {r['ari']:.3f} | >= {g['ari']} | {ok(r['ari'], g['ari'])} |",
         f"| classifier accuracy (test prompts) | {r['accuracy']:.1%} | >= {g['accuracy']:.0%} | "
@@ -189,25 +213,29 @@ def _markdown(r: dict) -> str:
         f"{ok(r['routed_over_oracle'], g['routed_over_oracle'])} |", "",
         f"Outputs identical to plain decoding for every drafter: {r['lossless']}.", "",
         f"## Detection ({r['detection']['k']} tasks, {r['detection']['seconds']:.1f} s)", "",
-        "| task | prompts | majority family | top terms | routed to |", "|---|---|---|---|---|"]
+        "| task | prompts | majority family | top terms | routed to, T=0 | routed to, T=1 |", "|---|---|---|---|---|---|"]
     for t in r["detection"]["tasks"]:
-        lines.append(f"| {t['name']} | {t['size']} | {t['family']} | {' '.join(t['top_terms'])} | "
-                     f"{r['routing_table'].get(t['name'], '-')} |")
+        routed = [v["routing_table"].get(t["name"], "-") for v in r["by_temperature"].values()]
+        lines.append(f"| {t['name']} | {t['size']} | {t['family']} | {' '.join(t['top_terms'])} | " + " | ".join(routed) + " |")
     lines += ["", "k is where the Ward dendrogram's merge heights jump most; merge-height gap by k: "
               + ", ".join(f"{k}: {v:.2f}" for k, v in r["detection"]["merge_gap"].items())
               + "; silhouette by k (a diagnostic): "
-              + ", ".join(f"{k}: {v:.3f}" for k, v in r["detection"]["silhouette"].items()), "",
-              "## Routed, generic and oracle, per task", "",
-              "| task | routed drafters | tau routed | tau generic | tau oracle | speedup routed | speedup generic | "
-              "speedup oracle | fallbacks |", "|---|---|---|---|---|---|---|---|---|"]
-    for family, t in r["per_task"].items():
-        lines.append(f"| {family} | {', '.join(t['routed_drafters'])} | {t['routed']['tau']:.2f} | "
-                     f"{t['generic']['tau']:.2f} | {t['oracle']['tau']:.2f} | {t['routed']['speedup']:.2f}x | "
-                     f"{t['generic']['speedup']:.2f}x | {t['oracle']['speedup']:.2f}x | {t['fallbacks']}/{t['prompts']} |")
-    m, sp_ = r["mean_tau"], r["mean_speedup"]
-    lines += [f"| **mean** | | {m['routed']:.2f} | {m['generic']:.2f} | {m['oracle']:.2f} | {sp_['routed']:.2f}x | "
-              f"{sp_['generic']:.2f}x | {sp_['oracle']:.2f}x | |", "",
-              "Speedup: decoding tokens/s over plain decoding on the same prompts (prefill excluded).", "",
+              + ", ".join(f"{k}: {v:.3f}" for k, v in r["detection"]["silhouette"].items()), ""]
+    for key, v in r["by_temperature"].items():
+        lines += [f"## Routed, generic and oracle, per task, T={key}", "",
+                  f"Default for unsure prompts: {v['default']}.", "",
+                  "| task | routed drafters | tau routed | tau generic | tau oracle | speedup routed | speedup generic | "
+                  "speedup oracle | repeat | fallbacks |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for family, t in v["per_task"].items():
+            lines.append(f"| {family} | {', '.join(t['routed_drafters'])} | {t['routed']['tau']:.2f} | "
+                         f"{t['generic']['tau']:.2f} | {t['oracle']['tau']:.2f} | {t['routed']['speedup']:.2f}x | "
+                         f"{t['generic']['speedup']:.2f}x | {t['oracle']['speedup']:.2f}x | {t['repeat_share']:.2f} | "
+                         f"{t['fallbacks']}/{t['prompts']} |")
+        m, sp_ = v["mean_tau"], v["mean_speedup"]
+        lines += [f"| **mean** | | {m['routed']:.2f} | {m['generic']:.2f} | {m['oracle']:.2f} | {sp_['routed']:.2f}x | "
+                  f"{sp_['generic']:.2f}x | {sp_['oracle']:.2f}x | {v['mean_repeat_share']:.2f} | |", ""]
+    lines += ["Speedup: decoding tokens/s over plain decoding on the same prompts (prefill excluded). repeat: the "
+              "plain output's share of tokens completing a 6-gram already seen in the prompt or the output.", "",
               "## Classifier latency (one prompt per call)", "", "| prompts | p50 ms | p99 ms | n |", "|---|---|---|---|"]
     for case, v in r["latency_ms"].items():
         lines.append(f"| {case} | {v['p50']:.3f} | {v['p99']:.3f} | {v['n']} |")
@@ -218,16 +246,19 @@ def _plot(r: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    families = list(r["per_task"])
-    fig, ax = plt.subplots(figsize=(9, 4))
+    panels = r["by_temperature"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(9 * len(panels), 4), squeeze=False)
     width = 0.27
-    for i, kind in enumerate(("generic", "routed", "oracle")):
-        ax.bar([x + i * width for x in range(len(families))], [r["per_task"][f][kind]["tau"] for f in families],
-               width, label=kind)
-    ax.set_xticks([x + width for x in range(len(families))], families)
-    ax.set_ylabel("tau (tokens per round, bonus included)")
-    ax.set_title("specroute router: tau per task, generic vs routed vs oracle")
-    ax.legend()
+    for ax, (key, v) in zip(axes[0], panels.items()):
+        families = list(v["per_task"])
+        for i, kind in enumerate(("generic", "routed", "oracle")):
+            ax.bar([x + i * width for x in range(len(families))], [v["per_task"][f][kind]["speedup"] for f in families],
+                   width, label=kind)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks([x + width for x in range(len(families))], families)
+        ax.set_ylabel("speedup over plain decoding")
+        ax.set_title(f"specroute router, T={key}: generic vs routed vs oracle (CPU)")
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

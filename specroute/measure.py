@@ -18,6 +18,18 @@ from specroute.repetition import repeat_share
 from verifier_service.sampling import SamplingParams
 
 PLAIN = "plain"
+TEMPERATURES = (0.0, 1.0)
+"""What every comparison reports: greedy, and seeded sampling at T=1 (users sample too)."""
+
+
+def sampling_at(temperature: float, seed: int = 0) -> SamplingParams | None:
+    """None (greedy) at temperature 0; else seeded sampling at that temperature."""
+    return None if temperature == 0 else SamplingParams(temperature=temperature, seed=seed)
+
+
+def temperature_key(temperature: float) -> str:
+    """How results are keyed by temperature: '0', '1', '0.7'."""
+    return f"{temperature:g}"
 
 
 def fit_prompts(prompts: list[list[int]], max_context: int, max_new_tokens: int) -> tuple[list[list[int]], int]:

@@ -13,9 +13,13 @@ def test_lookup_bench_writes_every_method_per_task(built_zoo, tmp_path):
     saved = json.loads((tmp_path / "lookup.json").read_text())
     with_weights = {d["task"] for d in load_manifest(built_zoo)["drafters"] if d["task"] and d["path"]}
     assert set(saved["cells"]) == with_weights  # an ngram specialist has no model to look up with
-    for row in saved["cells"].values():
-        assert all(row[m]["tau"] >= 1.0 for m in METHODS)
-    assert "| **tau / generic's, mean** |" in (tmp_path / "lookup.md").read_text()
+    assert saved["by_temperature"]["0"] == saved["cells"] and set(saved["by_temperature"]) == {"0", "1"}
+    for cells in saved["by_temperature"].values():
+        assert set(cells) == with_weights
+        for row in cells.values():
+            assert all(row[m]["tau"] >= 1.0 and 0.0 <= row[m]["repeat_share"] <= 1.0 for m in METHODS)
+    text = (tmp_path / "lookup.md").read_text()
+    assert "| **tau / generic's, mean** |" in text and "## T=0" in text and "## T=1" in text
 
 
 def test_a_zoo_without_datastores_is_named(built_zoo, tmp_path):

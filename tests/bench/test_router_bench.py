@@ -13,7 +13,11 @@ def test_router_bench_writes_results(built_zoo, tmp_path):
     assert saved["lossless"] is True
     assert 0 <= saved["accuracy"] <= 1 and -1 <= saved["ari"] <= 1
     assert len(saved["per_task"]) == 6 and results["routing_table"]
-    for task in saved["per_task"].values():
-        assert min(task[kind]["tau"] for kind in ("routed", "generic", "oracle")) >= 1.0
+    assert set(saved["by_temperature"]) == {"0", "1"} and saved["by_temperature"]["0"]["per_task"] == saved["per_task"]
+    for figures in saved["by_temperature"].values():
+        assert len(figures["per_task"]) == 6 and 0.0 <= figures["mean_repeat_share"] <= 1.0
+        for task in figures["per_task"].values():
+            assert min(task[kind]["tau"] for kind in ("routed", "generic", "oracle")) >= 1.0
     assert {"p50", "p99"} <= set(saved["latency_ms"]["4 kB"])
-    assert "| ARI" in (tmp_path / "router.md").read_text()
+    text = (tmp_path / "router.md").read_text()
+    assert "| ARI" in text and "per task, T=0" in text and "per task, T=1" in text

@@ -1,5 +1,6 @@
-"""`specroute bench services` on the tiny zoo: runs end to end, the service's output equals the engine's;
-with CPUs to pin to, Ray's processes start on one and only the compute threads run on the other."""
+"""`specroute bench services` on the tiny zoo: runs end to end, greedy and seeded T=1, the service's output
+equals the engine's; with CPUs to pin to, Ray's processes start on one and only the compute threads run on
+the other."""
 
 import json
 import os
@@ -32,6 +33,18 @@ def test_services_bench_writes_its_results(built_zoo, tmp_path):
         assert all(p["cpu"] > 0 and p["wait"] >= 0 for p in processes)
     assert "drafter replica: cpu / waiting" in text
     assert "drafted ahead" in text and all(0 <= row["generate"]["drafted_ahead"] <= 1 for row in result["per_task"].values())
+    # Greedy and seeded T=1 side by side; the top-level figures are the greedy ones.
+    assert result["temperatures"] == [0.0, 1.0] and set(result["by_temperature"]) == {"0", "1"}
+    greedy, sampled = result["by_temperature"]["0"], result["by_temperature"]["1"]
+    assert greedy["per_task"] == result["per_task"] and greedy["mismatches"] == result["mismatches"] == 0
+    assert result["mismatches_t1"] == sampled["mismatches"], "counted, not hidden"
+    assert set(sampled["per_task"]) == set(result["per_task"]) and set(sampled["overall_ratio"]) == {"generate", "stream"}
+    for t in (greedy, sampled):
+        for row in t["per_task"].values():
+            assert all(row[m]["tokens_per_s"] > 0 for m in ("engine-1t", "engine-2t", "generate", "stream"))
+            assert all(row[m]["ratio"] > 0 for m in ("generate", "stream"))
+            assert 0 <= row["repeat_share"] <= 1 and all(0 <= row[m]["repeat_share"] <= 1 for m in ("generate", "stream"))
+    assert "T=1" in text and "T=0" in text and "repeat share" in text
     if ray_cpus is not None:
         background, compute = str(ray_cpus[0]), str(compute_cpus[0])
         threads = result["replica_thread_cpus"]

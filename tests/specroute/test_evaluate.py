@@ -20,7 +20,13 @@ def test_zoo_eval_writes_the_matrix(built_zoo, tmp_path, capsys):
         for drafter in results["drafters"]:
             assert results["cells"][task][drafter]["tau"] >= 1.0
     assert results["lossless_mismatches"] == []
+    assert set(results["by_temperature"]) == {"0", "1"}
+    assert results["by_temperature"]["0"]["cells"] == results["cells"]
+    for task, row in results["by_temperature"]["1"]["cells"].items():
+        assert row["plain"]["tau"] == 1.0 and row["plain"]["speedup"] == 1.0
+        assert all(row[d]["tau"] >= 1.0 and 0.0 <= row[d]["repeat_share"] <= 1.0 for d in results["drafters"])
     out = capsys.readouterr().out
+    assert "T=0:" in out and "T=1:" in out
     assert "generic-llama" in out and "identical to plain decoding: True" in out
     assert "mean specialist gain over the generic drafter" in out
     assert set(results["specialists"]["per_task"]) == set(ALL_FAMILIES)
