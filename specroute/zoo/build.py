@@ -80,6 +80,8 @@ class ZooBuilder:
         self.log = log
         self.stage_dir = self.out / ".stages"
         self._key_in_progress: str | None = None  # the key of the stage running now
+        self._started = time.perf_counter()
+        self._stages = [0, 0]  # stages reached, and how many the build has (0 until `build` counts them)
 
     # --- stage bookkeeping --------------------------------------------------------------------
 
@@ -90,12 +92,14 @@ class ZooBuilder:
     def _run(self, stage: str, inputs: dict, fn) -> dict:
         """Runs `fn` unless the stage is done with the same inputs; returns its info with its key."""
         key = stage_key(inputs)
+        self._stages[0] += 1
         done = self._done(stage)
         if done is not None and done.get("key") == key:
-            self.log(f"[zoo] {stage}: done already, skipped")
+            self.log(f"[zoo] {self._where()}{stage}: done already, skipped")
             return done
         start = time.perf_counter()
-        self.log(f"[zoo] {stage} ...")
+        self.log(f"[zoo] {self._where()}{stage} ... ({(start - self._started) / 60:.1f} min into the build; "
+                 "a training stage's bar shows its own time left)")
         self._key_in_progress = key
         info = {**fn(), "key": key}
         info["seconds"] = round(time.perf_counter() - start, 1)
@@ -104,10 +108,18 @@ class ZooBuilder:
         self.log(f"[zoo] {stage}: {info['seconds']} s")
         return info
 
+    def _where(self) -> str:
+        reached, total = self._stages
+        return f"stage {reached} of {total}: " if total else ""
+
     # --- stages -------------------------------------------------------------------------------
 
     def build(self) -> dict:
         p = self.preset
+        # corpus, tokenizer, target, on_policy, teacher, [datastores], a stage per drafter and per
+        # lookup trial, costs
+        lookups = sum(spec.lookup for spec in p.drafters)
+        self._stages = [0, 6 + bool(lookups) + len(p.drafters) + lookups]
         target = self.build_target()
         on_policy = self._run("on_policy", {"up": target["key"], "spec": p.on_policy.model_dump(),
                                             "prompt_tokens": p.max_prompt_tokens}, self._on_policy)
@@ -127,6 +139,8 @@ class ZooBuilder:
                 lookups[drafter["name"]] = self._run(
                     f"lookup-{spec.name}", {"up": [drafter["key"], datastores["key"]], "sizing": p.sizing.model_dump()},
                     lambda drafter=drafter: self._lookup(drafter))
+            elif spec.lookup:
+                self._stages[1] -= 1  # sized to ngram: nothing to look up with
         costs = self._run("costs", {"up": [d["key"] for d in drafters]}, lambda: self._costs(drafters))
         manifest = self._manifest(drafters, costs["costs"], lookups)
         self._remove_stale(manifest)
