@@ -60,7 +60,7 @@ from verifier_service.sampling import GREEDY_BELOW, SamplingParams
 from verifier_service.target import TargetModel
 
 GENERIC_DRAFTER = "generic-llama"
-# Chosen by `--sweep` on validation prompts (bench/results/engine_sweep.md).
+# Chosen by `--sweep` on validation prompts (bench/results/earlier/engine_sweep.md: an earlier bench zoo).
 CHAIN = {"top_k": 1, "max_depth": 8, "max_nodes": 9}
 TREE = {"top_k": 2, "max_depth": 8, "max_nodes": 12}
 SWEEP_GRID = [(1, 3, 4), (1, 5, 6), (1, 8, 9), (2, 4, 6), (2, 6, 8), (2, 8, 12), (3, 6, 10), (4, 6, 16)]

@@ -36,7 +36,7 @@ class DrafterDeployment:
                  max_ongoing_requests: int = 16, torch_threads: int | None = None, stream_interval_ms: float = 50.0,
                  cpus: list[int] | None = None):
         # Unset, torch follows Ray's OMP_NUM_THREADS (1 for a fractional num_cpus). Measured on 2
-        # cores (bench/results/README.md): 2 threads in both the drafter's and the verifier's
+        # cores (bench/results/earlier/README.md): 2 threads in both the drafter's and the verifier's
         # process halved single-stream speed, as idle OpenMP threads spin against each other.
         if torch_threads:
             torch.set_num_threads(torch_threads)

@@ -121,7 +121,7 @@ class DrafterSettings(_Strict):
     stream_interval_ms: float = Field(
         50.0, ge=0, description="Rounds finishing within this interval are streamed as one chunk (0: one chunk per "
                                 "round). Each chunk costs Ray and the proxy CPU that the next round could use: "
-                                "bench/results/README.md compares 20 ms with 50.")
+                                "bench/results/earlier/README.md compares 20 ms with 50.")
     deployment: DeploymentOptions = Field(default_factory=DeploymentOptions)
 
     @model_validator(mode="after")

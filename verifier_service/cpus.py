@@ -5,7 +5,7 @@ A single stream alternates drafting and verifying, so its two compute threads (a
 replica's drafting thread, the verifier's forward thread) never run at once and can share a core,
 as the in-process engine's one thread does. On a 2-core host where they float, the idle Ray and
 Serve system's thousands of wake-ups a second preempt them several times a round
-(`bench/results/README.md`). Giving them a core of their own (`deployment.cpus`) and starting
+(`bench/results/earlier/README.md`). Giving them a core of their own (`deployment.cpus`) and starting
 Ray's processes on the others (`ray_cpus`) keeps those wake-ups off the compute: vLLM's CPU
 backend binds its OpenMP threads to cores for the same reason (`VLLM_CPU_OMP_THREADS_BIND`).
 Measured on 2 cores, one stream through the services: 0.73 of the engine's speed unpinned,
