@@ -1,8 +1,9 @@
 """`specroute zoo build`: runs a preset's stages into a directory and writes its manifest.
 
-Stages: corpus -> tokenizer -> target (pretrained on the mixture) -> on-policy data (target
-continuations of training and validation prompts, per task: sampled, and greedy on further
-training prompts, the distribution greedy decoding serves) -> teacher (the target's top-k
+Stages: corpus -> tokenizer -> target (pretrained on the mixture) -> quality (the target's
+held-out loss and how much its output repeats itself, on test prompts: `specroute.zoo.quality`)
+-> on-policy data (target continuations of training and validation prompts, per task: sampled,
+and greedy on further training prompts, the distribution greedy decoding serves) -> teacher (the target's top-k
 distributions on them, `specroute.zoo.teacher`) -> one stage per drafter -> costs (every model
 drafter's decoding step against the target's, side by side: `specroute.zoo.cost`) -> manifest.json.
 
@@ -48,6 +49,7 @@ from specroute.zoo import corpus as corpus_mod
 from specroute.zoo.cost import step_cost_ratio
 from specroute.zoo.manifest import MANIFEST
 from specroute.zoo.presets import NGRAM, PRESETS, ArchSpec, DrafterSpec, FromDrafter, Preset, TrainSpec
+from specroute.zoo.quality import evaluate_quality, quality_table
 from specroute.zoo.teacher import Sample, TeacherCache
 from specroute.zoo.tokenizer import train_tokenizer
 from specroute.zoo.training import distill, generate_on_policy, heldout_divergence, pretrain
@@ -57,6 +59,7 @@ TEACHER_FILE = "teacher.pt"
 DATASTORES = "datastores"
 LEVERS = "levers"  # `bench target` writes its target variants here, each with LEVER_RECORD
 LEVER_RECORD = "lever.json"
+QUALITY_TOKENS = 96  # new tokens per prompt when the build measures the target's text quality
 
 
 def stage_key(inputs: dict) -> str:
@@ -116,11 +119,13 @@ class ZooBuilder:
 
     def build(self) -> dict:
         p = self.preset
-        # corpus, tokenizer, target, on_policy, teacher, [datastores], a stage per drafter and per
-        # lookup trial, costs
+        # corpus, tokenizer, target, quality, on_policy, teacher, [datastores], a stage per drafter
+        # and per lookup trial, costs
         lookups = sum(spec.lookup for spec in p.drafters)
-        self._stages = [0, 6 + bool(lookups) + len(p.drafters) + lookups]
+        self._stages = [0, 7 + bool(lookups) + len(p.drafters) + lookups]
         target = self.build_target()
+        self._run("quality", {"up": target["key"], "prompts": p.quality_prompts, "max_new_tokens": QUALITY_TOKENS},
+                  self._quality)
         on_policy = self._run("on_policy", {"up": target["key"], "spec": p.on_policy.model_dump(),
                                             "prompt_tokens": p.max_prompt_tokens}, self._on_policy)
         teacher = self._run("teacher", {"up": on_policy["key"], "top_k": p.teacher_top_k}, self._teacher)
@@ -252,6 +257,12 @@ class ZooBuilder:
             if json.loads(record.read_text()).get("key") == self._key_in_progress:
                 return record.parent
         return None
+
+    def _quality(self) -> dict:
+        report = evaluate_quality(self.out / "target", self._splits()["test"], list(self.preset.families),
+                                  self.preset.quality_prompts, QUALITY_TOKENS, seed=self.preset.seed)
+        self.log(f"[zoo] target quality on test prompts:\n{quality_table(report)}")
+        return {"report": report}
 
     def _load(self, name: str):
         return AutoModelForCausalLM.from_pretrained(self.out / name).to(self.device).eval()
@@ -447,6 +458,7 @@ class ZooBuilder:
     def _manifest(self, drafters: list[dict], costs: dict[str, dict], lookups: dict[str, dict]) -> dict:
         corpus = self._done("corpus")
         target = self._done("target")
+        quality = self._done("quality")
         entries = []
         for d in drafters:
             entry = {"path": d["name"] if d["kind"] == "model" else None,
@@ -463,7 +475,8 @@ class ZooBuilder:
             "tokenizer": "tokenizer",
             "target": {"path": "target", "family": self.preset.target.family, "params": target["params"],
                        "arch": self.preset.target.model_dump(), "train": self.preset.target_train.model_dump(),
-                       **({"adopted_from": target["adopted_from"]} if "adopted_from" in target else {})},
+                       **({"adopted_from": target["adopted_from"]} if "adopted_from" in target else {}),
+                       "quality": quality["report"]},
             "drafters": entries + [{"path": None, "name": "ngram", "kind": "ngram", "family": None, "params": 0, "task": None}],
             "corpus": {"files": {s: f"corpus/{f}" for s, f in corpus["files"].items()}, "counts": corpus["counts"],
                        "families": list(self.preset.families)},

@@ -149,6 +149,8 @@ class Preset(BaseModel):
     max_step_cost_ratio: float | None = Field(
         None, gt=0, description="A model drafter's decoding step may cost at most this share of the target's "
                                 "(measured); sizing skips candidates above it.")
+    quality_prompts: int = Field(2, ge=1, description="Test prompts per task on which the build measures the "
+                                                      "target's text quality (`specroute.zoo.quality`).")
 
     @model_validator(mode="after")
     def _sizing_when_needed(self) -> "Preset":
@@ -272,6 +274,7 @@ BENCH = Preset(
     on_policy=OnPolicySpec(prompts_per_task=160, greedy_prompts_per_task=256, max_new_tokens=96, heldout_prompts=32),
     sizing=SizingSpec(distill_steps=100, prompts=8, max_new_tokens=48),
     max_step_cost_ratio=1 / 8,
+    quality_prompts=8,
 )
 
 PRESETS = {p.name: p for p in (TINY, DEMO, BENCH)}

@@ -20,6 +20,10 @@ def test_manifest_names_every_artifact(built_zoo):
     assert families == {"llama", "gpt2"}
     for split, path in manifest["corpus"]["files"].items():
         assert (built_zoo / path).is_file(), split
+    # The build measures its target's text quality on test prompts (`specroute.zoo.quality`).
+    quality = manifest["target"]["quality"]
+    assert set(quality["tasks"]) == set(manifest["corpus"]["families"]) and quality["max_new_tokens"] == 96
+    assert all(0.0 <= t["greedy"]["repeat_share"] <= 1.0 for t in quality["tasks"].values())
 
 
 def test_artifacts_load_with_auto_classes(built_zoo):
