@@ -50,7 +50,7 @@ def test_a_zoo_build_resumes_its_targets_training_mid_stage(built_zoo, tmp_path)
              preset.seed, checkpoint=ckpt, until=t.steps // 2)
     logs = []
     ZooBuilder(preset, zoo, log=logs.append).build()
-    assert any(line.startswith("[zoo] target ...") for line in logs)
+    assert any(line.startswith("[zoo] stage 3 of ") and ": target ..." in line for line in logs)
     assert sum("skipped" in line for line in logs) == len(list((zoo / ".stages").glob("*.json"))) - 1
     assert not ckpt.exists()
     from safetensors.torch import load_file
