@@ -87,6 +87,24 @@ def write_results(out: Path, stem: str, result: dict, markdown: str,
     print(markdown)
 
 
+def temperature_keys(temperatures) -> list[str]:
+    """The results' keys of a benchmark's temperatures (`temperature_key`); refuses none, or one twice."""
+    from specroute.measure import temperature_key
+    if not temperatures:
+        raise ValueError("temperatures: give at least one")
+    keys = [temperature_key(t) for t in temperatures]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"temperatures: each at most once (got {list(temperatures)})")
+    return keys
+
+
+def greedy_figures(by_temperature: dict[str, dict]) -> dict:
+    """The greedy figures of a benchmark's per-temperature results (the first temperature's where
+    greedy was not measured): what its top-level keys report."""
+    from specroute.measure import temperature_key
+    return by_temperature.get(temperature_key(0.0), next(iter(by_temperature.values())))
+
+
 def side_by_side(row_label: str, rows: dict[str, list[dict]], columns: dict[str, Callable[[dict], str]],
                  names: list[str]) -> list[str]:
     """A markdown table with one row per key of `rows` (its value: that row's record at each of

@@ -48,15 +48,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from bench.common import load_zoo, provenance, provenance_lines, write_results
+from bench.common import greedy_figures, load_zoo, provenance, provenance_lines, write_results
 from drafter_service.base import create_drafter, drafter_config_model
 from drafter_service.generation import GenerationStats
 from specroute.engine import Engine
-from specroute.measure import TEMPERATURES, temperature_key
+from specroute.measure import TEMPERATURES, is_greedy, sampling_at, temperature_key
 from specroute.repetition import repeat_share
 from specroute.zoo.corpus import load_split
 from specroute.zoo.manifest import drafter_options
-from verifier_service.sampling import GREEDY_BELOW, SamplingParams
 from verifier_service.target import TargetModel
 
 GENERIC_DRAFTER = "generic-llama"
@@ -90,21 +89,12 @@ class Measurement:
         return sum(shares) / len(shares) if shares else 0.0
 
 
-def _greedy(temperature: float) -> bool:
-    """Whether a temperature means greedy decoding (as SamplingParams reads it)."""
-    return temperature < GREEDY_BELOW
-
-
 # A method: run(ids, max_new_tokens, temperature, seed) -> (output ids, stats or None);
 # the seed is ignored when greedy.
 
 def _engine_method(engine: Engine):
     def run(ids: list[int], max_new_tokens: int, temperature: float, seed: int) -> tuple[list[int], GenerationStats]:
-        if _greedy(temperature):
-            result = engine.generate(ids, max_new_tokens)
-        else:
-            params = SamplingParams(temperature=temperature, seed=seed)
-            result = engine.generate(ids, max_new_tokens, sampling=params)
+        result = engine.generate(ids, max_new_tokens, sampling=sampling_at(temperature, seed))
         return result.token_ids, result.stats
     return run
 
@@ -113,7 +103,7 @@ def _hf_method(target: TargetModel, assistant, eos: int):
     @torch.inference_mode()
     def run(ids: list[int], max_new_tokens: int, temperature: float, seed: int) -> tuple[list[int], None]:
         extra = {"assistant_model": assistant} if assistant is not None else {}
-        if _greedy(temperature):
+        if is_greedy(temperature):
             extra["do_sample"] = False
         else:
             torch.manual_seed(seed)
@@ -254,9 +244,9 @@ def _setup(zoo: Path, manifest: dict, prompts_per_task: int, max_new_tokens: int
 
 def _tables(runs: dict[str, list[Repeat]], methods: list[str]) -> dict:
     """{"results": the T=0 table (else the first temperature's), "by_temperature": every table}."""
-    by_temperature = {key: _summarise(reps, methods, check_lossless=_greedy(float(key)))
+    by_temperature = {key: _summarise(reps, methods, check_lossless=is_greedy(float(key)))
                       for key, reps in runs.items()}
-    return {"results": by_temperature.get(temperature_key(0.0), next(iter(by_temperature.values()))),
+    return {"results": greedy_figures(by_temperature),
             "by_temperature": by_temperature}
 
 
@@ -321,7 +311,7 @@ def _markdown(results: dict, title: str) -> str:
 
 def _modes(temperatures: list[float]) -> str:
     """"greedy and seeded T=1" for [0.0, 1.0]."""
-    return " and ".join("greedy" if _greedy(t) else f"seeded T={t:g}" for t in temperatures)
+    return " and ".join("greedy" if is_greedy(t) else f"seeded T={t:g}" for t in temperatures)
 
 
 def _cells(row: dict) -> list[str]:
@@ -338,7 +328,7 @@ def _plot(results: dict, path: Path) -> None:
     by_t = results["by_temperature"]
     fig, axes = plt.subplots(1, len(by_t), figsize=(8 * len(by_t), 4), squeeze=False, sharey=True)
     for ax, (key, table) in zip(axes[0], by_t.items()):
-        _speedup_panel(ax, table, f"T={key}" + (" (greedy)" if _greedy(float(key)) else " (seeded)"))
+        _speedup_panel(ax, table, f"T={key}" + (" (greedy)" if is_greedy(float(key)) else " (seeded)"))
     axes[0][0].set_ylabel("speedup over plain decoding")
     fig.suptitle("specroute engine benchmark (CPU)")
     fig.tight_layout()

@@ -47,9 +47,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from bench.common import load_zoo, provenance, provenance_lines, side_by_side, write_results
+from bench.common import (greedy_figures, load_zoo, provenance, provenance_lines, side_by_side, temperature_keys,
+                          write_results)
 from specroute.loadtest import LoadTestConfig, load_zoo_prompts, run_loadtest
-from specroute.measure import TEMPERATURES, temperature_key
+from specroute.measure import TEMPERATURES, is_greedy
 
 GOAL_STREAMS, GOAL = 8, 2.0
 MODES = ("unbatched", "batched")
@@ -70,11 +71,7 @@ def run_scale_bench(zoo: Path, preset: str, concurrencies: tuple[int, ...], dura
     from specroute.serve import LocalSystem
     from specroute.zoo.routing import ensure_routing
 
-    if not temperatures:
-        raise ValueError("temperatures: give at least one")
-    keys = [temperature_key(t) for t in temperatures]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"temperatures: each at most once (got {list(temperatures)})")
+    keys = temperature_keys(temperatures)
     manifest, target = load_zoo(zoo, preset)
     # Every request goes to `drafter`; the routing defaults stay deployed, as the router needs them.
     keep = None if drafter is None else {drafter, *(r.default for r in RoutingTable.load(ensure_routing(zoo)).modes.values())}
@@ -118,7 +115,7 @@ def run_scale_bench(zoo: Path, preset: str, concurrencies: tuple[int, ...], dura
                     system.stop()
 
     by_temperature = {k: {"temperature": t, **_summary(runs[k], concurrencies)} for t, k in temps}
-    main = by_temperature[temperature_key(0.0)] if temperature_key(0.0) in by_temperature else by_temperature[keys[0]]
+    main = greedy_figures(by_temperature)
     deployed = [d["name"] for d in manifest["drafters"]] if drafter is None else [drafter]
     result = {**provenance("scale", zoo), "zoo": str(zoo), "preset": manifest["preset"], "drafter": drafter,
               "drafters": deployed, "verifier_threads": list(verifier_threads), "duration_s": duration_s,
@@ -184,7 +181,7 @@ def _fmt(value, digits: int = 1) -> str:
 
 
 def _label(temperature: float) -> str:
-    return f"T={temperature:g} (greedy)" if temperature == 0 else f"T={temperature:g} (sampled, seeded per request)"
+    return f"T={temperature:g} (greedy)" if is_greedy(temperature) else f"T={temperature:g} (sampled, seeded per request)"
 
 
 def _by_temperature(r: dict) -> dict[str, dict]:

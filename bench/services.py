@@ -47,23 +47,19 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from bench.common import load_zoo, provenance, provenance_lines, side_by_side, write_results
+from bench.common import (greedy_figures, load_zoo, provenance, provenance_lines, side_by_side, temperature_keys,
+                          write_results)
 from bench.schedstat import CpuTimes, Reading, read, replica_pids, thread_cpus
 from drafter_service.base import create_drafter
 from specroute.engine import Engine
-from specroute.measure import TEMPERATURES, temperature_key
+from specroute.measure import TEMPERATURES, is_greedy, sampling_at
 from specroute.repetition import repeat_share
 from specroute.zoo.corpus import load_split
-from verifier_service.sampling import SamplingParams
 
 GOAL = 0.85
 ENGINE_THREADS = {"engine-1t": 1, "engine-2t": 2}
 SERVICES = ("generate", "stream")
 METHODS = (*ENGINE_THREADS, *SERVICES)
-
-
-def _greedy(temperature: float) -> bool:
-    return SamplingParams(temperature=temperature).greedy
 
 
 def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_tokens: int, repeats: int,
@@ -82,11 +78,7 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
     from specroute.config import SystemConfig, local_config_for_zoo
     from specroute.serve import LocalSystem
 
-    if not temperatures:
-        raise ValueError("temperatures: give at least one")
-    keys = [temperature_key(t) for t in temperatures]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"temperatures: each at most once (got {list(temperatures)})")
+    keys = temperature_keys(temperatures)
     manifest, target = load_zoo(zoo, preset)
     # The zoo's config with this run's settings, validated again as a whole.
     data = local_config_for_zoo(zoo, router={"max_new_tokens_limit": max(1024, max_new_tokens)}).model_dump()
@@ -108,7 +100,7 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
     engines = {f: Engine(target, create_drafter(specialist[f].kind, specialist[f].options)) for f in families}
     for f in families:  # warm up: first calls pay for lazy initialisation
         for t in temperatures:
-            engines[f].generate(prompts[f][0], 8, sampling=_sampling(t, 0))
+            engines[f].generate(prompts[f][0], 8, sampling=sampling_at(t, 0))
 
     system = LocalSystem.start(config)
     try:
@@ -170,11 +162,11 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
         k: {"temperature": t, **_summary(families, specialist, prompts, repeats, runs[k], times[k],
                                          drafted_ahead[k], shares[k]),
             "mismatches": len(mismatches[k]), "mismatch_examples": [
-                {"task": f, "prompt_index": i, "way": m, "seed": None if _greedy(t) else i,
+                {"task": f, "prompt_index": i, "way": m, "seed": None if is_greedy(t) else i,
                  "engine_token_ids": engine_ids, "service_token_ids": ids}
                 for f, i, m, engine_ids, ids in mismatches[k][:3]]}
         for t, k in zip(temperatures, keys)}
-    main = by_temperature[temperature_key(0.0)] if temperature_key(0.0) in by_temperature else by_temperature[keys[0]]
+    main = greedy_figures(by_temperature)
     result = {**provenance("services", zoo), "zoo": str(zoo), "preset": manifest["preset"],
               "prompts_per_task": prompts_per_task, "max_new_tokens": max_new_tokens, "repeats": repeats,
               "temperatures": list(temperatures), "seeds": "the prompt's index among its task's prompts",
@@ -186,7 +178,7 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
               "replica_thread_cpus": replica_cpus, "goal": GOAL,
               **{key: main[key] for key in ("per_task", "overall_ratio", "goal_met", "mismatches")},
               **{f"mismatches_t{k}": by_temperature[k]["mismatches"] for t, k in zip(temperatures, keys)
-                 if not _greedy(t)},
+                 if not is_greedy(t)},
               "by_temperature": by_temperature}
     write_results(out, "services", result, _markdown(result), _plot)
     return result
@@ -223,14 +215,9 @@ def _summary(families: list[str], specialist: dict, prompts: dict[str, list[str]
             "goal_met": {m: all(row[m]["ratio"] >= GOAL for row in per_task.values()) for m in SERVICES}}
 
 
-def _sampling(temperature: float, seed: int) -> SamplingParams:
-    """The engine's sampling at `temperature`: greedy, or sampled with `seed`."""
-    return SamplingParams(temperature=temperature, seed=None if _greedy(temperature) else seed)
-
-
 def _request_sampling(temperature: float, seed: int) -> dict:
     """The same as the SDK's keyword arguments."""
-    return {"temperature": temperature, "seed": None if _greedy(temperature) else seed}
+    return {"temperature": temperature, "seed": None if is_greedy(temperature) else seed}
 
 
 def _run(method: str, engine: Engine, client, prompt: str, max_new_tokens: int, drafter: str,
@@ -239,7 +226,7 @@ def _run(method: str, engine: Engine, client, prompt: str, max_new_tokens: int, 
     ids, its tau, its rounds, the rounds whose tree was drafted ahead)."""
     if method in ENGINE_THREADS:
         torch.set_num_threads(ENGINE_THREADS[method])
-        result = engine.generate(prompt, max_new_tokens, sampling=_sampling(temperature, seed))
+        result = engine.generate(prompt, max_new_tokens, sampling=sampling_at(temperature, seed))
         return result.token_ids, result.stats.tau, result.stats.rounds, result.stats.rounds_drafted_ahead
     sampling = _request_sampling(temperature, seed)
     if method == "generate":
@@ -284,7 +271,7 @@ def _per_round_ms(times: dict[str, dict]) -> dict[str, dict[str, dict[str, float
 
 
 def _label(temperature: float) -> str:
-    return f"T={temperature:g} (greedy)" if _greedy(temperature) else \
+    return f"T={temperature:g} (greedy)" if is_greedy(temperature) else \
         f"T={temperature:g} (sampled, seed = the prompt's index)"
 
 

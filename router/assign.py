@@ -33,8 +33,7 @@ from tqdm.auto import tqdm
 
 from drafter_service.base import create_drafter
 from specroute.engine import Engine
-from specroute.measure import PLAIN, compare_engines, fit_prompts
-from verifier_service.sampling import SamplingParams
+from specroute.measure import PLAIN, compare_engines, fit_prompts, sampling_at
 from verifier_service.target import TargetModel
 
 SCHEMA = 2
@@ -149,7 +148,7 @@ def assign_drafters(samples: dict[str, list[str]], target_dir: Path, drafters: l
         print(f"tasks assign: skipped {sum(skipped.values())} sample prompts too long for the target's context "
               f"({target.max_context} tokens, {max_new_tokens} of them for new tokens): "
               + ", ".join(f"{task} {n}" for task, n in skipped.items() if n))
-    sampling = {GREEDY: None, SAMPLED: SamplingParams(temperature=1.0, seed=seed)}
+    sampling = {GREEDY: None, SAMPLED: sampling_at(1.0, seed)}
     modes = {}
     with tqdm(total=sum(map(len, prompts.values())) * len(engines) * len(MODES), desc="tasks assign") as bar:
         for mode in MODES:

@@ -15,16 +15,21 @@ from __future__ import annotations
 from drafter_service.generation import GenerationStats
 from specroute.engine import Engine
 from specroute.repetition import repeat_share
-from verifier_service.sampling import SamplingParams
+from verifier_service.sampling import GREEDY_BELOW, SamplingParams
 
 PLAIN = "plain"
 TEMPERATURES = (0.0, 1.0)
 """What every comparison reports: greedy, and seeded sampling at T=1 (users sample too)."""
 
 
+def is_greedy(temperature: float) -> bool:
+    """Whether a temperature means greedy decoding (as `SamplingParams` reads it)."""
+    return temperature < GREEDY_BELOW
+
+
 def sampling_at(temperature: float, seed: int = 0) -> SamplingParams | None:
-    """None (greedy) at temperature 0; else seeded sampling at that temperature."""
-    return None if temperature == 0 else SamplingParams(temperature=temperature, seed=seed)
+    """None (greedy) at a greedy temperature; else seeded sampling at that temperature."""
+    return None if is_greedy(temperature) else SamplingParams(temperature=temperature, seed=seed)
 
 
 def temperature_key(temperature: float) -> str:
