@@ -41,7 +41,7 @@ def check_sampled_generation(zoo: Path, manifest: dict, target: TargetModel, pro
     from specroute.measure import fit_prompts
     from specroute.zoo.corpus import load_split
     from specroute.zoo.manifest import load_drafters
-    from verifier_service.sampling import SamplingParams
+    from core.sampling import SamplingParams
     tests = load_split(zoo / manifest["corpus"]["files"]["test"])
     drafters = load_drafters(zoo, manifest)
     done = 0

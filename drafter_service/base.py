@@ -21,8 +21,8 @@ from typing import Callable, ClassVar
 
 from pydantic import BaseModel
 
-from verifier_service.contracts import DraftTree, Verdict
-from verifier_service.sampling import SamplingParams
+from core.contracts import DraftTree, Verdict
+from core.sampling import SamplingParams
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from verifier_service.sampling import SamplingParams
+from core.sampling import SamplingParams
 
 
 @dataclass(frozen=True)

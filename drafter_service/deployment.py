@@ -25,9 +25,9 @@ from ray import serve
 
 from drafter_service.contracts import ChunkOut, GenerationRequest, ServiceErrorInfo
 from drafter_service.service import DrafterService
-from verifier_service import cpus as cpu_affinity
+from core import cpus as cpu_affinity
 from verifier_service.client import ReplicaInfo, VerifierPool
-from verifier_service.tls import TlsFiles
+from core.tls import TlsFiles
 
 
 @serve.deployment(name="Drafter")

@@ -36,7 +36,7 @@ from typing import Iterator, Protocol, runtime_checkable
 
 from drafter_service.base import DraftLimit, DraftSession, Guess
 from drafter_service.detokenize import IncrementalDetokenizer, StopStringMatcher
-from verifier_service.contracts import DraftTree, Verdict
+from core.contracts import DraftTree, Verdict
 
 log = logging.getLogger(__name__)
 

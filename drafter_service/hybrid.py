@@ -33,8 +33,8 @@ from drafter_service.base import DraftLimit, DraftSession, Drafter, register_dra
 from drafter_service.datastore import Datastore
 from drafter_service.model_drafter import ModelDrafter, ModelDrafterConfig
 from drafter_service.ngram import NgramConfig, NgramDrafter, Trie
-from verifier_service.contracts import DraftTree, Verdict
-from verifier_service.sampling import SamplingParams
+from core.contracts import DraftTree, Verdict
+from core.sampling import SamplingParams
 
 
 class HybridConfig(ModelDrafterConfig):

@@ -47,11 +47,11 @@ from transformers import DynamicCache
 
 from drafter_service.base import DraftLimit, Drafter, DraftSession, Guess, register_drafter
 from drafter_service.budget import BudgetConfig, DraftBudget, draft_confidence
-from verifier_service.contracts import NO_PARENT, DraftTree, SparseDist, Verdict
-from verifier_service.kv_cache import keep_tree_nodes, truncate
-from verifier_service.sampling import SamplingParams, derived_seed, processed_probs
-from verifier_service.target import DEFAULT_CONTEXT, ModelLoadConfig, context_window, forward_tree
-from verifier_service.tree_mask import additive_mask, ancestor_matrix
+from core.contracts import NO_PARENT, DraftTree, SparseDist, Verdict
+from core.kv_cache import keep_tree_nodes, truncate
+from core.sampling import SamplingParams, derived_seed, processed_probs
+from core.hf import DEFAULT_CONTEXT, ModelLoadConfig, context_window, forward_tree
+from core.tree_mask import additive_mask, ancestor_matrix
 
 
 class ModelDrafterConfig(ModelLoadConfig):

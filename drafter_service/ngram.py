@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from drafter_service.base import DraftLimit, DraftSession, Drafter, register_drafter
-from verifier_service.contracts import NO_PARENT, DraftTree, Verdict
-from verifier_service.sampling import SamplingParams
+from core.contracts import NO_PARENT, DraftTree, Verdict
+from core.sampling import SamplingParams
 
 MAX_OCCURRENCES_PER_NGRAM = 256
 """Occurrences of one n-gram looked at per proposal, most recent first. A very frequent n-gram

@@ -14,8 +14,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from drafter_service.base import DraftLimit, DraftSession, Drafter, register_drafter
-from verifier_service.contracts import DraftTree
-from verifier_service.sampling import SamplingParams
+from core.contracts import DraftTree
+from core.sampling import SamplingParams
 
 
 class PlainConfig(BaseModel):

@@ -35,7 +35,7 @@ from typing import AsyncIterator, Callable
 from drafter_service.contracts import ChunkOut, GenerationRequest
 from router.quota import KeyQuota, QuotaExceeded
 from router.router import RouteDecision, Router
-from verifier_service.sampling import checked_sampling
+from core.sampling import checked_sampling
 
 log = logging.getLogger("specroute.router")
 

@@ -21,7 +21,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from protos.specroute.v1 import specroute_pb2 as pb
-from verifier_service.tls import TlsFiles
+from core.tls import TlsFiles
 
 SERVICE = pb.DESCRIPTOR.services_by_name["SpecRoute"]
 TLS_ENV = "SPECROUTE_GRPC_TLS"

@@ -32,7 +32,7 @@ def _generate(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from specroute.engine import Engine
-    from verifier_service.sampling import SamplingParams
+    from core.sampling import SamplingParams
 
     try:
         sampling = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed)

@@ -45,7 +45,7 @@ import grpc
 from protos.specroute.v1 import specroute_pb2 as pb
 from protos.specroute.v1 import specroute_pb2_grpc as pb_grpc
 from specroute.errors import DeadlineExceededError, InvalidArgumentError, from_rpc_error
-from verifier_service.seed import normalize_seed
+from core.seed import normalize_seed
 
 __all__ = [
     "Client",

@@ -26,7 +26,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 from router.quota import QuotaConfig
 from router.router import RouterConfig
 from verifier_service.server import VerifierServerConfig
-from verifier_service.tls import TlsFiles
+from core.tls import TlsFiles
 
 
 class ConfigError(ValueError):
@@ -64,7 +64,7 @@ class DeploymentOptions(_Strict):
     cpus: CpuList | None = Field(
         None, description="Linux: the CPUs (by index) each replica's compute threads run on: the verifier's "
                           "forward thread, a drafter's drafting threads. Unset: wherever the OS puts them. With "
-                          "`ray_cpus`, keeps compute off the cores Ray's own processes use (verifier_service/cpus.py "
+                          "`ray_cpus`, keeps compute off the cores Ray's own processes use (core/cpus.py "
                           "says when that pays).")
 
     @field_validator("autoscaling")

@@ -18,7 +18,7 @@ from typing import Iterator
 
 from drafter_service.base import Drafter, create_drafter
 from drafter_service.generation import Chunk, Generation, GenerationStats, StopConditions, collect, speculate
-from verifier_service.sampling import SamplingParams
+from core.sampling import SamplingParams
 from verifier_service.session import DEFAULT_MAX_TREE_NODES, VerifierSession
 from verifier_service.target import TargetModel
 

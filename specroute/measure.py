@@ -15,7 +15,7 @@ from __future__ import annotations
 from drafter_service.generation import GenerationStats
 from specroute.engine import Engine
 from specroute.repetition import repeat_share
-from verifier_service.sampling import GREEDY_BELOW, SamplingParams
+from core.sampling import GREEDY_BELOW, SamplingParams
 
 PLAIN = "plain"
 TEMPERATURES = (0.0, 1.0)

@@ -4,7 +4,7 @@
 1. starts Redis when the config names none (the embedded server, `router.redis_server`);
 2. connects to Ray: a local Ray started here (the default), or an existing cluster (`address`).
    With the config's `ray_cpus`, Redis and a Ray started here start on those CPUs
-   (`verifier_service.cpus`);
+   (`core.cpus`);
 3. starts Serve with HTTP on `endpoints.host:http_port` and the gRPC proxy on `grpc_port`,
    registered for `specroute.v1.SpecRoute`;
 4. deploys the application (`specroute.app.build_app`) and waits until it is running.
@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 
 from specroute.config import SystemConfig
-from verifier_service import cpus as cpu_affinity
+from core import cpus as cpu_affinity
 
 log = logging.getLogger("specroute")
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from verifier_service.contracts import DraftTree, SparseDist
+from core.contracts import DraftTree, SparseDist
 
 _RESIDUAL_EPS = 1e-12
 

@@ -42,13 +42,13 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from verifier_service import cpus as cpu_affinity
-from verifier_service.contracts import DraftTree
+from core import cpus as cpu_affinity
+from core.contracts import DraftTree
 from verifier_service.kv_pool import KVPool, PoolFullError, StepCache, pool_mask
-from verifier_service.sampling import SamplingParams
+from core.sampling import SamplingParams
 from verifier_service.session import DEFAULT_MAX_TREE_NODES, SessionState
 from verifier_service.target import TargetModel
-from verifier_service.tree_mask import ancestor_matrix, tree_depths
+from core.tree_mask import ancestor_matrix, tree_depths
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class BatchedVerifier:
         self._cv = threading.Condition()
         self._stopped = False
         cpu_affinity.check(cpus)
-        self._cpus = cpus  # the forward thread's CPUs (`verifier_service.cpus`); None: anywhere
+        self._cpus = cpus  # the forward thread's CPUs (`core.cpus`); None: anywhere
         self._thread = threading.Thread(target=self._loop, name="verifier-batcher", daemon=True)
         self._thread.start()
 

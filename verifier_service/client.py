@@ -40,10 +40,10 @@ from typing import Callable
 import grpc
 
 from protos.specroute.v1 import verifier_pb2, verifier_pb2_grpc
-from verifier_service.contracts import DraftTree, Verdict
-from verifier_service.sampling import SamplingParams
-from verifier_service.tls import TlsFiles
-from verifier_service.wire import sampling_to_proto, tree_to_proto, verdict_from_proto
+from core.contracts import DraftTree, Verdict
+from core.sampling import SamplingParams
+from core.tls import TlsFiles
+from core.verifier_codec import sampling_to_proto, tree_to_proto, verdict_from_proto
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class VerifierPool:
                  eager: bool = True, tls: TlsFiles | None = None):
         """eager: discover once now; otherwise the first discovery happens on the background thread
         (for callers on an event loop, where a blocking discovery is not allowed). tls: dial the
-        replicas over TLS (`verifier_service.tls`)."""
+        replicas over TLS (`core.tls`)."""
         self._discover = discover
         self._credentials = tls.channel_credentials() if tls is not None else None
         self.refresh_s, self.failover_timeout_s, self.quarantine_s = refresh_s, failover_timeout_s, quarantine_s

@@ -26,7 +26,7 @@ import heapq
 
 import torch
 
-from verifier_service.tree_mask import additive_mask
+from core.tree_mask import additive_mask
 
 
 class PoolFullError(RuntimeError):

@@ -45,14 +45,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from pydantic import BaseModel, ConfigDict, Field
 
 from protos.specroute.v1 import verifier_pb2, verifier_pb2_grpc
-from verifier_service import cpus as cpu_affinity
+from core import cpus as cpu_affinity
 from verifier_service.batching import BatchedVerifier
-from verifier_service.contracts import InvalidTreeError
+from core.contracts import InvalidTreeError
 from verifier_service.kv_pool import PoolFullError
 from verifier_service.session import DEFAULT_MAX_TREE_NODES, VerifierSession
 from verifier_service.target import TargetModel
-from verifier_service.tls import TlsFiles
-from verifier_service.wire import sampling_from_proto, tree_from_proto, verdict_to_proto
+from core.tls import TlsFiles
+from core.verifier_codec import sampling_from_proto, tree_from_proto, verdict_to_proto
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +275,7 @@ class VerifierServer:
 
     def __init__(self, target: TargetModel, config: VerifierServerConfig = VerifierServerConfig(),
                  replica: str = "verifier", cpus: list[int] | None = None):
-        """cpus: the CPUs the forward thread runs on (`verifier_service.cpus`; None: anywhere)."""
+        """cpus: the CPUs the forward thread runs on (`core.cpus`; None: anywhere)."""
         cpu_affinity.check(cpus, "verifier.deployment.cpus")
         self.config = config
         self.servicer = VerifierServicer(target, config, replica, cpus)

@@ -25,11 +25,11 @@ from dataclasses import replace
 import torch
 
 from verifier_service.acceptance import WalkResult, greedy_walk, sample_walk
-from verifier_service.contracts import NO_PARENT, DraftTree, InvalidTreeError, Verdict
-from verifier_service.kv_cache import keep_tree_nodes, truncate
-from verifier_service.sampling import SamplingParams, processed_probs
+from core.contracts import NO_PARENT, DraftTree, InvalidTreeError, Verdict
+from core.kv_cache import keep_tree_nodes, truncate
+from core.sampling import SamplingParams, processed_probs
 from verifier_service.target import TargetModel
-from verifier_service.tree_mask import tree_depths
+from core.tree_mask import tree_depths
 
 DEFAULT_MAX_TREE_NODES = 64
 

@@ -32,7 +32,7 @@ from specroute.zoo.divergence import DIVERGENCES
 from specroute.zoo.presets import ArchSpec
 from specroute.zoo.teacher import TeacherCache
 from specroute.zoo.training import distill, generate_on_policy, heldout_divergence
-from verifier_service.target import context_window, resolve_device
+from core.hf import context_window, resolve_device
 
 REPORT = "distill_report.json"
 

@@ -66,7 +66,7 @@ def evaluate_quality(target_dir: Path, examples: list, tasks: list[str], prompts
     """
     from specroute.engine import Engine
     from specroute.measure import fit_prompts
-    from verifier_service.sampling import SamplingParams
+    from core.sampling import SamplingParams
     from verifier_service.target import TargetModel
     target = TargetModel.from_dir(target_dir, device="cpu")
     engine, tok = Engine(target), target.tokenizer

@@ -9,7 +9,7 @@ from drafter_service.generation import (FINISH_CONTEXT, FINISH_EOS, FINISH_LENGT
                                         StopConditions, collect, speculate)
 from specroute.engine import Engine
 from tests.conftest import PROMPTS
-from verifier_service.sampling import SamplingParams
+from core.sampling import SamplingParams
 from verifier_service.session import VerifierSession
 
 MAX_NEW = 24

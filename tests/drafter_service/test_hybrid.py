@@ -6,7 +6,7 @@ from pydantic import ValidationError
 from drafter_service.base import DraftLimit, create_drafter
 from drafter_service.datastore import Datastore
 from specroute.engine import Engine
-from verifier_service.sampling import SamplingParams
+from core.sampling import SamplingParams
 
 GREEDY = SamplingParams()
 SAMPLED = SamplingParams(temperature=0.8, seed=3)

@@ -5,10 +5,10 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from drafter_service.base import DraftLimit, create_drafter
-from verifier_service.contracts import Verdict
-from verifier_service.sampling import SamplingParams
+from core.contracts import Verdict
+from core.sampling import SamplingParams
 from verifier_service.session import VerifierSession
-from verifier_service.tree_mask import tree_depths
+from core.tree_mask import tree_depths
 
 GREEDY = SamplingParams()
 SAMPLED = SamplingParams(temperature=0.8, top_k=50, seed=5)

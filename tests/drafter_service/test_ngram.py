@@ -5,8 +5,8 @@ from pydantic import ValidationError
 
 from drafter_service.base import DraftLimit
 from drafter_service.ngram import NgramDrafter
-from verifier_service.contracts import NO_PARENT, DraftTree, Verdict
-from verifier_service.sampling import SamplingParams
+from core.contracts import NO_PARENT, DraftTree, Verdict
+from core.sampling import SamplingParams
 
 GREEDY = SamplingParams()
 WIDE = DraftLimit(max_nodes=64, max_depth=16)

@@ -12,7 +12,7 @@ from drafter_service.base import create_drafter, drafter_kinds
 from drafter_service.datastore import Datastore
 from specroute.engine import Engine
 from tests.conftest import PROMPTS
-from verifier_service.sampling import SamplingParams
+from core.sampling import SamplingParams
 
 MAX_NEW = 20
 BUDGETS = range(1, 18)

@@ -3,7 +3,7 @@ never sent (a fresh install's tokenizer once made a task's sample prompt longer 
 
 from specroute.engine import Engine
 from specroute.measure import PLAIN, compare_engines, fit_prompts
-from verifier_service.sampling import SamplingParams
+from core.sampling import SamplingParams
 
 
 def test_fit_prompts_keeps_those_with_room_for_the_new_tokens():

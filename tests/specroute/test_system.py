@@ -172,7 +172,7 @@ def test_a_single_response_request_gets_one_message_with_every_round(system, pro
 def test_plain_samples_through_the_services_are_the_targets_own(client, built_zoo, prompts):
     """No drafts: every token is the verifier's own seeded draw, as in process without a drafter."""
     from specroute.engine import Engine
-    from verifier_service.sampling import SamplingParams
+    from core.sampling import SamplingParams
     engine = Engine.load(built_zoo / "target", device="cpu")
     for seed in range(3):
         done = client.generate(prompts[seed], max_new_tokens=16, temperature=1.0, seed=seed, drafter="plain")

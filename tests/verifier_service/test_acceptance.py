@@ -5,7 +5,7 @@ import torch
 
 from verifier_service.acceptance import (greedy_walk, recursive_rejection, sample_walk,
                                          without_replacement_proposals)
-from verifier_service.contracts import NO_PARENT, DraftTree, SparseDist
+from core.contracts import NO_PARENT, DraftTree, SparseDist
 
 V = 6
 #        0 (root, token 5)

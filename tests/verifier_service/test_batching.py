@@ -15,9 +15,9 @@ import pytest
 
 from tests.polling import wait_for
 from verifier_service.batching import BatchedVerifier
-from verifier_service.contracts import NO_PARENT, DraftTree, InvalidTreeError
+from core.contracts import NO_PARENT, DraftTree, InvalidTreeError
 from verifier_service.kv_pool import KVPool, PoolFullError
-from verifier_service.sampling import SamplingParams
+from core.sampling import SamplingParams
 from verifier_service.session import VerifierSession
 
 GREEDY = SamplingParams()

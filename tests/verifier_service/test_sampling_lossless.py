@@ -19,7 +19,7 @@ from drafter_service.base import create_drafter
 from drafter_service.base import DraftLimit
 from drafter_service.generation import GenerationStats, StopConditions, speculate
 from tests import tiny_models
-from verifier_service.sampling import SamplingParams, processed_probs
+from core.sampling import SamplingParams, processed_probs
 from verifier_service.session import VerifierSession
 from verifier_service.target import TargetModel
 

@@ -25,8 +25,8 @@ from specroute.engine import Engine
 from tests.conftest import PROMPTS
 from tests.polling import wait_for
 from verifier_service.client import VerifierError, VerifierPool
-from verifier_service.contracts import DraftTree
-from verifier_service.sampling import SamplingParams
+from core.contracts import DraftTree
+from core.sampling import SamplingParams
 from verifier_service.server import VerifierServer, VerifierServerConfig, VerifierServicer
 
 MAX_NEW = 20

@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from verifier_service.contracts import NO_PARENT, DraftTree, InvalidTreeError, SparseDist
-from verifier_service.sampling import SamplingParams
+from core.contracts import NO_PARENT, DraftTree, InvalidTreeError, SparseDist
+from core.sampling import SamplingParams
 from verifier_service.session import ContextOverflowError, VerifierSession
 
 GREEDY = SamplingParams()

@@ -12,8 +12,8 @@ This module knows nothing about sessions, servers or models.
 from __future__ import annotations
 
 from protos.specroute.v1 import specroute_pb2, verifier_pb2
-from verifier_service.contracts import DraftTree, InvalidTreeError, SparseDist, Verdict
-from verifier_service.sampling import SamplingParams, checked_sampling
+from core.contracts import DraftTree, InvalidTreeError, SparseDist, Verdict
+from core.sampling import SamplingParams, checked_sampling
 
 
 def sampling_to_proto(params: SamplingParams) -> specroute_pb2.SamplingParams:

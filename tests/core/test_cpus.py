@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from verifier_service import cpus
+from core import cpus
 
 pytestmark = pytest.mark.skipif(not cpus.supported(), reason="CPU affinity is Linux's")
 

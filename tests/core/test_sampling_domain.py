@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from drafter_service.base import create_drafter
 from specroute.engine import Engine
-from verifier_service.sampling import GREEDY_BELOW, SEED_MAX, SEED_MIN, SamplingParams, derived_seed, processed_probs
+from core.sampling import GREEDY_BELOW, SEED_MAX, SEED_MIN, SamplingParams, derived_seed, processed_probs
 
 temperatures = st.one_of(st.just(0.0), st.floats(min_value=0.0, max_value=1e300, allow_nan=False, allow_infinity=False),
                          st.sampled_from([1e-300, 1e-40, 1e-6, GREEDY_BELOW, 1e-4, 1e30]))

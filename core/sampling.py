@@ -10,7 +10,7 @@ vLLM uses for the same reason) is greedy: dividing logits by less would overflow
 top_p below float32's smallest normal number keeps the most likely token alone, as any top_p
 that small does.
 
-The seed's domain is `verifier_service.seed`'s: any int64 or uint64 value, stored modulo 2^64.
+The seed's domain is `core.seed`'s: any int64 or uint64 value, stored modulo 2^64.
 
 This module knows nothing about trees, caches or models.
 """
@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from verifier_service.seed import SEED_MAX, SEED_MIN, derived_seed, normalize_seed  # noqa: F401 (re-exported)
+from core.seed import SEED_MAX, SEED_MIN, derived_seed, normalize_seed  # noqa: F401 (re-exported)
 
 GREEDY_BELOW = 1e-5
 """Temperatures below this are greedy decoding."""

@@ -1,7 +1,7 @@
 import torch
 
-from verifier_service.contracts import NO_PARENT
-from verifier_service.tree_mask import (ancestor_matrix, is_chain, tree_attention_mask, tree_depths,
+from core.contracts import NO_PARENT
+from core.tree_mask import (ancestor_matrix, is_chain, tree_attention_mask, tree_depths,
                                         tree_position_ids)
 
 #        0

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from verifier_service.contracts import NO_PARENT
+from core.contracts import NO_PARENT
 
 
 def ancestor_matrix(parents: list[int] | tuple[int, ...]) -> torch.Tensor:

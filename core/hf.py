@@ -1,0 +1,100 @@
+"""HF causal LMs as both services use them: loading from a local directory, and one tree forward.
+
+`ModelLoadConfig` loads weights and tokenizer with the real loaders (`AutoModelForCausalLM`,
+`AutoTokenizer`), so a real checkpoint directory works unchanged. `forward_tree` runs one
+forward over a set of tree nodes on top of a KV cache, with the tree attention of
+`core.tree_mask`. The verifier's target and the model drafters use the same two.
+
+This module knows nothing about acceptance, sessions or which service runs the model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+
+from core.tree_mask import is_chain, tree_attention_mask, tree_position_ids
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str) -> str:
+    """'auto' picks cuda when present, else cpu."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+class ModelLoadConfig(BaseModel):
+    """Where a model lives and how to place it; shared by the target and model drafters."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: Path = Field(description="A local directory written by save_pretrained (config, weights, tokenizer).")
+    device: str = Field("auto", description="'auto' (cuda when present, else cpu), 'cpu', 'cuda' or 'cuda:N'.")
+    dtype: str = Field("float32", description="One of float32, bfloat16, float16.")
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, path: Path) -> Path:
+        if not (path / "config.json").is_file():
+            raise ValueError(f"{path} is not a model directory: it has no config.json")
+        return path
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, dtype: str) -> str:
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        return dtype
+
+    def load(self):
+        """(model, tokenizer), the model in eval mode on the configured device."""
+        device = resolve_device(self.device)
+        model = AutoModelForCausalLM.from_pretrained(self.path, dtype=_DTYPES[self.dtype]).to(device)
+        model.eval()
+        tokenizer = AutoTokenizer.from_pretrained(self.path)
+        return model, tokenizer
+
+
+DEFAULT_CONTEXT = 2048
+"""Positions assumed when a model's config does not say."""
+
+
+def context_window(config) -> int | None:
+    """Positions a model holds, from its HF config (Llama-style or GPT-2-style names); None if unsaid."""
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
+
+def eos_token_ids(model, tokenizer) -> frozenset[int]:
+    """Every id that ends a generation, from the generation config and the tokenizer."""
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), model.config):
+        eos = getattr(source, "eos_token_id", None)
+        if isinstance(eos, int):
+            ids.add(eos)
+        elif eos:
+            ids.update(eos)
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return frozenset(ids)
+
+
+@torch.inference_mode()
+def forward_tree(model, tokens: list[int] | tuple[int, ...], parents: list[int] | tuple[int, ...],
+                 cache: DynamicCache) -> torch.Tensor:
+    """One forward of an HF causal LM over tree nodes on top of `cache` (the committed prefix).
+
+    Appends one cache entry per node; returns logits [n, V] (float32, on the cpu).
+    """
+    prefix_len = cache.get_seq_length()
+    input_ids = torch.tensor([list(tokens)], dtype=torch.long, device=model.device)  # [1, n]
+    positions = tree_position_ids(parents, prefix_len).to(model.device)  # [1, n]
+    # A chain's tree mask is the causal mask, which the model builds faster itself.
+    mask = None if is_chain(parents) else tree_attention_mask(parents, prefix_len, model.dtype).to(model.device)
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                past_key_values=cache, use_cache=True)
+    return out.logits[0].float().cpu()  # [n, V]
