@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 
 from bench.common import greedy_figures, load_zoo, provenance, provenance_lines, write_results
 from drafter_service.base import create_drafter, drafter_config_model
-from drafter_service.generation import GenerationStats
+from core.reports import GenerationReport
 from specroute.engine import Engine
 from specroute.measure import TEMPERATURES, is_greedy, sampling_at, temperature_key
 from specroute.repetition import repeat_share
@@ -93,7 +93,7 @@ class Measurement:
 # the seed is ignored when greedy.
 
 def _engine_method(engine: Engine):
-    def run(ids: list[int], max_new_tokens: int, temperature: float, seed: int) -> tuple[list[int], GenerationStats]:
+    def run(ids: list[int], max_new_tokens: int, temperature: float, seed: int) -> tuple[list[int], GenerationReport]:
         result = engine.generate(ids, max_new_tokens, sampling=sampling_at(temperature, seed))
         return result.token_ids, result.stats
     return run

@@ -42,7 +42,7 @@ class ChunkOut:
     text: str = ""
     round: dict | None = None  # num_drafted, num_accepted, num_emitted, draft_ms, verify_ms
     finish_reason: str | None = None
-    stats: dict | None = None  # on the last chunk: GenerationStats.as_dict() plus prompt_tokens, verifier_replica
+    stats: dict | None = None  # on the last chunk: GenerationReport.as_dict() plus prompt_tokens, verifier_replica
     error: ServiceErrorInfo | None = None
     verifier_replica: str = ""  # on the first chunk, and after a failover moved the session
 

@@ -37,6 +37,7 @@ from typing import Iterator, Protocol, runtime_checkable
 from drafter_service.base import DraftLimit, DraftSession, Guess
 from drafter_service.detokenize import IncrementalDetokenizer, StopStringMatcher
 from core.contracts import DraftTree, Verdict
+from core.reports import GenerationReport, RoundReport
 
 log = logging.getLogger(__name__)
 
@@ -74,80 +75,13 @@ class RemoteVerifier(Verifier, Protocol):
 
 
 @dataclass(frozen=True)
-class RoundStats:
-    num_drafted: int
-    num_accepted: int
-    num_emitted: int
-    draft_time_s: float
-    verify_time_s: float
-    drafted_ahead: bool = False
-
-
-@dataclass(frozen=True)
 class Chunk:
     """What one round delivers. finish_reason is set on the last chunk only."""
 
     token_ids: tuple[int, ...]
     text: str
-    round: RoundStats | None
+    round: RoundReport | None
     finish_reason: str | None = None
-
-
-@dataclass
-class GenerationStats:
-    rounds: int = 0
-    num_drafted: int = 0
-    num_accepted: int = 0
-    num_emitted: int = 0
-    num_generated: int = 0
-    draft_time_s: float = 0.0
-    verify_time_s: float = 0.0
-    wall_time_s: float = 0.0
-    prefill_time_s: float = 0.0
-    rounds_drafted_ahead: int = 0
-
-    @property
-    def tau(self) -> float:
-        """Mean emitted tokens per verification round, bonus included."""
-        return self.num_emitted / self.rounds if self.rounds else 0.0
-
-    @property
-    def acceptance_rate(self) -> float:
-        return self.num_accepted / self.num_drafted if self.num_drafted else 0.0
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.num_generated / self.wall_time_s if self.wall_time_s > 0 else 0.0
-
-    def merge(self, other: "GenerationStats") -> None:
-        """Adds another generation's counts and times (for totals over many prompts)."""
-        self.rounds += other.rounds
-        self.num_drafted += other.num_drafted
-        self.num_accepted += other.num_accepted
-        self.num_emitted += other.num_emitted
-        self.num_generated += other.num_generated
-        self.draft_time_s += other.draft_time_s
-        self.verify_time_s += other.verify_time_s
-        self.wall_time_s += other.wall_time_s
-        self.prefill_time_s += other.prefill_time_s
-        self.rounds_drafted_ahead += other.rounds_drafted_ahead
-
-    def add(self, r: RoundStats) -> None:
-        self.rounds += 1
-        self.num_drafted += r.num_drafted
-        self.num_accepted += r.num_accepted
-        self.num_emitted += r.num_emitted
-        self.draft_time_s += r.draft_time_s
-        self.verify_time_s += r.verify_time_s
-        self.rounds_drafted_ahead += r.drafted_ahead
-
-    def as_dict(self) -> dict:
-        return {"tau": self.tau, "acceptance_rate": self.acceptance_rate, "rounds": self.rounds,
-                "tokens_per_s": self.tokens_per_s, "num_drafted": self.num_drafted,
-                "num_accepted": self.num_accepted, "num_emitted": self.num_emitted,
-                "num_generated": self.num_generated, "draft_time_s": self.draft_time_s,
-                "verify_time_s": self.verify_time_s, "wall_time_s": self.wall_time_s,
-                "prefill_time_s": self.prefill_time_s, "rounds_drafted_ahead": self.rounds_drafted_ahead}
 
 
 @dataclass(frozen=True)
@@ -164,16 +98,16 @@ class Generation:
     token_ids: list[int] = field(default_factory=list)
     text: str = ""
     finish_reason: str = FINISH_LENGTH
-    stats: GenerationStats = field(default_factory=GenerationStats)
+    stats: GenerationReport = field(default_factory=GenerationReport)
 
 
 def speculate(verifier: Verifier, drafter: DraftSession | None, tokenizer, prompt_ids: list[int],
-              stop: StopConditions, stats: GenerationStats | None = None) -> Iterator[Chunk]:
+              stop: StopConditions, stats: GenerationReport | None = None) -> Iterator[Chunk]:
     """Runs rounds until a stop condition; yields one Chunk per round.
 
     `stats`, if given, is updated in place as rounds complete.
     """
-    stats = stats if stats is not None else GenerationStats()
+    stats = stats if stats is not None else GenerationReport()
     start = time.perf_counter()
     detok = IncrementalDetokenizer(tokenizer, prompt_ids)
     matcher = StopStringMatcher(list(stop.stop_strings)) if stop.stop_strings else None
@@ -208,9 +142,9 @@ def speculate(verifier: Verifier, drafter: DraftSession | None, tokenizer, promp
         elif drafter is not None:
             drafter.observe(verdict)
         t3 = time.perf_counter()
-        round_stats = RoundStats(verdict.num_drafted, verdict.num_accepted, verdict.num_emitted,
-                                 draft_time_s=(t1 - t0) + (t3 - t2), verify_time_s=t2 - t1,
-                                 drafted_ahead=drafted_ahead)
+        round_stats = RoundReport(1, verdict.num_drafted, verdict.num_accepted, verdict.num_emitted,
+                                  draft_time_s=(t1 - t0) + (t3 - t2), verify_time_s=t2 - t1,
+                                  rounds_drafted_ahead=int(drafted_ahead))
         stats.add(round_stats)
 
         delivered, text, finish = [], [], None
@@ -306,7 +240,7 @@ def _final_text(detok: IncrementalDetokenizer, matcher: StopStringMatcher | None
     return piece + matcher.flush()
 
 
-def collect(chunks: Iterator[Chunk], stats: GenerationStats) -> Generation:
+def collect(chunks: Iterator[Chunk], stats: GenerationReport) -> Generation:
     """Drains a chunk stream into one Generation."""
     result = Generation(stats=stats)
     text = []

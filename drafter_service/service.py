@@ -23,7 +23,8 @@ from transformers import AutoTokenizer
 
 from drafter_service.base import Drafter, create_drafter
 from drafter_service.contracts import ChunkOut, GenerationRequest, ServiceErrorInfo
-from drafter_service.generation import GenerationStats, StopConditions, speculate
+from core.reports import GenerationReport
+from drafter_service.generation import StopConditions, speculate
 from verifier_service.client import VerifierError, VerifierPool
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class DrafterService:
         draft = None
         try:
             draft = self.drafter.start(ids, request.sampling)
-            stats = GenerationStats(prefill_time_s=session.prefill_time_s)
+            stats = GenerationReport(prefill_time_s=session.prefill_time_s)
             stop = StopConditions(request.max_new_tokens, session.eos_token_ids, tuple(request.stop))
             replica_sent = ""
             for chunk in speculate(session, draft, self.tokenizer, ids, stop, stats):

@@ -51,8 +51,8 @@ def _generate(args: argparse.Namespace) -> int:
         print(json.dumps({"text": result.text, "token_ids": result.token_ids, "finish_reason": result.finish_reason,
                           "stats": result.stats.as_dict()}))
         return 0
-    from drafter_service.generation import GenerationStats
-    stats = GenerationStats()
+    from core.reports import GenerationReport
+    stats = GenerationReport()
     for chunk in engine.stream(args.prompt, args.max_new_tokens, sampling, tuple(args.stop), stats):
         print(chunk.text, end="", flush=True)
     print()

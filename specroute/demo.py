@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from drafter_service.generation import GenerationStats
+from core.reports import GenerationReport
 from specroute.engine import Engine
 from specroute.zoo.build import build_zoo
 from specroute.zoo.manifest import load_drafters, load_manifest, summary_table
@@ -87,7 +87,7 @@ def run_engine_demo(zoo: Path, preset: str, max_new_tokens: int) -> None:
     engines["none"].generate("warm up", 4)
 
     header = f"{'task':<7} {'drafter':<15} {'tau':>5} {'tok/s':>7} {'speedup':>8}  lossless"
-    totals = {name: GenerationStats() for name in engines}
+    totals = {name: GenerationReport() for name in engines}
     all_lossless = True
     for task, prompt in demo_prompts(zoo, manifest):
         prompt_ids = target.tokenizer.encode(prompt)

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Iterator
 
 from drafter_service.base import Drafter, create_drafter
-from drafter_service.generation import Chunk, Generation, GenerationStats, StopConditions, collect, speculate
+from core.reports import GenerationReport
+from drafter_service.generation import Chunk, Generation, StopConditions, collect, speculate
 from core.sampling import SamplingParams
 from verifier_service.session import DEFAULT_MAX_TREE_NODES, VerifierSession
 from verifier_service.target import TargetModel
@@ -69,10 +70,10 @@ class Engine:
         return list(prompt)
 
     def stream(self, prompt: str | list[int], max_new_tokens: int = 64, sampling: SamplingParams | None = None,
-               stop_strings: tuple[str, ...] = (), stats: GenerationStats | None = None) -> Iterator[Chunk]:
+               stop_strings: tuple[str, ...] = (), stats: GenerationReport | None = None) -> Iterator[Chunk]:
         """Yields one Chunk per round; `stats`, if given, is filled in as rounds complete."""
         sampling = sampling or SamplingParams()
-        stats = stats if stats is not None else GenerationStats()
+        stats = stats if stats is not None else GenerationReport()
         prompt_ids = self.encode(prompt)
         start = time.perf_counter()
         verifier = VerifierSession(self.target, prompt_ids, sampling, self.max_tree_nodes)  # prefills
@@ -87,5 +88,5 @@ class Engine:
 
     def generate(self, prompt: str | list[int], max_new_tokens: int = 64, sampling: SamplingParams | None = None,
                  stop_strings: tuple[str, ...] = ()) -> Generation:
-        stats = GenerationStats()
+        stats = GenerationReport()
         return collect(self.stream(prompt, max_new_tokens, sampling, stop_strings, stats), stats)

@@ -12,7 +12,7 @@ This module knows nothing about zoos, tasks or routing.
 from __future__ import annotations
 
 
-from drafter_service.generation import GenerationStats
+from core.reports import GenerationReport
 from specroute.engine import Engine
 from specroute.repetition import repeat_share
 from core.sampling import GREEDY_BELOW, SamplingParams
@@ -59,7 +59,7 @@ def compare_engines(engines: dict[str, Engine], prompts: list[list[int]], max_ne
     if bar is not None and skipped:
         bar.update(skipped * len(engines))
     sampling = sampling or SamplingParams()
-    totals = {name: GenerationStats() for name in engines}
+    totals = {name: GenerationReport() for name in engines}
     repeats = dict.fromkeys(engines, 0.0)
     mismatches: set[str] = set()
     for i, ids in enumerate(prompts):

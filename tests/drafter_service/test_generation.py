@@ -5,8 +5,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from drafter_service.base import DraftLimit, create_drafter
-from drafter_service.generation import (FINISH_CONTEXT, FINISH_EOS, FINISH_LENGTH, FINISH_STOP, GenerationStats,
-                                        StopConditions, collect, speculate)
+from core.reports import GenerationReport
+from drafter_service.generation import (FINISH_CONTEXT, FINISH_EOS, FINISH_LENGTH, FINISH_STOP, StopConditions, collect, speculate)
 from specroute.engine import Engine
 from tests.conftest import PROMPTS
 from core.sampling import SamplingParams
@@ -91,7 +91,7 @@ def test_eos_inside_an_accepted_run(tiny_zoo, target, hf_reference):
     expected = hf_reference[prompt][: hf_reference[prompt].index(eos) + 1]
     drafter = drafter_for(tiny_zoo, "self", "static-chain")
     verifier = VerifierSession(target, ids, SamplingParams())
-    stats = GenerationStats()
+    stats = GenerationReport()
     chunks = list(speculate(verifier, drafter.start(ids, SamplingParams()), target.tokenizer, ids,
                             StopConditions(MAX_NEW, frozenset({eos})), stats))
     result = collect(iter(chunks), stats)
@@ -115,7 +115,7 @@ def test_stop_strings(tiny_zoo, target):
 
 def test_streamed_chunks_add_up(tiny_zoo, target, hf_reference):
     engine = Engine(target, drafter_for(tiny_zoo, "llama"))
-    stats = GenerationStats()
+    stats = GenerationReport()
     chunks = list(engine.stream(PROMPTS[2], max_new_tokens=MAX_NEW, stats=stats))
     assert [t for c in chunks for t in c.token_ids] == hf_reference[PROMPTS[2]]
     assert all(c.round is not None for c in chunks)
@@ -159,7 +159,7 @@ def test_drafting_ahead_is_lossless_and_hits(tiny_zoo, target, hf_reference, fam
     rounds = ahead = 0
     for prompt in PROMPTS[:6]:
         ids = target.tokenizer.encode(prompt)
-        stats = GenerationStats()
+        stats = GenerationReport()
         verifier = _Remote(VerifierSession(target, ids, SamplingParams()))
         result = collect(speculate(verifier, drafter.start(ids, SamplingParams()), target.tokenizer, ids,
                                    StopConditions(MAX_NEW), stats), stats)
@@ -179,7 +179,7 @@ def test_a_failure_while_drafting_ahead_does_not_cost_the_request(tiny_zoo, targ
     def broken(*args):
         raise RuntimeError("a bug in drafting ahead")
     session.draft_ahead = broken
-    stats = GenerationStats()
+    stats = GenerationReport()
     result = collect(speculate(_Remote(VerifierSession(target, ids, SamplingParams())), session, target.tokenizer,
                                ids, StopConditions(MAX_NEW), stats), stats)
     assert result.token_ids == hf_reference[prompt]
@@ -189,7 +189,7 @@ def test_a_failure_while_drafting_ahead_does_not_cost_the_request(tiny_zoo, targ
 def test_drafting_ahead_only_with_a_remote_verifier_and_greedy(tiny_zoo, target):
     drafter = create_drafter("model", {"path": tiny_zoo.self_drafter, "draft_ahead": 2})
     ids = target.tokenizer.encode(PROMPTS[0])
-    stats = GenerationStats()
+    stats = GenerationReport()
     collect(speculate(VerifierSession(target, ids, SamplingParams()), drafter.start(ids, SamplingParams()),
                       target.tokenizer, ids, StopConditions(MAX_NEW), stats), stats)
     assert stats.rounds_drafted_ahead == 0, "in one process there is nothing to overlap"

@@ -17,7 +17,8 @@ from scipy.stats import chisquare
 import verifier_service.acceptance as acceptance
 from drafter_service.base import create_drafter
 from drafter_service.base import DraftLimit
-from drafter_service.generation import GenerationStats, StopConditions, speculate
+from core.reports import GenerationReport
+from drafter_service.generation import StopConditions, speculate
 from tests import tiny_models
 from core.sampling import SamplingParams, processed_probs
 from verifier_service.session import VerifierSession
@@ -57,7 +58,7 @@ def empirical_joint(target, drafter):
         params = PARAMS.model_copy(update={"seed": 1000 + i})
         verifier = VerifierSession(target, PROMPT, params)
         draft = drafter.start(PROMPT, params)
-        stats = GenerationStats()
+        stats = GenerationReport()
         chunks = speculate(verifier, draft, target.tokenizer, PROMPT, stop, stats)
         tokens = [t for chunk in chunks for t in chunk.token_ids]
         counts[tokens[0], tokens[1]] += 1

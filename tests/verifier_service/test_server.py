@@ -19,7 +19,8 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from drafter_service.base import create_drafter
-from drafter_service.generation import GenerationStats, StopConditions, collect, speculate
+from core.reports import GenerationReport
+from drafter_service.generation import StopConditions, collect, speculate
 from protos.specroute.v1 import specroute_pb2, verifier_pb2, verifier_pb2_grpc
 from specroute.engine import Engine
 from tests.conftest import PROMPTS
@@ -58,7 +59,7 @@ def remote_generate(pool, target, drafter, prompt, sampling=SamplingParams(), ma
     ids = target.tokenizer.encode(prompt)
     with pool.open(ids, sampling) as session:
         draft = drafter.start(ids, sampling) if drafter is not None else None
-        stats = GenerationStats()
+        stats = GenerationReport()
         stop = StopConditions(max_new, session.eos_token_ids)
         return collect(speculate(session, draft, target.tokenizer, ids, stop, stats), stats), session
 
@@ -230,7 +231,7 @@ def test_failover_to_another_replica_keeps_greedy_output(target, tiny_zoo):
         session = pool.open(ids, SamplingParams())
         victim = {"a": first, "b": second}[session.replica]
         draft = drafter.start(ids, SamplingParams())
-        stats = GenerationStats()
+        stats = GenerationReport()
         tokens = []
         for i, chunk in enumerate(speculate(session, draft, target.tokenizer, ids, StopConditions(40), stats)):
             tokens.extend(chunk.token_ids)
