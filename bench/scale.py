@@ -67,7 +67,7 @@ def run_scale_bench(zoo: Path, preset: str, concurrencies: tuple[int, ...], dura
     above: sampled, seeded); the top-level figures are the greedy ones (the first temperature's
     where 0 is not among them)."""
     from router.assign import RoutingTable
-    from specroute.config import local_config_for_zoo
+    from specroute.zoo.serving import local_config_for_zoo
     from specroute.serve import LocalSystem
     from specroute.zoo.routing import ensure_routing
 

@@ -75,7 +75,8 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
     seeded with the prompt's index); the top-level figures are the greedy ones (the first
     temperature's where 0 is not among them)."""
     from specroute.client import Client
-    from specroute.config import SystemConfig, local_config_for_zoo
+    from specroute.config import SystemConfig
+    from specroute.zoo.serving import local_config_for_zoo
     from specroute.serve import LocalSystem
 
     keys = temperature_keys(temperatures)

@@ -125,7 +125,8 @@ def _serve(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from specroute.config import ConfigError, config_for_zoo, load_config
+    from specroute.config import ConfigError, load_config
+    from specroute.zoo.serving import config_for_zoo
     from specroute.serve import LocalSystem
     if bool(args.config) == bool(args.zoo):
         return _fail("give exactly one of --config FILE and --zoo DIR")

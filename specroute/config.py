@@ -8,9 +8,6 @@ autoscaling. A bad field fails here, before anything starts, with `ConfigError` 
 `drafters.1.deployment.num_gpus: Input should be greater than or equal to 0`. Paths relative to
 the config file are resolved against its directory.
 
-`config_for_zoo(zoo)` makes the config of a built zoo: its target, all its drafters, and the
-task artifact and routing table in `zoo/tasks`.
-
 This module knows nothing about Ray, gRPC or models; it only describes them.
 """
 
@@ -264,35 +261,3 @@ def _resolve_paths(data: dict, base: Path) -> dict:
                             if isinstance(d, dict) and isinstance(d.get("options"), dict) else d
                             for d in data["drafters"]]
     return data
-
-
-def config_for_zoo(zoo: Path, **overrides) -> SystemConfig:
-    """The system config of a built zoo: its target, every drafter, and zoo/tasks for routing;
-    and `plain` (no drafting) where the zoo's routing table routes some requests to it."""
-    from router.assign import ROUTING_FILE, RoutingTable
-    from specroute.measure import PLAIN
-    from specroute.zoo.manifest import drafter_options, load_manifest
-    zoo = Path(zoo).resolve()
-    manifest = load_manifest(zoo)
-    drafters = [{"name": d["name"], "kind": d["kind"],
-                 "options": {k: str(v) for k, v in drafter_options(zoo, d).items()},
-                 "specialised_for": d.get("task"), "family": d.get("family"), "params": d.get("params", 0)}
-                for d in manifest["drafters"]]
-    routing = zoo / "tasks" / ROUTING_FILE
-    if routing.is_file() and PLAIN in RoutingTable.load(routing).routed():
-        drafters.append({"name": PLAIN, "kind": "plain"})
-    data = {"target": {"path": str(zoo / manifest["target"]["path"])}, "drafters": drafters,
-            "router": {"tasks": str(zoo / "tasks")}}
-    for key, value in overrides.items():
-        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
-    return validate_config(data)
-
-
-def local_config_for_zoo(zoo: Path, **overrides) -> SystemConfig:
-    """`config_for_zoo` for a system on this machine: the zoo's routing made first if it is missing
-    (`specroute.zoo.routing.ensure_routing`), HTTP and gRPC on free loopback ports."""
-    from router.redis_server import free_port
-    from specroute.zoo.routing import ensure_routing
-    ensure_routing(zoo)
-    endpoints = {"http_port": free_port(), "grpc_port": free_port(), **overrides.pop("endpoints", {})}
-    return config_for_zoo(zoo, endpoints=endpoints, **overrides)

@@ -46,7 +46,7 @@ def demo_prompts(zoo: Path, manifest: dict, per_task: int = PROMPTS_PER_TASK) ->
 def run_demo(zoo: Path, preset: str, max_new_tokens: int) -> None:
     """The whole system: routing, drafter services, the verifier service, through the SDK."""
     from specroute.client import Client
-    from specroute.config import local_config_for_zoo
+    from specroute.zoo.serving import local_config_for_zoo
     from specroute.serve import LocalSystem
 
     manifest = _ensure_zoo(zoo, preset)

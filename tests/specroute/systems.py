@@ -10,7 +10,8 @@ def start_tiny_system(built_zoo, drafters: tuple[str, ...], drafter_updates: dic
     free ports. overrides: config sections (as for `config_for_zoo`); drafter_updates:
     {drafter name: fields to replace in its settings}; drafter_options: {drafter name: options to
     add to its kind's options}."""
-    from specroute.config import DrafterSettings, local_config_for_zoo
+    from specroute.config import DrafterSettings
+    from specroute.zoo.serving import local_config_for_zoo
     from specroute.serve import LocalSystem
     config = local_config_for_zoo(built_zoo, **overrides)
     updates = {name: dict(fields) for name, fields in (drafter_updates or {}).items()}
