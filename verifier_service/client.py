@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import grpc
+from pydantic import BaseModel, ConfigDict, Field
 
 from protos.specroute.v1 import verifier_pb2, verifier_pb2_grpc
 from core.contracts import DraftTree, Verdict
@@ -69,7 +70,25 @@ class ReplicaInfo:
     replica: str = ""
 
 
+class VerifierClientConfig(BaseModel):
+    """How a drafter reaches the verifier replicas: the drafter's slice of the verifier settings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    refresh_s: float = Field(1.0, gt=0, description="How often the replica list is discovered again.")
+    max_message_bytes: int = Field(1 << 20, ge=1024, description="The largest message sent or received.")
+    failover_timeout_s: float = Field(60.0, gt=0, description="How long to look for a live replica before "
+                                                              "failing a request as UNAVAILABLE.")
+    tls: TlsFiles | None = Field(None, description="Dial the replicas over TLS with these files.")
+
+
 class VerifierPool:
+    @classmethod
+    def from_config(cls, discover: Callable[[], list[ReplicaInfo]], config: VerifierClientConfig,
+                    eager: bool = True) -> "VerifierPool":
+        return cls(discover, refresh_s=config.refresh_s, max_message_bytes=config.max_message_bytes,
+                   failover_timeout_s=config.failover_timeout_s, eager=eager, tls=config.tls)
+
     def __init__(self, discover: Callable[[], list[ReplicaInfo]], refresh_s: float = 1.0,
                  max_message_bytes: int = 1 << 20, failover_timeout_s: float = 60.0, quarantine_s: float = 10.0,
                  eager: bool = True, tls: TlsFiles | None = None):
