@@ -25,7 +25,8 @@ from drafter_service.base import Drafter, create_drafter
 from drafter_service.contracts import ChunkOut, GenerationRequest, ServiceErrorInfo
 from core.reports import GenerationReport
 from drafter_service.generation import StopConditions, speculate
-from verifier_service.client import VerifierError, VerifierPool
+from core.errors import ServiceError
+from verifier_service.client import VerifierPool
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,8 @@ class DrafterService:
         try:
             session = self.pool.open(ids, request.sampling, request.request_id, request.timeout_s,
                                      request.max_new_tokens)
-        except VerifierError as err:
-            yield _error(err.code.name, err.message)
+        except ServiceError as err:
+            yield _error(err.code.value, err.message)
             return
         draft = None
         try:
@@ -73,8 +74,8 @@ class DrafterService:
                 replica_sent = session.replica
                 yield ChunkOut(chunk.token_ids, chunk.text, round_info, chunk.finish_reason, final,
                                verifier_replica=replica)
-        except VerifierError as err:
-            yield _error(err.code.name, err.message)
+        except ServiceError as err:
+            yield _error(err.code.value, err.message)
         finally:
             session.close()
             if draft is not None:

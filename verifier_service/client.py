@@ -18,11 +18,11 @@ itself. If its replica fails mid-stream (UNAVAILABLE, a broken stream, a replica
 it reopens the session on another live replica with every committed token as the prompt, and
 re-sends the tree: greedy output is unchanged, and sampled output keeps the target's exact
 distribution (the new replica draws from a fresh seeded stream). If no replica can take it
-within `failover_timeout_s`, it raises `VerifierError` with code UNAVAILABLE: retryable, never
+within `failover_timeout_s`, it raises `core.errors.ServiceError` with code UNAVAILABLE: retryable, never
 a hang.
 
 Errors the verifier reports about the request itself (INVALID_ARGUMENT, RESOURCE_EXHAUSTED on
-every replica, DEADLINE_EXCEEDED) raise `VerifierError` with that code and the verifier's message.
+every replica, DEADLINE_EXCEEDED) raise `core.errors.ServiceError` with that code and the verifier's message.
 
 This module knows nothing about how trees are drafted, or about Ray.
 """
@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from protos.specroute.v1 import verifier_pb2, verifier_pb2_grpc
 from core.contracts import DraftTree, Verdict
+from core.errors import Code, ServiceError
 from core.sampling import SamplingParams
 from core.tls import TlsFiles
 from core.verifier_codec import sampling_to_proto, tree_to_proto, verdict_from_proto
@@ -50,17 +51,6 @@ log = logging.getLogger(__name__)
 
 FAILOVER_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
 """Codes that mean "this replica is gone or going": the session moves to another replica."""
-
-
-class VerifierError(RuntimeError):
-    """A verifier call that failed for good. `code` is a grpc.StatusCode."""
-
-    def __init__(self, code: grpc.StatusCode, message: str):
-        super().__init__(message)
-        self.code, self.message = code, message
-
-    def __reduce__(self):
-        return VerifierError, (self.code, self.message)
 
 
 @dataclass(frozen=True)
@@ -281,7 +271,7 @@ class RemoteSession:
             return None
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise VerifierError(grpc.StatusCode.DEADLINE_EXCEEDED, "the request's deadline passed")
+            raise ServiceError(Code.DEADLINE_EXCEEDED, "the request's deadline passed")
         return left
 
     def _connect(self, exclude: set[str]) -> None:
@@ -293,7 +283,7 @@ class RemoteSession:
             address = self.pool.pick(tried)
             if address is None:
                 if time.monotonic() >= give_up:
-                    raise VerifierError(grpc.StatusCode.UNAVAILABLE,
+                    raise ServiceError(Code.UNAVAILABLE,
                                         f"no verifier replica could take the session ({last_error}); retry later")
                 time.sleep(min(0.5, self.pool.refresh_s))
                 self.pool.refresh()
@@ -315,9 +305,9 @@ class RemoteSession:
                     tried.add(address)
                     last_error = f"{address}: {code.name} {details}"
                     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and not self._others_left(tried):
-                        raise VerifierError(code, details) from None
+                        raise ServiceError(Code.of(code), details) from None
                     continue
-                raise VerifierError(code, details) from None
+                raise ServiceError(Code.of(code), details) from None
             self._call, self._requests, self.address = call, requests, address
             self.replica, self.max_context = opened.replica, opened.max_context
             self.max_tree_nodes = opened.max_tree_nodes
@@ -334,7 +324,7 @@ class RemoteSession:
             if self._requests is not None:
                 self._requests.put(_END)
             self._requests, self._call = None, None
-            raise VerifierError(code, details) from None
+            raise ServiceError(Code.of(code), details) from None
         log.warning("verifier %s failed mid-stream (%s: %s); resuming on another replica",
                     self.address, code.name, details)
         self.pool.quarantine(self.address)

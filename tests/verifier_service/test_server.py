@@ -25,7 +25,8 @@ from protos.specroute.v1 import specroute_pb2, verifier_pb2, verifier_pb2_grpc
 from specroute.engine import Engine
 from tests.conftest import PROMPTS
 from tests.polling import wait_for
-from verifier_service.client import VerifierError, VerifierPool
+from core.errors import Code, ServiceError
+from verifier_service.client import VerifierPool
 from core.contracts import DraftTree
 from core.sampling import SamplingParams
 from verifier_service.server import VerifierServer, VerifierServerConfig, VerifierServicer
@@ -173,9 +174,9 @@ def test_session_limit_and_cancellation(stub, server, pool, target):
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "retry after" in err.value.details()
     assert time.monotonic() - start >= server.config.admission_wait_s  # it waited for a slot first
     assert ("retry-after-ms", "100") in (err.value.trailing_metadata() or ())
-    with pytest.raises(VerifierError) as verr:
+    with pytest.raises(ServiceError) as verr:
         pool.open(ids, SamplingParams())
-    assert verr.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert verr.value.code == Code.RESOURCE_EXHAUSTED
     for session in sessions:
         session.close()  # a cancelled stream frees its session at once
     assert wait_for(lambda: server.active_sessions == 0)
@@ -253,9 +254,9 @@ def test_no_replica_left_is_a_retryable_error_not_a_hang(target):
         session = pool.open(target.tokenizer.encode(PROMPTS[5]), SamplingParams())
         srv.stop(grace_s=0)
         start = time.monotonic()
-        with pytest.raises(VerifierError) as err:
+        with pytest.raises(ServiceError) as err:
             session.verify(DraftTree.root_only(session.root))
-        assert err.value.code == grpc.StatusCode.UNAVAILABLE
+        assert err.value.code == Code.UNAVAILABLE
         assert time.monotonic() - start < 10
     finally:
         pool.close()
