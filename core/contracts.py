@@ -1,19 +1,24 @@
-"""The two types that cross the drafter/verifier boundary: a draft tree and a verdict.
+"""The types that cross the drafter/verifier boundary: a session's opening, a draft tree, a verdict.
 
-A drafter proposes a `DraftTree`; the verifier answers with a `Verdict`. Both are plain data
-(lists of ints and floats, no tensors), so they serialise to one proto message each and can be
-built and checked without a model.
+A drafter opens a session (`SessionOpen`; the verifier answers `SessionOpened`), then proposes a
+`DraftTree` per round; the verifier answers each with a `Verdict`. All are plain data (ints,
+floats, strings, no tensors), so each serialises to one proto message (`core.verifier_codec`)
+and can be built and checked without a model.
 
-Vocabulary (../shared/METHODS.md):
+Vocabulary:
+- committed tokens: the prompt and every token the verifier has emitted so far.
 - node 0 is the root: the last committed token the target has not processed yet (the previous
   round's bonus token, or the prompt's last token in the first round). It is never "drafted".
-- accepted: drafted tokens the verifier keeps; bonus: the one token the verifier adds after the
-  accepted path. num_emitted = num_accepted + 1, and the acceptance length (tau) is the mean of
-  num_emitted over rounds, bonus included.
+- accepted: drafted tokens the verifier keeps, a path from the root down the tree.
+- bonus: the one token the verifier adds after the accepted path, drawn from the target itself;
+  it is committed and becomes the next tree's root.
+- num_emitted = num_accepted + 1 (the bonus), and the acceptance length tau is the mean of
+  num_emitted over rounds, bonus included: tau = 1 means no drafted token was ever kept.
 
-This module knows nothing about models, caches or which drafter built a tree. Structural
-validation lives here; checks that need the verifier's state (vocabulary, context window, node
-limit, sampling mode) live in `verifier_service.session`.
+A tree the verifier cannot check raises `InvalidTreeError`, a `core.errors.ServiceError` with
+code INVALID_ARGUMENT. This module knows nothing about models, caches or which drafter built a
+tree. Structural validation lives here; checks that need the verifier's state (vocabulary,
+context window, node limit, sampling mode) live in `verifier_service.session`.
 """
 
 from __future__ import annotations
@@ -21,14 +26,56 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from core.errors import Code, ServiceError
+from core.sampling import SamplingParams
+
 NO_PARENT = -1
 """Parent index of the root node."""
 
 PROB_SUM_TOLERANCE = 1e-3
 
 
-class InvalidTreeError(ValueError):
-    """A draft tree the verifier cannot check. The session is left unchanged."""
+class InvalidTreeError(ServiceError):
+    """A draft tree the verifier cannot check (INVALID_ARGUMENT). The session is left unchanged.
+
+    The message reads "invalid tree: <detail>"."""
+
+    def __init__(self, detail: str):
+        super().__init__(Code.INVALID_ARGUMENT, f"invalid tree: {detail}")
+        self.detail = detail
+
+    def __reduce__(self):  # keeps the subclass when pickled (Ray)
+        return type(self), (self.detail,)
+
+
+@dataclass(frozen=True)
+class SessionOpen:
+    """A drafter's request to open a session.
+
+    prompt_ids: every committed token; the last is the first tree's root. max_new_tokens: what
+    the generation may still add, so the verifier reserves no more room than it needs (0:
+    unknown, up to the context window).
+    """
+
+    prompt_ids: tuple[int, ...]
+    sampling: SamplingParams = SamplingParams()
+    max_new_tokens: int = 0
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class SessionOpened:
+    """The verifier's answer to `SessionOpen`: the prompt is prefilled and the session is ready.
+
+    max_tree_nodes: the most nodes a tree may have (root included); eos_token_ids: the target's
+    end-of-sequence tokens; prefill_time_s: how long the prefill took; replica: who answered.
+    """
+
+    max_context: int
+    max_tree_nodes: int
+    eos_token_ids: frozenset[int]
+    prefill_time_s: float
+    replica: str
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,23 @@
 """Contract types <-> protobuf messages, for the gRPC verifier API (`protos/specroute/v1`).
 
-Conversion only: a `DraftTree` becomes a `Tree` message and back, a `Verdict` likewise, and
-`SamplingParams` to and from its message. Decoding a tree from the wire checks nothing beyond
-what is needed to rebuild it; the verifier session validates it as it would any tree. Malformed
-fields (a distribution list of the wrong length, token and probability lists of different
-lengths) raise `InvalidTreeError`, so a bad message is refused like a bad tree.
+The one module that touches the generated verifier code: the verifier's server and the
+drafter's client build and read every message through it, and it re-exports the stub, the
+servicer base class and `add_VerifierServicer_to_server` they need.
+
+Per message:
+- requests (drafter -> verifier): `open_request(SessionOpen)`, `tree_request(DraftTree)`,
+  `close_request()`; the server reads them back with `request_kind`, `open_from_request` and
+  `tree_from_request`;
+- responses (verifier -> drafter): `opened_response(SessionOpened)` and
+  `verdict_response(Verdict, max_tree_nodes)`, read back with `opened_from_response` and
+  `verdict_from_response`;
+- `SamplingParams`, `DraftTree` and `Verdict` have their `*_to_proto` / `*_from_proto` pairs.
+
+Decoding checks nothing beyond what is needed to rebuild a value; the verifier session
+validates a decoded tree as it would any tree. A malformed message (a distribution list of the
+wrong length, token and probability lists of different lengths, sampling values out of range)
+raises a `core.errors.ServiceError` with code INVALID_ARGUMENT (`InvalidTreeError` for a tree),
+so a bad message is refused like a bad value. An unset top_p (0 on the wire) means 1.
 
 This module knows nothing about sessions, servers or models.
 """
@@ -12,10 +25,20 @@ This module knows nothing about sessions, servers or models.
 from __future__ import annotations
 
 from protos.specroute.v1 import specroute_pb2, verifier_pb2
-from core.contracts import DraftTree, InvalidTreeError, SparseDist, Verdict
+from protos.specroute.v1.verifier_pb2_grpc import (  # noqa: F401 (re-exported)
+    VerifierServicer, VerifierStub, add_VerifierServicer_to_server)
+from core.contracts import DraftTree, InvalidTreeError, SessionOpen, SessionOpened, SparseDist, Verdict
+from core.errors import Code, ServiceError
 from core.sampling import SamplingParams, checked_sampling
 
+OPEN, TREE, CLOSE = "open", "tree", "close"
+"""The kinds of request message (`request_kind`)."""
 
+SessionRequest = verifier_pb2.SessionRequest
+SessionResponse = verifier_pb2.SessionResponse
+
+
+# --- sampling, trees, verdicts ------------------------------------------------------------
 def sampling_to_proto(params: SamplingParams) -> specroute_pb2.SamplingParams:
     msg = specroute_pb2.SamplingParams(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
     if params.seed is not None:
@@ -24,15 +47,13 @@ def sampling_to_proto(params: SamplingParams) -> specroute_pb2.SamplingParams:
 
 
 def sampling_from_proto(msg: specroute_pb2.SamplingParams) -> SamplingParams:
-    """Raises ValueError with the offending field's rule when a value is out of range.
-
-    An unset top_p (0 on the wire) means 1.
-    """
+    """Raises ServiceError(INVALID_ARGUMENT) naming the offending field's rule when a value is out
+    of range. An unset top_p (0 on the wire) means 1."""
     try:
         return checked_sampling(temperature=msg.temperature, top_p=msg.top_p if msg.top_p != 0 else 1.0,
                                 top_k=msg.top_k, seed=msg.seed if msg.HasField("seed") else None)
     except ValueError as err:
-        raise ValueError(f"sampling.{err}") from None
+        raise ServiceError(Code.INVALID_ARGUMENT, f"sampling.{err}") from None
 
 
 def tree_to_proto(tree: DraftTree) -> verifier_pb2.Tree:
@@ -47,17 +68,20 @@ def tree_to_proto(tree: DraftTree) -> verifier_pb2.Tree:
 
 
 def tree_from_proto(msg: verifier_pb2.Tree) -> DraftTree:
+    """Raises InvalidTreeError for distributions that cannot be rebuilt."""
     dists = None
     if len(msg.dists):
         if len(msg.dists) != len(msg.tokens):
             raise InvalidTreeError(f"tree has {len(msg.tokens)} nodes but {len(msg.dists)} draft distributions")
-        dists = []
-        for entry in msg.dists:
-            if len(entry.token_ids) != len(entry.probs):
-                raise InvalidTreeError("draft distribution: token_ids and probs differ in length")
-            dists.append(SparseDist(tuple(entry.token_ids), tuple(entry.probs)) if len(entry.token_ids) else None)
-        dists = tuple(dists)
+        dists = tuple(_dist_from_proto(entry) for entry in msg.dists)
     return DraftTree(tuple(msg.tokens), tuple(msg.parents), dists, msg.deterministic)
+
+
+def _dist_from_proto(entry: verifier_pb2.DraftDist) -> SparseDist | None:
+    """A node's distribution; None for an empty entry (a node without children)."""
+    if len(entry.token_ids) != len(entry.probs):
+        raise InvalidTreeError("draft distribution: token_ids and probs differ in length")
+    return SparseDist(tuple(entry.token_ids), tuple(entry.probs)) if len(entry.token_ids) else None
 
 
 def verdict_to_proto(verdict: Verdict) -> verifier_pb2.Verdict:
@@ -69,3 +93,61 @@ def verdict_to_proto(verdict: Verdict) -> verifier_pb2.Verdict:
 def verdict_from_proto(msg: verifier_pb2.Verdict) -> Verdict:
     return Verdict(tuple(msg.accepted_nodes), tuple(msg.accepted_tokens), msg.bonus_token, msg.num_drafted,
                    msg.verify_ms / 1e3)
+
+
+# --- requests: drafter -> verifier --------------------------------------------------------
+def open_request(opening: SessionOpen) -> SessionRequest:
+    return SessionRequest(open=verifier_pb2.OpenSession(
+        prompt_ids=opening.prompt_ids, sampling=sampling_to_proto(opening.sampling),
+        request_id=opening.request_id, max_new_tokens=opening.max_new_tokens))
+
+
+def tree_request(tree: DraftTree) -> SessionRequest:
+    return SessionRequest(tree=tree_to_proto(tree))
+
+
+def close_request() -> SessionRequest:
+    return SessionRequest(close=verifier_pb2.CloseSession())
+
+
+def request_kind(msg: SessionRequest) -> str | None:
+    """OPEN, TREE or CLOSE; None for a message that carries none of them."""
+    return msg.WhichOneof("kind")
+
+
+def open_from_request(msg: SessionRequest) -> SessionOpen:
+    """The opening an OPEN request carries; ServiceError(INVALID_ARGUMENT) for bad sampling values."""
+    opening = msg.open
+    return SessionOpen(tuple(opening.prompt_ids), sampling_from_proto(opening.sampling), opening.max_new_tokens,
+                       opening.request_id)
+
+
+def tree_from_request(msg: SessionRequest) -> DraftTree:
+    """The tree a TREE request carries; InvalidTreeError for a malformed one."""
+    return tree_from_proto(msg.tree)
+
+
+# --- responses: verifier -> drafter -------------------------------------------------------
+def opened_response(opened: SessionOpened) -> SessionResponse:
+    return SessionResponse(opened=verifier_pb2.SessionOpened(
+        max_context=opened.max_context, max_tree_nodes=opened.max_tree_nodes,
+        eos_token_ids=sorted(opened.eos_token_ids), prefill_ms=opened.prefill_time_s * 1e3,
+        replica=opened.replica))
+
+
+def opened_from_response(msg: SessionResponse) -> SessionOpened:
+    opened = msg.opened
+    return SessionOpened(opened.max_context, opened.max_tree_nodes, frozenset(opened.eos_token_ids),
+                         opened.prefill_ms / 1e3, opened.replica)
+
+
+def verdict_response(verdict: Verdict, max_tree_nodes: int) -> SessionResponse:
+    """A verdict with the node budget of the session's next tree (0: unchanged)."""
+    msg = verdict_to_proto(verdict)
+    msg.max_tree_nodes = max_tree_nodes
+    return SessionResponse(verdict=msg)
+
+
+def verdict_from_response(msg: SessionResponse) -> tuple[Verdict, int | None]:
+    """The verdict and the node budget of the next tree (None: unchanged)."""
+    return verdict_from_proto(msg.verdict), msg.verdict.max_tree_nodes or None

@@ -1,7 +1,8 @@
 """The speculative loop: propose, verify, observe, commit, round by round.
 
 Each round the drafter proposes a tree within the limits the verifier and the request leave,
-the verifier accepts a path and adds a bonus token, the drafter observes the verdict, and the
+the verifier accepts a path of drafted tokens and adds a bonus token (the target's own next token
+after that path, so every round emits at least one), the drafter observes the verdict, and the
 emitted tokens pass through the stop conditions (max new tokens, EOS, stop strings) and an
 incremental detokeniser before they are yielded. With no drafter every tree is the root alone:
 plain target decoding through the same code.
@@ -23,7 +24,9 @@ a tree and collecting its verdict the drafter drafts the next tree for its guess
 verdict, and a guess that came true saves that round's drafting (`_Ahead`). Output is unchanged:
 any tree is verified losslessly, and a guessed tree is (up to floating-point rounding) the
 one the drafter would have proposed.
-It knows nothing about how trees are built.
+
+`speculate` is the loop; `_Loop` holds one generation's state, with a method per step of a
+round (propose, verify, observe, deliver). It knows nothing about how trees are built.
 """
 
 from __future__ import annotations
@@ -107,70 +110,105 @@ def speculate(verifier: Verifier, drafter: DraftSession | None, tokenizer, promp
 
     `stats`, if given, is updated in place as rounds complete.
     """
-    stats = stats if stats is not None else GenerationReport()
-    start = time.perf_counter()
-    detok = IncrementalDetokenizer(tokenizer, prompt_ids)
-    matcher = StopStringMatcher(list(stop.stop_strings)) if stop.stop_strings else None
+    loop = _Loop(verifier, drafter, tokenizer, prompt_ids, stop, stats if stats is not None else GenerationReport())
     if stop.max_new_tokens <= 0:
         yield Chunk((), "", None, FINISH_LENGTH)
         return
-    ahead = _Ahead(drafter, verifier)
-    ready: DraftTree | None = None  # the next tree, drafted ahead for a verdict that came true
-    while True:
-        if not verifier.can_continue:
-            yield Chunk((), _final_text(detok, matcher), None, FINISH_CONTEXT)
-            return
-        remaining = stop.max_new_tokens - stats.num_generated
-        limit = _draft_limit(verifier, remaining)
+    yield from loop.run()
+
+
+class _Loop:
+    """One generation's rounds: the state `speculate` keeps between them, a method per step."""
+
+    def __init__(self, verifier: Verifier, drafter: DraftSession | None, tokenizer, prompt_ids: list[int],
+                 stop: StopConditions, stats: GenerationReport):
+        self.verifier, self.drafter, self.stop, self.stats = verifier, drafter, stop, stats
+        self.start = time.perf_counter()
+        self.detok = IncrementalDetokenizer(tokenizer, prompt_ids)
+        self.matcher = StopStringMatcher(list(stop.stop_strings)) if stop.stop_strings else None
+        self.ahead = _Ahead(drafter, verifier)
+        self.ready: DraftTree | None = None  # the next tree, drafted ahead for a verdict that came true
+
+    def run(self) -> Iterator[Chunk]:
+        """One chunk per round until a stop condition or the end of the context window."""
+        while True:
+            if not self.verifier.can_continue:
+                yield Chunk((), _final_text(self.detok, self.matcher), None, FINISH_CONTEXT)
+                return
+            remaining = self.stop.max_new_tokens - self.stats.num_generated
+            verdict, round_stats = self._round(remaining)
+            chunk = self._deliver(verdict, remaining, round_stats)
+            yield chunk
+            if chunk.finish_reason is not None:
+                return
+
+    def _round(self, remaining: int) -> tuple[Verdict, RoundReport]:
+        """Propose, verify, observe; the round's figures are added to the stats."""
         t0 = time.perf_counter()
-        drafted_ahead = ready is not None
-        if ready is not None:
-            tree, ready = ready, None
-        elif drafter is not None:
-            tree = drafter.propose(limit)
-        else:
-            tree = DraftTree.root_only(verifier.root)
+        drafted_ahead = self.ready is not None
+        tree = self._propose(remaining)
         t1 = time.perf_counter()
-        if ahead.enabled:
-            verdict, guess = ahead.verify(tree, remaining)
-        else:
-            verdict, guess = verifier.verify(tree), None
+        verdict, guess = self._verify(tree, remaining)
         t2 = time.perf_counter()
-        if guess is not None:
-            drafter.adopt(guess)
-            ready = guess.tree
-        elif drafter is not None:
-            drafter.observe(verdict)
+        self._observe(verdict, guess)
         t3 = time.perf_counter()
         round_stats = RoundReport(1, verdict.num_drafted, verdict.num_accepted, verdict.num_emitted,
                                   draft_time_s=(t1 - t0) + (t3 - t2), verify_time_s=t2 - t1,
                                   rounds_drafted_ahead=int(drafted_ahead))
-        stats.add(round_stats)
+        self.stats.add(round_stats)
+        return verdict, round_stats
 
-        delivered, text, finish = [], [], None
-        for token in verdict.emitted_tokens[:remaining]:
-            delivered.append(token)
-            piece = detok.push([token])
-            if matcher is not None:
-                piece, stopped = matcher.feed(piece)
-                text.append(piece)
-                if stopped:
-                    finish = FINISH_STOP
-                    break
-            else:
-                text.append(piece)
-            if token in stop.eos_token_ids:
-                finish = FINISH_EOS
-                break
-        stats.num_generated += len(delivered)
-        stats.wall_time_s = time.perf_counter() - start
-        if finish is None and stats.num_generated >= stop.max_new_tokens:
+    def _propose(self, remaining: int) -> DraftTree:
+        """The tree drafted ahead for this verdict, else the drafter's proposal, else the root alone."""
+        if self.ready is not None:
+            tree, self.ready = self.ready, None
+            return tree
+        if self.drafter is not None:
+            return self.drafter.propose(_draft_limit(self.verifier, remaining))
+        return DraftTree.root_only(self.verifier.root)
+
+    def _verify(self, tree: DraftTree, remaining: int) -> tuple[Verdict, Guess | None]:
+        """The tree's verdict, and the guess of it that came true when drafting ahead."""
+        if self.ahead.enabled:
+            return self.ahead.verify(tree, remaining)
+        return self.verifier.verify(tree), None
+
+    def _observe(self, verdict: Verdict, guess: Guess | None) -> None:
+        """The drafter learns the verdict; a guess that came true brings the next tree with it."""
+        if guess is not None:
+            self.drafter.adopt(guess)
+            self.ready = guess.tree
+        elif self.drafter is not None:
+            self.drafter.observe(verdict)
+
+    def _deliver(self, verdict: Verdict, remaining: int, round_stats: RoundReport) -> Chunk:
+        """The round's emitted tokens through the stop conditions and the detokeniser, as a chunk."""
+        delivered, text, finish = self._cut(verdict.emitted_tokens[:remaining])
+        self.stats.num_generated += len(delivered)
+        self.stats.wall_time_s = time.perf_counter() - self.start
+        if finish is None and self.stats.num_generated >= self.stop.max_new_tokens:
             finish = FINISH_LENGTH
         if finish in (FINISH_LENGTH, FINISH_EOS):
-            text.append(_final_text(detok, matcher))
-        yield Chunk(tuple(delivered), "".join(text), round_stats, finish)
-        if finish is not None:
-            return
+            text.append(_final_text(self.detok, self.matcher))
+        return Chunk(tuple(delivered), "".join(text), round_stats, finish)
+
+    def _cut(self, tokens: tuple[int, ...]) -> tuple[list[int], list[str], str | None]:
+        """Tokens up to and including the first that ends the generation (a stop string or EOS),
+        their text pieces, and that reason (None if none did)."""
+        delivered, text = [], []
+        for token in tokens:
+            delivered.append(token)
+            piece = self.detok.push([token])
+            if self.matcher is not None:
+                piece, stopped = self.matcher.feed(piece)
+                text.append(piece)
+                if stopped:
+                    return delivered, text, FINISH_STOP
+            else:
+                text.append(piece)
+            if token in self.stop.eos_token_ids:
+                return delivered, text, FINISH_EOS
+        return delivered, text, None
 
 
 def _draft_limit(verifier: Verifier, remaining: int, num_emitted: int = 0) -> DraftLimit:
@@ -228,7 +266,6 @@ class _Ahead:
         if guess is not None and guess.tree.num_nodes > verifier.max_tree_nodes:
             guess = None  # the verifier cut the node budget with this verdict
         return verdict, guess
-
 
 
 def _final_text(detok: IncrementalDetokenizer, matcher: StopStringMatcher | None) -> str:

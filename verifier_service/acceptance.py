@@ -1,7 +1,10 @@
 """Lossless acceptance of a draft tree: pure functions over probabilities, no model, no I/O.
 
-Words (../shared/METHODS.md): the walk starts at the root and moves to an *accepted* child while
-it can; where it stops, it emits one *bonus* token. Emitted per round = accepted + 1.
+Words: the root is the tree's node 0, the last committed token. The walk starts at the root and
+moves to an *accepted* child (a drafted token the verifier keeps) while it can; where it stops,
+it emits one *bonus* token, chosen from the target's distribution at that node (under sampling,
+from what the rejected candidates left of it). Emitted per round = accepted + 1, so a round
+always makes progress; the mean of it over rounds is the acceptance length tau.
 
 - Greedy (temperature 0): at node v with t = argmax p_v, accept the child carrying t, else stop
   and emit t. The output equals the target's own greedy decoding, token for token.

@@ -1,8 +1,8 @@
 """How many verifier replicas the load needs: a Ray Serve custom autoscaling policy.
 
-Drafters reach verifier replicas over direct gRPC (../shared/FACTS.md: a Serve handle hop costs
-~20 ms a round), so Serve's own signal, the requests in flight through its handles, is always
-zero for the verifier. Each replica reports its own load instead, through Serve's custom
+Drafters reach verifier replicas over direct gRPC (a Serve handle would add a hop to every
+round), so Serve's own signal, the requests in flight through its handles, is always zero for
+the verifier. Each replica reports its own load instead, through Serve's custom
 autoscaling metrics (`VerifierDeployment.record_autoscaling_stats`):
 - `sessions`: open generation streams;
 - `queued`: trees and prefill chunks waiting for the next batched forward.

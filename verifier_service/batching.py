@@ -16,8 +16,8 @@ own: each token attends to exactly the keys it would see alone, at the same posi
 
 Unlike a decode step, a session's next tree is not ready when its verdict leaves: its drafter
 must draft it first. So before a forward the loop waits up to `batch_wait_ms` for sessions that
-are drafting to send theirs (measured on the bench zoo: without the wait, 8 streams gave about 3
-trees per forward); it never waits when every open session is already queued.
+are drafting to send theirs (without the wait, concurrent streams rarely share a forward); it
+never waits when every open session is already queued.
 
 Memory is bounded twice: `max_sessions` (the server's) and `max_kv_tokens`, the pool's size. A
 session reserves `prompt + max_new_tokens + max_tree_nodes` slots when it opens (the whole context
@@ -117,8 +117,8 @@ class BatchedVerifier:
         """A new session; `session.ready` (a Future) resolves once its prompt is prefilled. Close
         it whatever happens (`close`), even before it is ready: that frees its reservation.
 
-        Raises at once: ValueError for a bad prompt (empty, beyond the context, ids outside the
-        vocabulary), PoolFullError when the pool cannot reserve room for it.
+        Raises at once: `InvalidPromptError` for a bad prompt (empty, beyond the context, ids outside
+        the vocabulary), `PoolFullError` when the pool cannot reserve room for it.
         """
         context = self.target.max_context
         length = min(context, len(prompt_ids) + max_new_tokens) if max_new_tokens > 0 else context
@@ -126,7 +126,8 @@ class BatchedVerifier:
         with self._cv:
             session = PagedSession(self.target, prompt_ids, sampling, max_tree_nodes, reserve)
             if self.reserved + reserve > self.pool.max_tokens:
-                raise PoolFullError(f"the KV pool ({self.pool.max_tokens} tokens) has {self.pool.max_tokens - self.reserved} "
+                unreserved = self.pool.max_tokens - self.reserved
+                raise PoolFullError(f"the KV pool ({self.pool.max_tokens} tokens) has {unreserved} "
                                     f"unreserved; this session needs {reserve}")
             self.reserved += reserve
             self._open.add(session)

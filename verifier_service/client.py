@@ -6,9 +6,8 @@ one gRPC channel per replica, and opens each session on the least loaded replica
 (the load the replica last reported plus the sessions this pool opened since). It refreshes its
 list on use: a session that opens on a list older than `refresh_s` asks its background thread
 for a fresh one, so a pool in use follows replicas being added and removed within about
-`refresh_s`, and an idle pool costs nothing (measured on the bench zoo's system, nine drafters
-polling every second took 3.5% of a core, an eighth of the idle system's CPU). A session that
-finds no live replica refreshes at once.
+`refresh_s`, and an idle pool costs nothing (no discovery polling while no session opens). A
+session that finds no live replica refreshes at once.
 
 `RemoteSession` is the `drafter_service.generation.Verifier` the speculative loop drives: the
 same `root`, `can_continue`, `max_draft_depth`, `max_tree_nodes` and `verify(tree)` as an
@@ -23,6 +22,7 @@ a hang.
 
 Errors the verifier reports about the request itself (INVALID_ARGUMENT, RESOURCE_EXHAUSTED on
 every replica, DEADLINE_EXCEEDED) raise `core.errors.ServiceError` with that code and the verifier's message.
+Messages are built and read through `core.verifier_codec` only.
 
 This module knows nothing about how trees are drafted, or about Ray.
 """
@@ -40,12 +40,12 @@ from typing import Callable
 import grpc
 from pydantic import BaseModel, ConfigDict, Field
 
-from protos.specroute.v1 import verifier_pb2, verifier_pb2_grpc
-from core.contracts import DraftTree, Verdict
+from core.contracts import DraftTree, SessionOpen, Verdict
 from core.errors import Code, ServiceError
 from core.sampling import SamplingParams
 from core.tls import TlsFiles
-from core.verifier_codec import sampling_to_proto, tree_to_proto, verdict_from_proto
+from core.verifier_codec import (VerifierStub, close_request, open_request, opened_from_response, tree_request,
+                                 verdict_from_response)
 
 log = logging.getLogger(__name__)
 
@@ -163,14 +163,14 @@ class VerifierPool:
         with self._lock:
             self._quarantined[address] = time.monotonic() + self.quarantine_s
 
-    def stub(self, address: str) -> verifier_pb2_grpc.VerifierStub:
+    def stub(self, address: str) -> VerifierStub:
         with self._lock:
             channel = self._channels.get(address)
             if channel is None:
                 channel = self._channels[address] = (
                     grpc.secure_channel(address, self._credentials, options=self._options) if self._credentials
                     else grpc.insecure_channel(address, options=self._options))
-            return verifier_pb2_grpc.VerifierStub(channel)
+            return VerifierStub(channel)
 
     def open(self, prompt_ids: list[int], sampling: SamplingParams, request_id: str = "",
              timeout_s: float | None = None, max_new_tokens: int = 0) -> "RemoteSession":
@@ -231,17 +231,16 @@ class RemoteSession:
 
     def submit(self, tree: DraftTree) -> None:
         """Sends a tree; `collect` waits for its verdict. Between the two the caller may work."""
-        self._pending = verifier_pb2.SessionRequest(tree=tree_to_proto(tree))
+        self._pending = tree_request(tree)
         self._requests.put(self._pending)
 
     def collect(self) -> Verdict:
         """The verdict of the tree `submit` sent (re-sent to another replica on a failover)."""
         while True:
             try:
-                response = next(self._call)
-                verdict = verdict_from_proto(response.verdict)
-                if response.verdict.max_tree_nodes:  # the verifier's budget for the next tree, from its load
-                    self.max_tree_nodes = response.verdict.max_tree_nodes
+                verdict, budget = verdict_from_response(next(self._call))
+                if budget:  # the verifier's budget for the next tree, from its load
+                    self.max_tree_nodes = budget
                 break
             except (grpc.RpcError, StopIteration) as err:
                 self._failover(err)
@@ -252,7 +251,7 @@ class RemoteSession:
     def close(self) -> None:
         """Ends the stream; the verifier frees the session at once. Idempotent."""
         if self._requests is not None:
-            self._requests.put(verifier_pb2.SessionRequest(close=verifier_pb2.CloseSession()))
+            self._requests.put(close_request())
             self._requests.put(_END)
             self._requests = None
         if self._call is not None:
@@ -290,12 +289,13 @@ class RemoteSession:
                 tried = set()  # a replica that failed may have come back; quarantine still applies
                 continue
             requests: queue.SimpleQueue = queue.SimpleQueue()
-            requests.put(verifier_pb2.SessionRequest(open=verifier_pb2.OpenSession(
-                prompt_ids=self.committed, sampling=sampling_to_proto(self.sampling), request_id=self.request_id,
-                max_new_tokens=0 if self.end is None else max(1, self.end - len(self.committed)))))
+            requests.put(open_request(SessionOpen(
+                tuple(self.committed), self.sampling,
+                max_new_tokens=0 if self.end is None else max(1, self.end - len(self.committed)),
+                request_id=self.request_id)))
             call = self.pool.stub(address).Session(iter(requests.get, _END), timeout=self._remaining())
             try:
-                opened = next(call).opened
+                opened = opened_from_response(next(call))
             except (grpc.RpcError, StopIteration) as err:
                 requests.put(_END)
                 code, details = _status(err)
@@ -311,8 +311,8 @@ class RemoteSession:
             self._call, self._requests, self.address = call, requests, address
             self.replica, self.max_context = opened.replica, opened.max_context
             self.max_tree_nodes = opened.max_tree_nodes
-            self.eos_token_ids = frozenset(opened.eos_token_ids)
-            self.prefill_time_s += opened.prefill_ms / 1e3
+            self.eos_token_ids = opened.eos_token_ids
+            self.prefill_time_s += opened.prefill_time_s
             return
 
     def _others_left(self, tried: set[str]) -> bool:

@@ -17,7 +17,9 @@ the used extent (and so the attention width) compact.
 `StepCache` is what the HF model sees for one forward: it implements `update(keys, values,
 layer)`, the one call HF attention layers (Llama, Mistral, Qwen, ...) make on their cache.
 
-This module knows nothing about sessions, trees or acceptance: it stores keys and builds masks.
+A request the pool cannot hold raises `PoolFullError`, a `core.errors.ServiceError` with code
+RESOURCE_EXHAUSTED. This module knows nothing about sessions, trees or acceptance: it stores keys
+and builds masks.
 """
 
 from __future__ import annotations
@@ -26,11 +28,18 @@ import heapq
 
 import torch
 
+from core.errors import Code, ServiceError
 from core.tree_mask import additive_mask
 
 
-class PoolFullError(RuntimeError):
-    """The pool has no free slots left for a request (its `max_tokens` bound)."""
+class PoolFullError(ServiceError):
+    """The pool has no free slots left for a request (its `max_tokens` bound): RESOURCE_EXHAUSTED."""
+
+    def __init__(self, message: str):
+        super().__init__(Code.RESOURCE_EXHAUSTED, message)
+
+    def __reduce__(self):  # keeps the subclass when pickled (Ray)
+        return type(self), (self.message,)
 
 
 class KVPool:

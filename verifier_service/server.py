@@ -2,8 +2,8 @@
 
 `VerifierServer` runs a `grpc.aio` server on a thread of its own (its own event loop), so it works
 the same inside a Ray Serve replica and in a plain process. Per-round traffic reaches it over a
-direct channel: ../shared/FACTS.md measures a direct `grpc.aio` round trip at ~0.5 ms against
-~20 ms for a Serve handle or proxy hop.
+direct channel, not through a Serve handle or proxy, which would add a hop to every round.
+Messages are built and read through `core.verifier_codec` only.
 
 One stream is one session (`verifier_service.session.VerifierSession`): the first message opens
 it (prompt ids and sampling; the prompt is prefilled), then each tree gets one verdict, in order.
@@ -17,7 +17,10 @@ thread (`verifier_service.batching`): concurrent sessions' trees share one forwa
 each session verifies on its own `VerifierSession`, one forward at a time on one worker thread
 (the baseline the scale benchmark compares against).
 
-Errors end the stream with a status and a message that names the problem:
+Every expected failure is a `core.errors.ServiceError` (`InvalidPromptError`, `InvalidTreeError`,
+`PoolFullError`, ...), whoever raises it; `VerifierServicer.Session` alone turns it into the
+stream's status (`core.errors.grpc_status`) and message. Any other exception is a bug: it is
+logged and answered INTERNAL, never as the caller's fault. The statuses:
 - INVALID_ARGUMENT: a bad prompt (empty, beyond the context, ids outside the vocabulary), bad
   sampling values, a malformed or invalid tree;
 - RESOURCE_EXHAUSTED: `max_sessions` streams stayed open for `admission_wait_s` after a new one
@@ -25,7 +28,9 @@ Errors end the stream with a status and a message that names the problem:
   pool (`max_kv_tokens`) cannot reserve room for a new session;
 - FAILED_PRECONDITION: messages out of order (a tree before the session is open, two opens);
 - UNAVAILABLE: the server is draining (being removed);
-- DEADLINE_EXCEEDED: the client's deadline passed (gRPC's own).
+- DEADLINE_EXCEEDED: the client's deadline passed (gRPC's own), or no message came for
+  `idle_timeout_s`;
+- INTERNAL: a bug in the verifier.
 The gRPC health protocol (grpc.health.v1) reports SERVING, or NOT_SERVING while draining.
 
 This module knows nothing about drafters, routing or Ray.
@@ -39,22 +44,26 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Awaitable, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from pydantic import BaseModel, ConfigDict, Field
 
-from protos.specroute.v1 import verifier_pb2, verifier_pb2_grpc
 from core import cpus as cpu_affinity
+from core.contracts import SessionOpen, SessionOpened
+from core.errors import Code, ServiceError, grpc_status
+from core.tls import TlsFiles
+from core.verifier_codec import (CLOSE, OPEN, TREE, SessionRequest, add_VerifierServicer_to_server,
+                                 open_from_request, opened_response, request_kind, tree_from_request,
+                                 verdict_response)
+from core.verifier_codec import VerifierServicer as VerifierServicerBase
 from verifier_service.batching import BatchedVerifier
-from core.contracts import InvalidTreeError
-from verifier_service.kv_pool import PoolFullError
 from verifier_service.session import DEFAULT_MAX_TREE_NODES, VerifierSession
 from verifier_service.target import TargetModel
-from core.tls import TlsFiles
-from core.verifier_codec import sampling_from_proto, tree_from_proto, verdict_to_proto
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SERVICE_NAME = "specroute.v1.Verifier"
 RETRY_AFTER_MS = 100
@@ -73,7 +82,8 @@ class VerifierServerConfig(BaseModel):
     max_message_bytes: int = Field(1 << 20, ge=1024, description="Larger messages get RESOURCE_EXHAUSTED.")
     idle_timeout_s: float = Field(60.0, gt=0, description="A session with no message for this long is closed.")
     batching: bool = Field(True, description="Verify concurrent sessions' trees in one forward (continuous batching).")
-    max_batch_tokens: int = Field(512, ge=1, description="Most new tokens (tree nodes, prefill) in one batched forward.")
+    max_batch_tokens: int = Field(512, ge=1,
+                                  description="Most new tokens (tree nodes, prefill) in one batched forward.")
     prefill_chunk_tokens: int = Field(256, ge=1, description="Prompts are prefilled in chunks of at most this many "
                                                              "tokens, so running sessions keep their pace.")
     max_kv_tokens: int | None = Field(None, ge=1, description="Tokens the batched KV pool may hold; default "
@@ -149,7 +159,7 @@ class _Batched:
         self.batcher.stop()
 
 
-class VerifierServicer(verifier_pb2_grpc.VerifierServicer):
+class VerifierServicer(VerifierServicerBase):
     def __init__(self, target: TargetModel, config: VerifierServerConfig, replica: str,
                  cpus: list[int] | None = None):
         self.target, self.config, self.replica = target, config, replica
@@ -160,17 +170,16 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServicer):
         self.backend = (_Batched if config.batching else _Unbatched)(target, config, cpus)
         self._closed = asyncio.Event()  # set (then cleared) whenever a session closes; on the server's loop
 
-    async def _admit(self, context) -> None:
-        """Takes a session slot, waiting up to admission_wait_s for one to free; else aborts with
-        RESOURCE_EXHAUSTED and a retry-after hint (trailing metadata `retry-after-ms`)."""
+    async def _admit(self) -> None:
+        """Takes a session slot, waiting up to admission_wait_s for one to free; else raises
+        RESOURCE_EXHAUSTED with a retry-after hint."""
         deadline = time.monotonic() + self.config.admission_wait_s
         while self.active_sessions >= self.config.max_sessions:
             left = deadline - time.monotonic()
             if left <= 0:
-                context.set_trailing_metadata((("retry-after-ms", str(RETRY_AFTER_MS)),))
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                    f"verifier {self.replica} has {self.active_sessions} sessions open, its limit; "
-                                    f"retry after {RETRY_AFTER_MS} ms")
+                raise ServiceError(Code.RESOURCE_EXHAUSTED,
+                                   f"verifier {self.replica} has {self.active_sessions} sessions open, its limit; "
+                                   f"retry after {RETRY_AFTER_MS} ms", retry_after_s=RETRY_AFTER_MS / 1e3)
             try:
                 async with asyncio.timeout(left):
                     await self._closed.wait()
@@ -200,74 +209,97 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServicer):
         share = config.step_tokens // max(1, self.active_sessions)
         return max(min(config.min_tree_nodes, config.max_tree_nodes), min(config.max_tree_nodes, share))
 
-    async def _next(self, requests, context) -> verifier_pb2.SessionRequest | None:
+    async def Session(self, request_iterator, context):
+        """One stream, one session. Every expected failure is a ServiceError, answered with its
+        status here and only here; anything else is a bug: logged, and answered INTERNAL."""
+        # A coroutine that writes, not an async generator that yields: cancelling a generator
+        # handler while gRPC writes its last response leaves it suspended at the `yield`, so its
+        # `finally` (which frees the session and its KV slots) waits for the garbage collector
+        # (grpc/grpc#42295). Here cancellation raises inside this coroutine, wherever it waits.
+        try:
+            await self._serve(aiter(request_iterator), context)
+        except ServiceError as err:
+            await _abort(context, err)
+        except grpc.aio.BaseError:  # gRPC's own (an abort, a transport failure): it has its status
+            raise
+        except Exception:
+            log.exception("verifier %s: a session failed", self.replica)
+            await context.abort(grpc.StatusCode.INTERNAL,
+                                f"verifier {self.replica} failed while serving the session (a bug; see its log)")
+
+    async def _serve(self, requests, context) -> None:
+        """Admission, the opening, then one verdict per tree until the stream ends; the session and
+        its slot are freed however it ends."""
+        if self.draining:
+            raise ServiceError(Code.UNAVAILABLE, f"verifier {self.replica} is draining; retry elsewhere")
+        await self._admit()
+        session = None
+        try:
+            opening = await self._receive_open(requests)
+            if opening is None:
+                return
+            start = time.perf_counter()
+            session = await self._counted(self.backend.open(list(opening.prompt_ids), opening.sampling,
+                                                            opening.max_new_tokens))
+            self.sessions_served += 1
+            await context.write(opened_response(SessionOpened(
+                self.target.max_context, self.config.max_tree_nodes, frozenset(self.target.eos_token_ids),
+                time.perf_counter() - start, self.replica)))
+            await self._verify_trees(session, requests, context)
+        finally:
+            if session is not None:
+                self.backend.close(session)
+            self._release()
+
+    async def _receive_open(self, requests) -> SessionOpen | None:
+        """The first message, which must open the session; None if the stream ends first."""
+        first = await self._next(requests)
+        if first is None:
+            return None
+        if request_kind(first) != OPEN:
+            raise ServiceError(Code.FAILED_PRECONDITION, "the first message of a session must be `open`")
+        return open_from_request(first)
+
+    async def _verify_trees(self, session, requests, context) -> None:
+        """Answers each tree with its verdict, in order, until a close, a half-close or an error."""
+        while True:
+            message = await self._next(requests)
+            kind = None if message is None else request_kind(message)
+            if kind in (None, CLOSE):
+                return
+            if kind != TREE:
+                raise ServiceError(Code.FAILED_PRECONDITION,
+                                   f"a session is open: expected `tree` or `close`, got `{kind}`")
+            verdict = await self._counted(self.backend.verify(session, tree_from_request(message)))
+            await context.write(verdict_response(verdict, self.tree_budget()))
+
+    async def _next(self, requests) -> SessionRequest | None:
+        """The next message; None when the stream ends. DEADLINE_EXCEEDED after idle_timeout_s."""
         try:
             # asyncio.timeout, not wait_for: no task per message on the per-round path.
             async with asyncio.timeout(self.config.idle_timeout_s):
                 return await anext(requests)
         except StopAsyncIteration:
             return None
-        except asyncio.TimeoutError:
-            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                f"no message for {self.config.idle_timeout_s:g} s: the session is closed")
+        except TimeoutError:
+            raise ServiceError(Code.DEADLINE_EXCEEDED,
+                               f"no message for {self.config.idle_timeout_s:g} s: the session is closed") from None
 
-    async def Session(self, request_iterator, context):
-        # A coroutine that writes, not an async generator that yields: cancelling a generator
-        # handler while gRPC writes its last response leaves it suspended at the `yield`, so its
-        # `finally` (which frees the session and its KV slots) waits for the garbage collector
-        # (grpc/grpc#42295). Here cancellation raises inside this coroutine, wherever it waits.
-        if self.draining:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"verifier {self.replica} is draining; retry elsewhere")
-        await self._admit(context)
-        requests = aiter(request_iterator)
-        session = None
+    async def _counted(self, work: Awaitable[T]) -> T:
+        """Awaits work for a forward (an open's prefill, a tree), counted in `waiting` meanwhile."""
+        self.waiting += 1
         try:
-            first = await self._next(requests, context)
-            if first is None:
-                return
-            if first.WhichOneof("kind") != "open":
-                await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                    "the first message of a session must be `open`")
-            start = time.perf_counter()
-            self.waiting += 1
-            try:
-                sampling = sampling_from_proto(first.open.sampling)
-                session = await self.backend.open(list(first.open.prompt_ids), sampling, first.open.max_new_tokens)
-            except PoolFullError as err:
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(err))
-            except ValueError as err:  # includes ContextOverflowError
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-            finally:
-                self.waiting -= 1
-            self.sessions_served += 1
-            await context.write(verifier_pb2.SessionResponse(opened=verifier_pb2.SessionOpened(
-                max_context=self.target.max_context, max_tree_nodes=self.config.max_tree_nodes,
-                eos_token_ids=sorted(self.target.eos_token_ids), prefill_ms=(time.perf_counter() - start) * 1e3,
-                replica=self.replica)))
-            while True:
-                message = await self._next(requests, context)
-                kind = None if message is None else message.WhichOneof("kind")
-                if kind in (None, "close"):
-                    return
-                if kind != "tree":
-                    await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                        f"a session is open: expected `tree` or `close`, got `{kind}`")
-                self.waiting += 1
-                try:
-                    verdict = await self.backend.verify(session, tree_from_proto(message.tree))
-                except InvalidTreeError as err:
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid tree: {err}")
-                except PoolFullError as err:
-                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(err))
-                finally:
-                    self.waiting -= 1
-                message = verdict_to_proto(verdict)
-                message.max_tree_nodes = self.tree_budget()
-                await context.write(verifier_pb2.SessionResponse(verdict=message))
+            return await work
         finally:
-            if session is not None:
-                self.backend.close(session)
-            self._release()
+            self.waiting -= 1
+
+
+async def _abort(context, err: ServiceError) -> None:
+    """Ends the stream with the error's gRPC status and message (and a retry-after-ms hint in the
+    trailing metadata when the error carries one)."""
+    if err.retry_after_s is not None:
+        context.set_trailing_metadata((("retry-after-ms", str(round(err.retry_after_s * 1e3))),))
+    await context.abort(grpc_status(err.code), err.message)
 
 
 class VerifierServer:
@@ -306,7 +338,7 @@ class VerifierServer:
         size = self.config.max_message_bytes
         self._server = grpc.aio.server(options=[("grpc.max_receive_message_length", size),
                                                 ("grpc.max_send_message_length", size)])
-        verifier_pb2_grpc.add_VerifierServicer_to_server(self.servicer, self._server)
+        add_VerifierServicer_to_server(self.servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         address = f"{self.config.host}:{self.config.port}"
         self.port = (self._server.add_secure_port(address, self.config.tls.server_credentials()) if self.config.tls

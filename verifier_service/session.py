@@ -13,6 +13,10 @@ caches in one pool, shares every check and the acceptance math with this one.
 Invariant: the cache holds exactly committed[:-1]; committed[-1] (the root, the last bonus) is
 not in the cache yet. A tree that fails `check` leaves the session unchanged.
 
+A bad prompt raises `InvalidPromptError` (`ContextOverflowError` when it is too long for the
+context window) and a tree that fails `check` raises `core.contracts.InvalidTreeError`: both
+are `core.errors.ServiceError`s with code INVALID_ARGUMENT.
+
 This module knows nothing about which drafter built a tree or how tokens are detokenised.
 """
 
@@ -26,6 +30,7 @@ import torch
 
 from verifier_service.acceptance import WalkResult, greedy_walk, sample_walk
 from core.contracts import NO_PARENT, DraftTree, InvalidTreeError, Verdict
+from core.errors import Code, ServiceError
 from core.kv_cache import keep_tree_nodes, truncate
 from core.sampling import SamplingParams, processed_probs
 from verifier_service.target import TargetModel
@@ -34,7 +39,17 @@ from core.tree_mask import tree_depths
 DEFAULT_MAX_TREE_NODES = 64
 
 
-class ContextOverflowError(ValueError):
+class InvalidPromptError(ServiceError):
+    """A prompt the verifier cannot open a session with (INVALID_ARGUMENT)."""
+
+    def __init__(self, message: str):
+        super().__init__(Code.INVALID_ARGUMENT, message)
+
+    def __reduce__(self):  # keeps the subclass when pickled (Ray)
+        return type(self), (self.message,)
+
+
+class ContextOverflowError(InvalidPromptError):
     """The prompt does not fit the target's context window."""
 
 
@@ -45,13 +60,13 @@ class SessionState:
     def __init__(self, target: TargetModel, prompt_ids: list[int], sampling: SamplingParams,
                  max_tree_nodes: int = DEFAULT_MAX_TREE_NODES):
         if not prompt_ids:
-            raise ValueError("the prompt is empty: it needs at least one token")
+            raise InvalidPromptError("the prompt is empty: it needs at least one token")
         if len(prompt_ids) > target.max_context:
             raise ContextOverflowError(
                 f"the prompt has {len(prompt_ids)} tokens; the target's context holds {target.max_context}")
         bad = [t for t in prompt_ids if not 0 <= t < target.vocab_size]
         if bad:
-            raise ValueError(f"prompt token id {bad[0]} is outside the vocabulary [0, {target.vocab_size})")
+            raise InvalidPromptError(f"prompt token id {bad[0]} is outside the vocabulary [0, {target.vocab_size})")
         if max_tree_nodes < 1:
             raise ValueError("max_tree_nodes must be >= 1")
         self.target = target

@@ -18,7 +18,7 @@ from verifier_service.batching import BatchedVerifier
 from core.contracts import NO_PARENT, DraftTree, InvalidTreeError
 from verifier_service.kv_pool import KVPool, PoolFullError
 from core.sampling import SamplingParams
-from verifier_service.session import VerifierSession
+from verifier_service.session import InvalidPromptError, VerifierSession
 
 GREEDY = SamplingParams()
 
@@ -129,7 +129,7 @@ def test_memory_is_bounded_by_reservations(target):
         first = batcher.open([1] * 50, GREEDY, max_tree_nodes=16, max_new_tokens=50)  # reserves 116
         with pytest.raises(PoolFullError, match="unreserved"):
             batcher.open([1] * 50, GREEDY, max_tree_nodes=16, max_new_tokens=50)
-        with pytest.raises(ValueError, match="empty"):
+        with pytest.raises(InvalidPromptError, match="empty"):
             batcher.open([], GREEDY)
         batcher.close(first)  # even before its prefill is done
         assert wait_for(lambda: batcher.reserved == 0 and batcher.pool.used == 0)

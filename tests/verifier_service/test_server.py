@@ -30,6 +30,7 @@ from verifier_service.client import VerifierPool
 from core.contracts import DraftTree
 from core.sampling import SamplingParams
 from verifier_service.server import VerifierServer, VerifierServerConfig, VerifierServicer
+from verifier_service.session import SessionState
 
 MAX_NEW = 20
 
@@ -154,6 +155,32 @@ def test_bad_messages_get_clear_errors_and_free_the_session(stub, server, messag
         call(stub, messages)
     assert err.value.code() == code, err.value.details()
     assert words in (err.value.details() or ""), err.value.details()
+    assert wait_for(lambda: server.active_sessions == 0)
+
+
+@pytest.mark.parametrize("method, error", [
+    ("check", ValueError("a bug in the checks")),
+    ("walk", RuntimeError("a bug in the acceptance walk")),
+    ("walk", ValueError("a bug in the acceptance walk")),
+])
+def test_a_bug_inside_the_session_is_internal_not_the_callers_fault(stub, server, monkeypatch, method, error):
+    def broken(*args, **kwargs):
+        raise error
+    monkeypatch.setattr(SessionState, method, broken)
+    with pytest.raises(grpc.RpcError) as err:
+        call(stub, [open_msg([5, 6]), tree_msg([6], [-1])])
+    assert err.value.code() == grpc.StatusCode.INTERNAL, err.value.details()
+    assert str(error) not in (err.value.details() or ""), "the bug's own message stays in the verifier's log"
+    assert wait_for(lambda: server.active_sessions == 0)
+
+
+def test_a_bug_while_opening_is_internal(stub, server, monkeypatch):
+    async def broken(*args, **kwargs):
+        raise ValueError("a bug while opening")
+    monkeypatch.setattr(server.servicer.backend, "open", broken)
+    with pytest.raises(grpc.RpcError) as err:
+        call(stub, [open_msg([5, 6])])
+    assert err.value.code() == grpc.StatusCode.INTERNAL, err.value.details()
     assert wait_for(lambda: server.active_sessions == 0)
 
 

@@ -8,7 +8,8 @@ from transformers import AutoModelForCausalLM
 
 from core.contracts import NO_PARENT, DraftTree, InvalidTreeError, SparseDist
 from core.sampling import SamplingParams
-from verifier_service.session import ContextOverflowError, VerifierSession
+from core.errors import Code
+from verifier_service.session import ContextOverflowError, InvalidPromptError, VerifierSession
 
 GREEDY = SamplingParams()
 
@@ -137,7 +138,8 @@ def test_prompt_at_context_limit(target, tiny_zoo, hf_target):
 def test_prompt_beyond_context_and_empty_prompt(target, tiny_zoo):
     with pytest.raises(ContextOverflowError):
         VerifierSession(target, [1] * (tiny_zoo.max_positions + 1), GREEDY)
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(InvalidPromptError, match="empty") as err:
         VerifierSession(target, [], GREEDY)
-    with pytest.raises(ValueError, match="vocabulary"):
+    assert err.value.code is Code.INVALID_ARGUMENT
+    with pytest.raises(InvalidPromptError, match="vocabulary"):
         VerifierSession(target, [target.vocab_size], GREEDY)
