@@ -8,7 +8,8 @@ the same methods with a deserializer that turns such bytes into a `MalformedMess
 ingress answers it with INVALID_ARGUMENT like any other bad request. It also adds the API's TLS
 port (`TLS_ENV`), which Serve's proxy has no option for.
 
-This module knows nothing about routing; it is the service's registration, nothing more.
+The service's methods and messages come from `core.public_codec`. This module knows nothing
+about routing; it is the service's registration, nothing more.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf.message import DecodeError
 
-from protos.specroute.v1 import specroute_pb2 as pb
+from core.public_codec import SERVICE, message_class
 from core.tls import TlsFiles
 
-SERVICE = pb.DESCRIPTOR.services_by_name["SpecRoute"]
 TLS_ENV = "SPECROUTE_GRPC_TLS"
 """JSON {"host", "port", "files": {cert, key, ca}}: Serve's gRPC proxy binds plaintext only, so the
 proxy process adds a TLS port itself. `specroute serve` sets it before it starts Ray; on a cluster
@@ -55,7 +55,7 @@ def method_handlers(servicer) -> dict[str, grpc.RpcMethodHandler]:
     """The service's handlers, one per method of the proto, with tolerant deserializers."""
     handlers = {}
     for method in SERVICE.methods:
-        request, response = getattr(pb, method.input_type.name), getattr(pb, method.output_type.name)
+        request, response = message_class(method.input_type.name), message_class(method.output_type.name)
         if method.client_streaming:
             raise NotImplementedError(f"{method.name}: client streaming is not part of the public API")
         make = grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler

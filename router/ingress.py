@@ -1,8 +1,9 @@
 """The router ingress: the Ray Serve deployment clients talk to, over gRPC and HTTP.
 
 - gRPC (`specroute.v1.SpecRoute`, through Ray Serve's gRPC proxy): `Generate` (server
-  streaming), `Classify`, `ListDrafters`, `Health`. Errors end the call with the status the
-  frontend chose (`router.frontend.RequestError`) and its message.
+  streaming), `Classify`, `ListDrafters`, `Health`, converted by `core.public_codec`. Errors end
+  the call with the status of their `core.errors.ServiceError` (`grpc_status`, mapped here once)
+  and its message; any other exception is a bug, INTERNAL.
 - HTTP (FastAPI): `POST /v1/completions` (OpenAI-compatible, streaming or not),
   `GET /v1/models`, `GET /healthz`.
 
@@ -10,32 +11,41 @@ Each request is validated and routed by `router.frontend`, then streamed from th
 deployment through a Serve handle: one handle call per request. Per-round traffic never passes
 here; it runs between the drafter and a verifier replica over gRPC.
 
-This module adapts transports; it holds no routing logic of its own.
+The replica receives its own settings (`IngressSettings`) and the descriptions of the drafters
+it lists, never the whole system's config. This module adapts transports; it holds no routing
+logic of its own.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route signatures' types at runtime.
 
 import contextlib
+import dataclasses
+import logging
 import time
 import uuid
+from pathlib import Path
 
-import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from protos.specroute.v1 import specroute_pb2 as pb
+from core import public_codec as codec
+from core.api import Classification, DrafterInfo, DrafterList, Health
+from core.errors import Code, ServiceError, grpc_status
 from router import openai_compat as oai
 from router.assign import GREEDY, RoutingTable, Routes
 from router.detect import load_tasks
-from router.frontend import GenerateParams, Limits, RequestError, RouterFrontend
+from router.frontend import Limits, RouterFrontend
 from router.grpc_api import MalformedMessage
 from router.quota import KeyQuota, QuotaConfig
 from router.router import Router, RouterConfig
 from router.stats import RoutingStats
 
 VERSION = "specroute.v1"
+
+log = logging.getLogger("specroute.router")
 
 http = FastAPI(title="specroute", description="OpenAI-compatible completions with task-routed speculative decoding.")
 
@@ -60,11 +70,11 @@ async def _require_api_key(request: Request, call_next):
     if _AUTHORIZE and request.url.path not in UNAUTHENTICATED_PATHS:
         try:
             _AUTHORIZE[0]({k.lower(): v for k, v in request.headers.items()})
-        except RequestError as err:
+        except ServiceError as err:
             return oai.error_response(err)
     size = request.headers.get("content-length", "0")
     if not size.isdigit() or int(size) > MAX_BODY_BYTES:  # before FastAPI reads and parses it
-        return oai.error_response(RequestError("INVALID_ARGUMENT", f"the body is over {MAX_BODY_BYTES} bytes"))
+        return oai.error_response(ServiceError(Code.INVALID_ARGUMENT, f"the body is over {MAX_BODY_BYTES} bytes"))
     return await call_next(request)
 
 
@@ -72,24 +82,35 @@ async def _require_api_key(request: Request, call_next):
 async def _invalid_body(request: Request, exc: RequestValidationError):
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
     where = ".".join(str(p) for p in first["loc"] if p != "body")
-    return oai.error_response(RequestError("INVALID_ARGUMENT", f"{where}: {first['msg']}"))
+    return oai.error_response(ServiceError(Code.INVALID_ARGUMENT, f"{where}: {first['msg']}"))
 
 
 @http.exception_handler(Exception)
 async def _internal_error(request: Request, exc: Exception):
     """A bug is still an OpenAI-shaped JSON error, never a plain-text page."""
-    return oai.error_response(RequestError("INTERNAL", f"internal error ({type(exc).__name__})"))
+    return oai.error_response(_internal(exc))
 
 
-def _quota_config(router_cfg: dict, verifier_cfg: dict) -> QuotaConfig:
-    """The per-key limits; with several API keys and no `shared_streams`, the fair share is over
-    the verifier sessions at the most replicas the config allows."""
-    quota = QuotaConfig(**router_cfg.get("quota", {}))
-    if quota.shared_streams is None and len(router_cfg.get("api_keys", ())) > 1:
-        deployment = verifier_cfg.get("deployment", {})
-        replicas = (deployment.get("autoscaling") or {}).get("max_replicas") or deployment.get("num_replicas", 1)
-        quota = quota.model_copy(update={"shared_streams": verifier_cfg.get("max_sessions", 16) * replicas})
-    return quota
+def _internal(exc: Exception) -> ServiceError:
+    """A bug, reported as INTERNAL (never the caller's fault), with its type but not its text."""
+    log.error("internal error", exc_info=exc)
+    return ServiceError(Code.INTERNAL, f"internal error ({type(exc).__name__})")
+
+
+class IngressSettings(BaseModel):
+    """What a router replica needs: its limits, its task artifacts and routing table, the routing
+    policy, the per-key quota, where the shared statistics live, and the target's name."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    limits: Limits = Field(default_factory=Limits)
+    tasks: Path
+    routing: Path
+    policy: RouterConfig = Field(default_factory=RouterConfig)
+    quota: QuotaConfig = Field(default_factory=QuotaConfig)
+    redis_url: str | None = Field(description="The routing statistics' Redis; None: none kept.")
+    redis_prefix: str
+    target: str = Field(description="The target model, as ListDrafters names it.")
 
 
 async def _close(stream) -> None:
@@ -117,97 +138,80 @@ def routing_table_for(table: RoutingTable, deployed: list[str]) -> RoutingTable:
 @serve.deployment(name="Router")
 @serve.ingress(http)
 class RouterIngress:
-    def __init__(self, config: dict, drafters: dict, directory, verifier=None):
-        router_cfg, self.drafter_info = config["router"], {d["name"]: d for d in config["drafters"]}
-        tasks = load_tasks(router_cfg["tasks"])
-        table = routing_table_for(RoutingTable.load(router_cfg["routing"]), list(drafters))
-        redis_url = config["redis"].get("url")
-        stats = RoutingStats(redis_url, prefix=config["redis"].get("prefix", "specroute")) if redis_url else None
-        self.router = Router(tasks, table, stats, RouterConfig(**router_cfg.get("policy", {})))
-        limits = Limits(**{k: router_cfg[k] for k in ("default_max_new_tokens", "max_new_tokens_limit",
-                                                       "max_prompt_bytes", "max_stop_strings", "request_timeout_s")},
-                        api_keys=tuple(router_cfg.get("api_keys", ())))
-        self.drafters, self.directory = drafters, directory
-        self.frontend = RouterFrontend(self.router, self._drafter_stream, limits,
-                                       KeyQuota(_quota_config(router_cfg, config["verifier"])))
-        set_authorizer(self.frontend.authorize if limits.api_keys else None)
-        self.target = str(config["target"]["path"])
+    def __init__(self, settings: IngressSettings, drafters: dict, catalog: list[DrafterInfo], directory,
+                 verifier=None):
+        """drafters: name -> the drafter deployment's handle; catalog: the drafters' descriptions.
+        The verifier is bound so that it deploys with the app; nothing calls it here."""
+        tasks = load_tasks(settings.tasks)
+        table = routing_table_for(RoutingTable.load(settings.routing), list(drafters))
+        stats = RoutingStats(settings.redis_url, prefix=settings.redis_prefix) if settings.redis_url else None
+        self.router = Router(tasks, table, stats, settings.policy)
+        self.drafters, self.directory, self.target = drafters, directory, settings.target
+        self.catalog = {d.name: d for d in catalog}
+        self.frontend = RouterFrontend(self.router, self._drafter_stream, settings.limits, KeyQuota(settings.quota))
+        set_authorizer(self.frontend.authorize if settings.limits.api_keys else None)
 
     def _drafter_stream(self, name: str, request):
         return self.drafters[name].options(stream=True).generate.remote(request)
 
     # --- gRPC --------------------------------------------------------------------------------
     @staticmethod
-    def _fail(grpc_context, err: RequestError):
-        grpc_context.set_code(getattr(grpc.StatusCode, err.code, grpc.StatusCode.INTERNAL))
-        grpc_context.set_details(err.message)
-        if err.code == "RESOURCE_EXHAUSTED":
+    def _fail(grpc_context, err: Exception):
+        """Ends the call with the error's status (INTERNAL for a bug) and message."""
+        error = err if isinstance(err, ServiceError) else _internal(err)
+        grpc_context.set_code(grpc_status(error.code))
+        grpc_context.set_details(error.message)
+        if error.code is Code.RESOURCE_EXHAUSTED:
             # Serve's proxy forwards details, not trailing metadata, on an error: the hint is in the
             # message too ("retry after ..."); set here for a proxy that does forward it.
-            grpc_context.set_trailing_metadata([("retry-after-ms", str(round(oai.retry_after_s(err) * 1e3)))])
-        raise err
+            grpc_context.set_trailing_metadata([("retry-after-ms", str(round(oai.retry_after_s(error) * 1e3)))])
+        raise error
 
     def _checked(self, request, grpc_context) -> str:
         """Authorizes the call (its API key), then refuses a request that was not valid protobuf."""
         key = self.frontend.authorize(dict(grpc_context.invocation_metadata()))
         if isinstance(request, MalformedMessage):
-            raise RequestError("INVALID_ARGUMENT", request.message)
+            raise ServiceError(Code.INVALID_ARGUMENT, request.message)
         return key
 
-    async def Generate(self, request: pb.GenerateRequest, grpc_context):
+    async def Generate(self, request, grpc_context):
         try:
             key = self._checked(request, grpc_context)
-            s = request.sampling
-            params = GenerateParams(
-                prompt=request.prompt,
-                max_new_tokens=request.max_new_tokens if request.HasField("max_new_tokens") else None,
-                temperature=s.temperature, top_p=s.top_p if s.top_p != 0 else 1.0, top_k=s.top_k,
-                seed=s.seed if s.HasField("seed") else None, stop=tuple(request.stop), task=request.task,
-                drafter=request.drafter, request_id=request.request_id, stream=not request.single_response)
+            params = codec.generate_request_from_proto(request)
             first = True
             async with contextlib.aclosing(self.frontend.generate(params, key)) as chunks:
                 async for chunk, progress in chunks:
-                    message = pb.GenerateResponse(text=chunk.text, token_ids=chunk.token_ids,
-                                                  finish_reason=chunk.finish_reason or "")
-                    if chunk.round is not None:
-                        message.round.CopyFrom(pb.RoundInfo(**chunk.round))
-                    if first or chunk.finish_reason is not None:
-                        message.metadata.CopyFrom(pb.RequestMetadata(**progress.metadata()))
+                    status = progress.status() if first or chunk.finish_reason is not None else None
                     first = False
-                    yield message
-        except RequestError as err:
+                    yield codec.generate_response_to_proto(chunk.text, chunk.token_ids, chunk.finish_reason,
+                                                           chunk.round, status)
+        except Exception as err:
             self._fail(grpc_context, err)
 
-    async def Classify(self, request: pb.ClassifyRequest, grpc_context) -> pb.ClassifyResponse:
+    async def Classify(self, request, grpc_context):
         try:
             self._checked(request, grpc_context)
-            d = self.frontend.classify(request.prompt, request.task, request.drafter)
-        except RequestError as err:
+            d = self.frontend.classify(*codec.classify_request_from_proto(request))
+            return codec.classification_to_proto(Classification(d.task or "", d.drafter, d.confidence, d.source))
+        except Exception as err:
             self._fail(grpc_context, err)
-        return pb.ClassifyResponse(task=d.task or "", drafter=d.drafter, confidence=d.confidence, route_source=d.source)
 
-    async def ListDrafters(self, request: pb.ListDraftersRequest, grpc_context) -> pb.ListDraftersResponse:
+    async def ListDrafters(self, request, grpc_context):
         try:
             self._checked(request, grpc_context)
-        except RequestError as err:
+            return codec.drafter_list_to_proto(self._drafter_list())
+        except Exception as err:
             self._fail(grpc_context, err)
-        return pb.ListDraftersResponse(**self._drafters())
 
-    async def Health(self, request: pb.HealthRequest, grpc_context) -> pb.HealthResponse:
+    async def Health(self, request, grpc_context):
         replicas = await self._verifier_replicas()
-        status = pb.HealthResponse.SERVING if replicas else pb.HealthResponse.NOT_SERVING
-        return pb.HealthResponse(status=status, verifier_replicas=replicas, version=VERSION)
+        return codec.health_to_proto(Health("SERVING" if replicas else "NOT_SERVING", replicas, VERSION))
 
-    def _drafters(self) -> dict:
-        table = self.router.table
-        infos = []
-        for name in self.drafters:
-            d = self.drafter_info[name]
-            infos.append(pb.DrafterInfo(name=name, kind=d["kind"], family=d.get("family") or "",
-                                        params=d.get("params") or 0, specialised_for=d.get("specialised_for") or "",
-                                        serves_tasks=[t for t, n in table.routes(GREEDY).table.items() if n == name]))
-        return {"drafters": infos, "default_drafter": table.routes(GREEDY).default, "tasks": table.tasks,
-                "target": self.target}
+    def _drafter_list(self) -> DrafterList:
+        routes = self.router.table.routes(GREEDY)
+        infos = [dataclasses.replace(self.catalog[name], serves_tasks=[t for t, n in routes.table.items() if n == name])
+                 for name in self.drafters]
+        return DrafterList(infos, routes.default, list(self.router.table.tasks), self.target)
 
     async def _verifier_replicas(self) -> int:
         try:
@@ -238,22 +242,22 @@ class RouterIngress:
             params = oai.to_params(body, set(self.drafters), request_id, self.frontend.limits.max_name_bytes)
             stream = self.frontend.generate(params, key)
             first = await anext(stream)  # errors before the first chunk are plain HTTP errors
-        except RequestError as err:
+        except ServiceError as err:
             await _close(stream)
             return oai.error_response(err)
         except StopAsyncIteration:
-            return oai.error_response(RequestError("INTERNAL", "the drafter sent nothing"))
+            return oai.error_response(ServiceError(Code.INTERNAL, "the drafter sent nothing"))
 
         if not body.stream:
             text, (chunk, progress) = [first[0].text], first
             try:
                 async for chunk, progress in stream:
                     text.append(chunk.text)
-            except RequestError as err:
+            except ServiceError as err:
                 return oai.error_response(err)
             finally:
                 await _close(stream)  # at once, not when the garbage collector finalises it
-            meta = progress.metadata()
+            meta = oai.metadata_json(progress.status())
             return oai.completion(request_id, body.model, "".join(text), chunk.finish_reason, oai.usage(meta), meta,
                                   created)
 
@@ -262,7 +266,7 @@ class RouterIngress:
                 chunk, progress = first
                 while True:
                     last = chunk.finish_reason is not None
-                    meta = progress.metadata() if last else None
+                    meta = oai.metadata_json(progress.status()) if last else None
                     yield oai.sse(oai.completion(request_id, body.model, chunk.text, chunk.finish_reason,
                                                  oai.usage(meta) if last else None, meta, created))
                     if last:
@@ -270,7 +274,7 @@ class RouterIngress:
                     chunk, progress = await anext(stream, (None, None))
                     if chunk is None:
                         break
-            except RequestError as err:
+            except ServiceError as err:
                 yield oai.sse(oai.error_body(err)[1])
             finally:
                 await _close(stream)  # also when the client went away mid-stream

@@ -8,7 +8,8 @@ stream is open, a key holding its fair share (shared / keys with open generation
 refused, while a key below its share is still admitted: a newcomer is never starved by a busy
 key that re-asks faster. The shared count can so be passed by less than one share per key; the
 verifier's admission wait (`verifier_service.server`) absorbs that. A request
-over a limit gets RESOURCE_EXHAUSTED with how long to wait (`QuotaExceeded.retry_after_s`).
+over a limit gets a `core.errors.ServiceError` RESOURCE_EXHAUSTED with how long to wait
+(`retry_after_s`, also named in the message).
 
 The limits hold per router replica (each replica counts its own traffic); with N replicas a
 key's system-wide limits are N times these. Pure: no clock of its own (the caller may pass one),
@@ -24,6 +25,8 @@ from typing import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.errors import Code, ServiceError
+
 
 class QuotaConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -37,10 +40,8 @@ class QuotaConfig(BaseModel):
                                        "another; below that, any key may use spare room. None: no fair share.")
 
 
-class QuotaExceeded(Exception):
-    def __init__(self, message: str, retry_after_s: float):
-        super().__init__(message)
-        self.message, self.retry_after_s = message, retry_after_s
+def _exceeded(message: str, retry_after_s: float) -> ServiceError:
+    return ServiceError(Code.RESOURCE_EXHAUSTED, f"{message}; retry after {retry_after_s:.2g} s", retry_after_s)
 
 
 @dataclass
@@ -66,23 +67,23 @@ class KeyQuota:
         return bucket
 
     def acquire(self, key: str) -> None:
-        """Counts one request of `key` and opens one of its streams; QuotaExceeded if over a limit.
+        """Counts one request of `key` and opens one of its streams; RESOURCE_EXHAUSTED if over a limit.
         Every acquire that returns is paired with one `release`."""
         c = self.config
         with self._lock:
             now = self.clock()
             bucket = self._bucket(key, now)
             if c.max_streams is not None and bucket.streams >= c.max_streams:
-                raise QuotaExceeded(f"this API key has {bucket.streams} generations open, its limit", 0.1)
+                raise _exceeded(f"this API key has {bucket.streams} generations open, its limit", 0.1)
             if c.shared_streams is not None:
                 open_now = sum(b.streams for b in self._buckets.values())
                 active = sum(1 for k, b in self._buckets.items() if b.streams or k == key)
                 if open_now >= c.shared_streams and bucket.streams >= c.shared_streams / active:
-                    raise QuotaExceeded(f"every shared stream is open and this API key holds {bucket.streams}, "
+                    raise _exceeded(f"every shared stream is open and this API key holds {bucket.streams}, "
                                         f"its fair share or more", 0.1)
             if c.rate is not None:
                 if bucket.tokens < 1:
-                    raise QuotaExceeded(f"this API key is over its rate of {c.rate:g} requests/s",
+                    raise _exceeded(f"this API key is over its rate of {c.rate:g} requests/s",
                                         (1 - bucket.tokens) / c.rate)
                 bucket.tokens -= 1
             bucket.streams += 1

@@ -12,6 +12,9 @@ to dial directly over gRPC.
 Ray's gRPC proxy needs the servicer function at Serve start (`GRPC_SERVICER`: in `serve.start`'s
 grpc_options, or in a Serve config's `grpc_options.grpc_servicer_functions`).
 
+Each deployment is bound with its own typed slice of the config (`specroute.config` composes the
+components' settings models), never the whole config or a dict.
+
 This module wires deployments together; it holds no logic of its own.
 """
 
@@ -22,9 +25,13 @@ from pathlib import Path
 from ray import serve
 from ray.serve import Application
 
+from core.api import DrafterInfo
+from core.hf import ModelLoadConfig
 from drafter_service.deployment import DrafterDeployment
-from router.ingress import RouterIngress
-from specroute.config import DeploymentOptions, SystemConfig, load_config, validate_config
+from router.ingress import IngressSettings, RouterIngress
+from router.quota import QuotaConfig
+from specroute.config import DeploymentOptions, RouterSettings, SystemConfig, VerifierSettings, load_config, \
+    validate_config
 from verifier_service import autoscale
 from verifier_service.deployment import VerifierDeployment
 from verifier_service.directory import VerifierDirectory
@@ -47,23 +54,41 @@ def verifier_serve_options(options: DeploymentOptions) -> dict:
     return serve_options
 
 
+def router_quota(router: RouterSettings, verifier: VerifierSettings) -> QuotaConfig:
+    """The per-key limits; with several API keys and no `shared_streams`, the fair share is over
+    the verifier sessions at the most replicas the config allows."""
+    quota = router.quota
+    if quota.shared_streams is None and len(router.api_keys) > 1:
+        deployment = verifier.deployment
+        replicas = (deployment.autoscaling or {}).get("max_replicas") or deployment.num_replicas
+        quota = quota.model_copy(update={"shared_streams": verifier.max_sessions * replicas})
+    return quota
+
+
+def ingress_settings(config: SystemConfig) -> IngressSettings:
+    r = config.router
+    return IngressSettings(limits=r.limits(), tasks=r.tasks, routing=r.routing_file, policy=r.policy,
+                           quota=router_quota(r, config.verifier), redis_url=config.redis.url,
+                           redis_prefix=config.redis.prefix, target=str(config.target.path))
+
+
 def build_app(config: SystemConfig) -> Application:
-    plain = config.model_dump(mode="json")
-    plain["router"]["routing"] = str(config.router.routing_file)
     directory = serve.deployment(VerifierDirectory, name="VerifierDirectory",
                                  ray_actor_options={"num_cpus": 0}).bind()
-    verifier_opts = config.verifier.deployment
-    verifier = VerifierDeployment.options(**verifier_serve_options(verifier_opts)).bind(
-        plain["target"], plain["verifier"], directory, verifier_opts.torch_threads, verifier_opts.cpus)
+    v = config.verifier
+    # Not validated here: the target directory need exist only where the replicas run.
+    target = ModelLoadConfig.model_construct(**config.target.model_dump())
+    verifier = VerifierDeployment.options(**verifier_serve_options(v.deployment)).bind(
+        target, v.server(), directory, v.heartbeat_s, v.deployment.torch_threads, v.deployment.cpus)
     drafters = {}
     for d in config.drafters:
         drafters[d.name] = DrafterDeployment.options(name=deployment_name(d.name), **d.deployment.serve_options()).bind(
-            d.name, d.kind, plain["drafters"][config.drafters.index(d)]["options"], plain["target"]["path"],
-            directory, plain["verifier"], d.deployment.max_ongoing_requests, d.deployment.torch_threads,
-            d.stream_interval_ms, d.deployment.cpus)
-    router_opts = config.router.deployment
+            d.spec(), str(config.target.path), v.client(), directory, d.deployment.max_ongoing_requests,
+            d.deployment.torch_threads, d.deployment.cpus)
+    catalog = [DrafterInfo(d.name, d.kind, d.family or "", d.params, d.specialised_for or "") for d in config.drafters]
     # The verifier is bound so that it deploys with the app; nothing calls it through a handle.
-    return RouterIngress.options(**router_opts.serve_options()).bind(plain, drafters, directory, verifier)
+    return RouterIngress.options(**config.router.deployment.serve_options()).bind(
+        ingress_settings(config), drafters, catalog, directory, verifier)
 
 
 def app_builder(args: dict) -> Application:

@@ -22,14 +22,21 @@
 What this module does: builds `specroute.v1` requests, attaches call metadata (an API key as
 `authorization: Bearer ...`, the Ray Serve `application` name, whatever `metadata_hook` returns),
 retries UNAVAILABLE calls that have produced no output yet, keeps one deadline over the whole call
-(retries included), and converts responses into plain dataclasses and failures into the typed
-exceptions of `specroute.errors`.
+(retries included), and turns responses into the plain dataclasses of `core.api` (re-exported
+here) and failures into the typed exceptions of `specroute.errors`. Messages are converted by
+`core.public_codec`, the server's codec too.
+
+Retries are this module's, not the channel's `retryPolicy` (gRPC's retry support): gRPC resends
+an attempt's metadata unchanged (here `metadata_hook` runs again for each attempt, so a refreshed
+token reaches a retry), caps attempts at five, draws each back-off at random, and ends a call
+whose back-off would pass the deadline with DEADLINE_EXCEEDED rather than the last UNAVAILABLE.
 
 What it does not know: anything about models, drafters, tokenizers or routing. It does not check
 arguments (an empty prompt, a bad temperature, an unknown drafter): the server is the authority and
 answers INVALID_ARGUMENT / NOT_FOUND. Token ids are the target tokenizer's, opaque here.
 
-It depends on grpcio, protobuf and the standard library only.
+It depends on grpcio, protobuf, the standard library and the pure-Python `core` modules
+(`core.api`, `core.errors`, `core.public_codec`, `core.reports`, `core.seed`) only.
 """
 
 from __future__ import annotations
@@ -37,15 +44,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass, field, fields, replace
 from typing import AsyncIterator, Callable, Iterable, Iterator, Sequence
 
 import grpc
 
-from protos.specroute.v1 import specroute_pb2 as pb
-from protos.specroute.v1 import specroute_pb2_grpc as pb_grpc
+from core import public_codec as codec
+from core.api import (Classification, Completion, DrafterInfo, DrafterList, GenerateParams, Health, Metadata,
+                      RoundInfo, StreamChunk)
 from specroute.errors import DeadlineExceededError, InvalidArgumentError, from_rpc_error
-from core.seed import normalize_seed
 
 __all__ = [
     "Client",
@@ -66,156 +72,21 @@ MetadataHook = Callable[[], Iterable[tuple[str, str]]]
 
 
 # --------------------------------------------------------------------------------------------
-# Results
-# --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class RoundInfo:
-    """The figures of the verification rounds a chunk covers (proto `RoundInfo`), summed."""
-
-    num_drafted: int = 0
-    num_accepted: int = 0
-    num_emitted: int = 0
-    draft_ms: float = 0.0
-    verify_ms: float = 0.0
-    rounds: int = 1
-
-
-@dataclass(frozen=True)
-class Metadata:
-    """Per-request metadata (proto `RequestMetadata`); unset fields keep their zero defaults."""
-
-    request_id: str = ""
-    task: str = ""
-    drafter: str = ""
-    confidence: float = 0.0
-    route_source: str = ""
-    tau: float = 0.0
-    rounds: int = 0
-    num_drafted: int = 0
-    num_accepted: int = 0
-    num_generated: int = 0
-    prompt_tokens: int = 0
-    prefill_ms: float = 0.0
-    draft_ms: float = 0.0
-    verify_ms: float = 0.0
-    time_to_first_token_ms: float = 0.0
-    total_ms: float = 0.0
-    tokens_per_s: float = 0.0
-    verifier_replica: str = ""
-    rounds_drafted_ahead: int = 0
-
-    @classmethod
-    def from_proto(cls, message: pb.RequestMetadata) -> Metadata:
-        return cls(**{f.name: getattr(message, f.name) for f in fields(cls)})
-
-    def merged(self, later: Metadata | None) -> Metadata:
-        """This metadata updated by `later`: each field `later` sets (non-default) wins."""
-        if later is None:
-            return self
-        changes = {f.name: getattr(later, f.name) for f in fields(later) if getattr(later, f.name) != f.default}
-        return replace(self, **changes)
-
-
-@dataclass(frozen=True)
-class StreamChunk:
-    """One streamed piece of a generation: usually one verification round's new text."""
-
-    text: str
-    token_ids: list[int]
-    finish_reason: str | None = None  # on the last chunk only: length, eos, stop, context
-    round: RoundInfo | None = None
-    metadata: Metadata | None = None  # the server sends it on the first and the last chunk
-
-
-@dataclass(frozen=True)
-class Completion:
-    """A whole generation: the concatenated chunks and the merged metadata."""
-
-    text: str
-    token_ids: list[int]
-    finish_reason: str
-    metadata: Metadata
-
-
-@dataclass(frozen=True)
-class Classification:
-    """How the server would route a prompt, without generating."""
-
-    task: str
-    drafter: str
-    confidence: float
-    route_source: str
-
-
-@dataclass(frozen=True)
-class DrafterInfo:
-    name: str
-    kind: str
-    family: str
-    params: int
-    specialised_for: str
-    serves_tasks: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class DrafterList:
-    drafters: list[DrafterInfo]
-    default_drafter: str
-    tasks: list[str]
-    target: str
-
-
-@dataclass(frozen=True)
-class Health:
-    status: str  # UNKNOWN, SERVING, NOT_SERVING
-    verifier_replicas: int
-    version: str
-
-    @property
-    def serving(self) -> bool:
-        return self.status == "SERVING"
-
-
-# --------------------------------------------------------------------------------------------
-# Proto <-> dataclass conversion
+# Requests and results (the types are `core.api`'s; `core.public_codec` converts them)
 # --------------------------------------------------------------------------------------------
 
 def _generate_request(prompt: str, *, max_new_tokens: int | None, temperature: float, top_p: float, top_k: int,
                       seed: int | None, stop: Sequence[str] | str, task: str | None, drafter: str | None,
-                      request_id: str | None, single_response: bool = False) -> pb.GenerateRequest:
-    sampling = pb.SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k)
-    if seed is not None:
-        try:
-            sampling.seed = normalize_seed(seed)  # any int64 or uint64 value, as the server takes it
-        except ValueError as err:
-            raise InvalidArgumentError(grpc.StatusCode.INVALID_ARGUMENT, str(err)) from None
-    request = pb.GenerateRequest(
-        prompt=prompt,
-        sampling=sampling,
-        stop=[stop] if isinstance(stop, str) else list(stop),
-        task=task or "",
-        drafter=drafter or "",
-        request_id=request_id or uuid.uuid4().hex,  # fixed here, so every retry carries the same id
-        single_response=single_response,
-    )
-    if max_new_tokens is not None:
-        request.max_new_tokens = max_new_tokens
-    return request
-
-
-def _chunk(response: pb.GenerateResponse) -> StreamChunk:
-    round_info = None
-    if response.HasField("round"):
-        r = response.round
-        round_info = RoundInfo(r.num_drafted, r.num_accepted, r.num_emitted, r.draft_ms, r.verify_ms, r.rounds)
-    return StreamChunk(
-        text=response.text,
-        token_ids=list(response.token_ids),
-        finish_reason=response.finish_reason or None,
-        round=round_info,
-        metadata=Metadata.from_proto(response.metadata) if response.HasField("metadata") else None,
-    )
+                      request_id: str | None, single_response: bool = False):
+    params = GenerateParams(prompt=prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                            top_k=top_k, seed=seed, stop=(stop,) if isinstance(stop, str) else tuple(stop),
+                            task=task, drafter=drafter,
+                            request_id=request_id or uuid.uuid4().hex,  # fixed here: every retry carries it
+                            stream=not single_response)
+    try:
+        return codec.generate_request_to_proto(params)
+    except ValueError as err:  # the seed: outside what the wire's uint64 holds as int64 or uint64
+        raise InvalidArgumentError(grpc.StatusCode.INVALID_ARGUMENT, str(err)) from None
 
 
 class _Collector:
@@ -236,24 +107,6 @@ class _Collector:
 
     def completion(self) -> Completion:
         return Completion("".join(self.texts), self.token_ids, self.finish_reason, self.metadata)
-
-
-def _classification(response: pb.ClassifyResponse) -> Classification:
-    return Classification(response.task, response.drafter, response.confidence, response.route_source)
-
-
-def _drafter_list(response: pb.ListDraftersResponse) -> DrafterList:
-    drafters = [DrafterInfo(d.name, d.kind, d.family, d.params, d.specialised_for, list(d.serves_tasks))
-                for d in response.drafters]
-    return DrafterList(drafters, response.default_drafter, list(response.tasks), response.target)
-
-
-def _health(response: pb.HealthResponse) -> Health:
-    try:
-        status = pb.HealthResponse.Status.Name(response.status)
-    except ValueError:  # a status value newer than this client
-        status = str(response.status)
-    return Health(status, response.verifier_replicas, response.version)
 
 
 # --------------------------------------------------------------------------------------------
@@ -355,7 +208,7 @@ class Client(_ClientConfig):
             self._channel = grpc.secure_channel(address, credentials, options=self._channel_options)
         else:
             self._channel = grpc.insecure_channel(address, options=self._channel_options)
-        self._stub = pb_grpc.SpecRouteStub(self._channel)
+        self._stub = codec.SpecRouteStub(self._channel)
 
     def generate(self, prompt: str, *, max_new_tokens: int | None = None, temperature: float = 0.0,
                  top_p: float = 1.0, top_k: int = 0, seed: int | None = None, stop: Sequence[str] = (),
@@ -382,14 +235,14 @@ class Client(_ClientConfig):
                                     request_id=request_id)
         return self._stream(request, self._attempts(timeout))
 
-    def _stream(self, request: pb.GenerateRequest, attempts: _Attempts) -> Iterator[StreamChunk]:
+    def _stream(self, request, attempts: _Attempts) -> Iterator[StreamChunk]:
         received = False
         while True:
             call = self._stub.Generate(request, timeout=attempts.attempt_timeout(), metadata=self._call_metadata())
             try:
                 for response in call:
                     received = True
-                    yield _chunk(response)
+                    yield codec.stream_chunk_from_proto(response)
                 return
             except grpc.RpcError as err:
                 wait = None if received else attempts.backoff(err)  # never retry a partial response
@@ -402,16 +255,17 @@ class Client(_ClientConfig):
     def classify(self, prompt: str, *, task: str | None = None, drafter: str | None = None,
                  timeout: float | None = None) -> Classification:
         """How the server would route `prompt` (task, drafter, confidence), without generating."""
-        request = pb.ClassifyRequest(prompt=prompt, task=task or "", drafter=drafter or "")
-        return _classification(self._unary(self._stub.Classify, request, timeout))
+        request = codec.classify_request_to_proto(prompt, task, drafter)
+        return codec.classification_from_proto(self._unary(self._stub.Classify, request, timeout))
 
     def list_drafters(self, timeout: float | None = None) -> DrafterList:
         """The server's drafters, default drafter, known tasks and target."""
-        return _drafter_list(self._unary(self._stub.ListDrafters, pb.ListDraftersRequest(), timeout))
+        return codec.drafter_list_from_proto(self._unary(self._stub.ListDrafters, codec.list_drafters_request(),
+                                                         timeout))
 
     def health(self, timeout: float | None = None) -> Health:
         """The server's health: status, verifier replicas, version."""
-        return _health(self._unary(self._stub.Health, pb.HealthRequest(), timeout))
+        return codec.health_from_proto(self._unary(self._stub.Health, codec.health_request(), timeout))
 
     def _unary(self, method, request, timeout: float | None):
         attempts = self._attempts(timeout)
@@ -449,10 +303,10 @@ class AsyncClient(_ClientConfig):
                          max_retries=max_retries, retry_backoff_s=retry_backoff_s, application=application,
                          channel_options=channel_options, credentials=credentials)
         self._channel: grpc.aio.Channel | None = None
-        self._stub: pb_grpc.SpecRouteStub | None = None
+        self._stub: codec.SpecRouteStub | None = None
         self._closed = False
 
-    def _get_stub(self) -> pb_grpc.SpecRouteStub:
+    def _get_stub(self) -> codec.SpecRouteStub:
         if self._closed:
             raise ValueError("the AsyncClient is closed")
         if self._stub is None:
@@ -460,7 +314,7 @@ class AsyncClient(_ClientConfig):
                 self._channel = grpc.aio.secure_channel(self.address, self._credentials, options=self._channel_options)
             else:
                 self._channel = grpc.aio.insecure_channel(self.address, options=self._channel_options)
-            self._stub = pb_grpc.SpecRouteStub(self._channel)
+            self._stub = codec.SpecRouteStub(self._channel)
         return self._stub
 
     async def generate(self, prompt: str, *, max_new_tokens: int | None = None, temperature: float = 0.0,
@@ -487,14 +341,14 @@ class AsyncClient(_ClientConfig):
                                     request_id=request_id)
         return self._stream(request, self._attempts(timeout))
 
-    async def _stream(self, request: pb.GenerateRequest, attempts: _Attempts) -> AsyncIterator[StreamChunk]:
+    async def _stream(self, request, attempts: _Attempts) -> AsyncIterator[StreamChunk]:
         received = False
         while True:
             call = self._get_stub().Generate(request, timeout=attempts.attempt_timeout(), metadata=self._call_metadata())
             try:
                 async for response in call:
                     received = True
-                    yield _chunk(response)
+                    yield codec.stream_chunk_from_proto(response)
                 return
             except grpc.RpcError as err:
                 wait = None if received else attempts.backoff(err)  # never retry a partial response
@@ -507,16 +361,16 @@ class AsyncClient(_ClientConfig):
     async def classify(self, prompt: str, *, task: str | None = None, drafter: str | None = None,
                        timeout: float | None = None) -> Classification:
         """How the server would route `prompt` (task, drafter, confidence), without generating."""
-        request = pb.ClassifyRequest(prompt=prompt, task=task or "", drafter=drafter or "")
-        return _classification(await self._unary("Classify", request, timeout))
+        request = codec.classify_request_to_proto(prompt, task, drafter)
+        return codec.classification_from_proto(await self._unary("Classify", request, timeout))
 
     async def list_drafters(self, timeout: float | None = None) -> DrafterList:
         """The server's drafters, default drafter, known tasks and target."""
-        return _drafter_list(await self._unary("ListDrafters", pb.ListDraftersRequest(), timeout))
+        return codec.drafter_list_from_proto(await self._unary("ListDrafters", codec.list_drafters_request(), timeout))
 
     async def health(self, timeout: float | None = None) -> Health:
         """The server's health: status, verifier replicas, version."""
-        return _health(await self._unary("Health", pb.HealthRequest(), timeout))
+        return codec.health_from_proto(await self._unary("Health", codec.health_request(), timeout))
 
     async def _unary(self, method_name: str, request, timeout: float | None):
         attempts = self._attempts(timeout)

@@ -4,7 +4,12 @@
 
 It covers the target, every drafter (its kind and settings, and its deployment's resources), the
 router, the verifier, Redis, the endpoints, and each deployment's replicas, resources and
-autoscaling. A bad field fails here, before anything starts, with `ConfigError` naming the field:
+autoscaling. Each component's own settings are defined in the component's package and composed
+here, so their defaults are written once: a drafter's `drafter_service.deployment.DrafterSpec`,
+the router's `router.frontend.Limits`, `router.router.RouterConfig` and `router.quota.QuotaConfig`,
+the verifier's `verifier_service.server.VerifierServerConfig` (and, for drafters,
+`verifier_service.client.VerifierClientConfig`). `specroute.app` hands each deployment its slice.
+A bad field fails here, before anything starts, with `ConfigError` naming the field:
 `drafters.1.deployment.num_gpus: Input should be greater than or equal to 0`. Paths relative to
 the config file are resolved against its directory.
 
@@ -20,10 +25,13 @@ import yaml
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
 
+from core.tls import TlsFiles
+from drafter_service.deployment import DrafterSpec
+from router.frontend import Limits
 from router.quota import QuotaConfig
 from router.router import RouterConfig
+from verifier_service.client import VerifierClientConfig
 from verifier_service.server import VerifierServerConfig
-from core.tls import TlsFiles
 
 
 class ConfigError(ValueError):
@@ -108,48 +116,42 @@ class TargetSettings(_Strict):
     dtype: str = "float32"
 
 
-class DrafterSettings(_Strict):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    kind: str = Field(description="A registered drafter kind: model, ngram, ...")
-    options: dict[str, Any] = Field(default_factory=dict, description="The kind's settings (validated by its Config).")
+class DrafterSettings(DrafterSpec):
+    """A drafter (`DrafterSpec`: name, kind, options, stream_interval_ms) and what the config adds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     specialised_for: str | None = Field(None, description="The zoo task it was distilled on (informational).")
     family: str | None = None
     params: int = 0
-    stream_interval_ms: float = Field(
-        50.0, ge=0, description="Rounds finishing within this interval are streamed as one chunk (0: one chunk per "
-                                "round). Each chunk costs Ray and the proxy CPU that the next round could use: "
-                                "bench/results/earlier/README.md compares 20 ms with 50.")
     deployment: DeploymentOptions = Field(default_factory=DeploymentOptions)
 
-    @model_validator(mode="after")
-    def _kind_and_options(self) -> "DrafterSettings":
-        from drafter_service.base import drafter_config_model
-        drafter_config_model(self.kind).model_validate(self.options)
-        return self
+    def spec(self) -> DrafterSpec:
+        """The drafter deployment's own settings."""
+        return DrafterSpec(**{name: getattr(self, name) for name in DrafterSpec.model_fields})
 
 
-class RouterSettings(_Strict):
+class RouterSettings(Limits):
+    """The router: its request limits (`Limits`), tasks, routing table, policy and per-key quota."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     tasks: Path = Field(description="Task artifact directory (`specroute tasks detect`).")
     routing: Path | None = Field(None, description="Routing table (`specroute tasks assign`); default: tasks/routing.json.")
     policy: RouterConfig = Field(default_factory=RouterConfig)
-    default_max_new_tokens: int = Field(64, ge=1)
-    max_new_tokens_limit: int = Field(1024, ge=1)
-    max_prompt_bytes: int = Field(64 * 1024, ge=1, description="Longer prompts get INVALID_ARGUMENT before tokenising.")
-    max_stop_strings: int = Field(8, ge=0)
-    request_timeout_s: float = Field(300.0, gt=0, description="Server-side deadline of one generation.")
-    api_keys: list[str] = Field(default_factory=list, description="If any, requests must send `authorization: Bearer KEY`.")
     quota: QuotaConfig = Field(default_factory=QuotaConfig, description="Per API key (per router replica): a request "
                                "rate and a cap on open generations, so one key cannot take every verifier session.")
     deployment: RouterDeployment
 
     @model_validator(mode="after")
-    def _limits(self) -> "RouterSettings":
-        if self.default_max_new_tokens > self.max_new_tokens_limit:
-            raise ValueError("default_max_new_tokens is above max_new_tokens_limit")
+    def _no_compute(self) -> "RouterSettings":
         if self.deployment.cpus is not None:
             raise ValueError("deployment.cpus pins compute threads, and the router has none: set it on the drafters "
                              "and the verifier")
         return self
+
+    def limits(self) -> Limits:
+        return Limits(**{name: getattr(self, name) for name in Limits.model_fields})
 
     @property
     def routing_file(self) -> Path:
@@ -161,6 +163,15 @@ class VerifierSettings(VerifierServerConfig):
                                                               "replica before failing a request as UNAVAILABLE.")
     heartbeat_s: float = Field(1.0, gt=0, description="How often replicas report to the directory.")
     deployment: VerifierDeployment
+
+    def server(self) -> VerifierServerConfig:
+        """A replica's own server settings."""
+        return VerifierServerConfig(**{name: getattr(self, name) for name in VerifierServerConfig.model_fields})
+
+    def client(self) -> VerifierClientConfig:
+        """How drafters reach the replicas: they rediscover them as often as replicas report."""
+        return VerifierClientConfig(refresh_s=self.heartbeat_s, max_message_bytes=self.max_message_bytes,
+                                    failover_timeout_s=self.failover_timeout_s, tls=self.tls)
 
 
 class RedisSettings(_Strict):

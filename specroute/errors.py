@@ -10,15 +10,19 @@ its subclasses) by `from_rpc_error`, so callers can write
     except SpecrouteError as err:
         print(err.code, err.details, err.retryable)
 
-`retryable` says whether the same request may succeed if sent again unchanged; the client only
-retries such errors itself (UNAVAILABLE, and only before a stream has produced output).
+`retryable` says whether the same request may succeed if sent again unchanged (the server's
+`core.errors.Code.retryable`: UNAVAILABLE); the client only retries such errors itself, and
+only before a stream has produced output. The classes mirror the codes of `core.errors`, the
+server's one error type; `from_service_error` turns one into its SDK exception.
 
-This module depends on grpcio only.
+This module depends on grpcio and `core.errors` only.
 """
 
 from __future__ import annotations
 
 import grpc
+
+from core.errors import Code, ServiceError, grpc_status
 
 __all__ = [
     "SpecrouteError",
@@ -33,19 +37,17 @@ __all__ = [
     "FailedPreconditionError",
     "InternalError",
     "from_rpc_error",
+    "from_service_error",
 ]
 
 
 class SpecrouteError(Exception):
     """A failed specroute call: the gRPC status `code`, the server's `details`, and `retryable`."""
 
-    retryable: bool = False
-
     def __init__(self, code: grpc.StatusCode, details: str = "", *, retryable: bool | None = None):
         self.code = code
         self.details = details or ""
-        if retryable is not None:
-            self.retryable = retryable
+        self.retryable = Code.of(code).retryable if retryable is None else retryable
         super().__init__(code, self.details)
 
     def __str__(self) -> str:
@@ -65,9 +67,7 @@ class ResourceExhaustedError(SpecrouteError):
 
 
 class UnavailableError(SpecrouteError):
-    """The server could not be reached or is not serving (UNAVAILABLE)."""
-
-    retryable = True
+    """The server could not be reached or is not serving (UNAVAILABLE); retryable."""
 
 
 class DeadlineExceededError(SpecrouteError):
@@ -98,18 +98,19 @@ class InternalError(SpecrouteError):
     """The server failed while handling the call (INTERNAL)."""
 
 
-_BY_CODE: dict[grpc.StatusCode, type[SpecrouteError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
-    grpc.StatusCode.UNAVAILABLE: UnavailableError,
-    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
-    grpc.StatusCode.NOT_FOUND: NotFoundError,
-    grpc.StatusCode.CANCELLED: RequestCancelledError,
-    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
-    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
-    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
-    grpc.StatusCode.INTERNAL: InternalError,
-}
+_BY_CODE: dict[grpc.StatusCode, type[SpecrouteError]] = {grpc_status(code): cls for code, cls in {
+    Code.INVALID_ARGUMENT: InvalidArgumentError,
+    Code.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+    Code.UNAVAILABLE: UnavailableError,
+    Code.DEADLINE_EXCEEDED: DeadlineExceededError,
+    Code.NOT_FOUND: NotFoundError,
+    Code.CANCELLED: RequestCancelledError,
+    Code.UNAUTHENTICATED: UnauthenticatedError,
+    Code.PERMISSION_DENIED: PermissionDeniedError,
+    Code.FAILED_PRECONDITION: FailedPreconditionError,
+    Code.INTERNAL: InternalError,
+}.items()}
+assert set(_BY_CODE) == {grpc_status(code) for code in Code}, "an SDK exception for every server code"
 
 
 def error_class(code: grpc.StatusCode) -> type[SpecrouteError]:
@@ -129,6 +130,12 @@ def from_rpc_error(err: grpc.RpcError) -> SpecrouteError:
     if details is None:
         details = str(err)
     return error_class(code)(code, str(details))
+
+
+def from_service_error(err: ServiceError) -> SpecrouteError:
+    """The SDK exception of a `core.errors.ServiceError` (one raised in this process, before a call)."""
+    code = grpc_status(err.code)
+    return error_class(code)(code, err.message)
 
 
 def _call_or_none(err: grpc.RpcError, name: str):

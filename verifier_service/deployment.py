@@ -11,7 +11,9 @@ Serve's own autoscaling signal (requests through its handles) never sees the ver
 so each replica reports its open sessions and waiting work as custom autoscaling metrics
 (`record_autoscaling_stats`), which `verifier_service.autoscale.scale_on_sessions` reads.
 
-This module only hosts; the protocol is `verifier_service.server`.
+A replica receives its own settings: the target's `core.hf.ModelLoadConfig` (validated here,
+where the weights are), its `VerifierServerConfig`, the heartbeat interval and where its compute
+threads run. This module only hosts; the protocol is `verifier_service.server`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import ray
 import torch
 from ray import serve
 
+from core.hf import ModelLoadConfig
 from verifier_service.server import VerifierServer, VerifierServerConfig
 from verifier_service.target import TargetModel
 
@@ -31,18 +34,16 @@ log = logging.getLogger("ray.serve")
 
 @serve.deployment(name="Verifier")
 class VerifierDeployment:
-    def __init__(self, target: dict, verifier: dict, directory, torch_threads: int | None = None,
-                 cpus: list[int] | None = None):
+    def __init__(self, target: ModelLoadConfig, server: VerifierServerConfig, directory, heartbeat_s: float = 1.0,
+                 torch_threads: int | None = None, cpus: list[int] | None = None):
         if torch_threads:  # unset: Ray's OMP_NUM_THREADS (see drafter_service/deployment.py)
             torch.set_num_threads(torch_threads)
-        self.model = TargetModel.from_dir(target["path"], device=target.get("device", "auto"),
-                                          dtype=target.get("dtype", "float32"))
-        server_fields = set(VerifierServerConfig.model_fields)
-        settings = {k: v for k, v in verifier.items() if k in server_fields}
-        if settings.get("host") in ("0.0.0.0", "::") and not settings.get("advertise_host"):
-            settings["advertise_host"] = ray.util.get_node_ip_address()  # drafters on other nodes dial this
-        self.config = VerifierServerConfig(**settings)
-        self.heartbeat_s = verifier.get("heartbeat_s", 1.0)
+        self.model = TargetModel(ModelLoadConfig.model_validate(target.model_dump()))
+        if server.host in ("0.0.0.0", "::") and not server.advertise_host:
+            # drafters on other nodes dial this
+            server = server.model_copy(update={"advertise_host": ray.util.get_node_ip_address()})
+        self.config = server
+        self.heartbeat_s = heartbeat_s
         replica = serve.get_replica_context().replica_id.unique_id
         self.server = VerifierServer(self.model, self.config, replica=replica, cpus=cpus).start()
         self.directory = directory

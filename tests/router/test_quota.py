@@ -2,7 +2,8 @@
 
 import pytest
 
-from router.quota import KeyQuota, QuotaConfig, QuotaExceeded
+from core.errors import Code, ServiceError
+from router.quota import KeyQuota, QuotaConfig
 
 
 class Clock:
@@ -19,9 +20,9 @@ def test_a_key_gets_its_burst_then_its_rate_and_a_hint_how_long_to_wait():
     for _ in range(3):
         quota.acquire("a")
         quota.release("a")
-    with pytest.raises(QuotaExceeded, match="rate of 2 requests/s") as err:
+    with pytest.raises(ServiceError, match="rate of 2 requests/s") as err:
         quota.acquire("a")
-    assert err.value.retry_after_s == pytest.approx(0.5)
+    assert err.value.code is Code.RESOURCE_EXHAUSTED and err.value.retry_after_s == pytest.approx(0.5)
     quota.acquire("b")  # another key is untouched
     clock.now += 0.5
     quota.acquire("a")
@@ -31,7 +32,7 @@ def test_a_key_cannot_hold_more_than_its_streams_and_a_released_one_frees_room()
     quota = KeyQuota(QuotaConfig(max_streams=2), Clock())
     quota.acquire("a")
     quota.acquire("a")
-    with pytest.raises(QuotaExceeded, match="2 generations open"):
+    with pytest.raises(ServiceError, match="2 generations open"):
         quota.acquire("a")
     quota.acquire("b")
     quota.release("a")
@@ -52,11 +53,11 @@ def test_a_fair_share_is_work_conserving_and_lets_a_newcomer_in():
     quota = KeyQuota(QuotaConfig(shared_streams=4), Clock())
     for _ in range(4):
         quota.acquire("busy")  # alone, a key may use all the spare room
-    with pytest.raises(QuotaExceeded, match="fair share"):
+    with pytest.raises(ServiceError, match="fair share"):
         quota.acquire("busy")  # full, and it holds its whole share (4 / 1)
     quota.release("busy")
     quota.acquire("new")  # room freed: the newcomer gets it
-    with pytest.raises(QuotaExceeded, match="fair share"):
+    with pytest.raises(ServiceError, match="fair share"):
         quota.acquire("busy")  # full: busy holds 3 >= 4 / 2
     quota.acquire("new")  # full too, but new holds 1 < 4 / 2: a key below its share is never refused
     quota.release("busy")
@@ -66,10 +67,14 @@ def test_a_fair_share_is_work_conserving_and_lets_a_newcomer_in():
 
 
 def test_several_keys_share_the_verifier_sessions_fairly_by_default():
-    from router.ingress import _quota_config
-    verifier = {"max_sessions": 8, "deployment": {"num_replicas": 2}}
-    assert _quota_config({"api_keys": ["a", "b"]}, verifier).shared_streams == 16
-    autoscaled = {"max_sessions": 8, "deployment": {"autoscaling": {"max_replicas": 3}}}
-    assert _quota_config({"api_keys": ["a", "b"]}, autoscaled).shared_streams == 24
-    assert _quota_config({"api_keys": ["a"]}, verifier).shared_streams is None  # one key: nothing to share
-    assert _quota_config({"api_keys": ["a", "b"], "quota": {"shared_streams": 5}}, verifier).shared_streams == 5
+    from specroute.app import router_quota
+    from specroute.config import RouterSettings, VerifierSettings
+
+    def router(**fields):
+        return RouterSettings(tasks="tasks", **fields)
+    verifier = VerifierSettings(max_sessions=8, deployment={"num_replicas": 2})
+    assert router_quota(router(api_keys=["a", "b"]), verifier).shared_streams == 16
+    autoscaled = VerifierSettings(max_sessions=8, deployment={"autoscaling": {"max_replicas": 3}})
+    assert router_quota(router(api_keys=["a", "b"]), autoscaled).shared_streams == 24
+    assert router_quota(router(api_keys=["a"]), verifier).shared_streams is None  # one key: nothing to share
+    assert router_quota(router(api_keys=["a", "b"], quota={"shared_streams": 5}), verifier).shared_streams == 5
