@@ -63,8 +63,8 @@ def check_sampled_generation(zoo: Path, manifest: dict, target: TargetModel, pro
 
 def provenance(bench: str, zoo: Path) -> dict:
     """The command (as typed, when run from the CLI), the machine, Python and torch."""
-    command = ("specroute " + " ".join(sys.argv[1:]) if sys.argv[1:3] == ["bench", bench]
-               else f"specroute bench {bench} --zoo {zoo}")
+    typed = Path(sys.argv[0]).parent.name == "bench" and sys.argv[1:2] == [bench]  # python -m bench NAME ...
+    command = "python -m bench " + " ".join(sys.argv[1:]) if typed else f"python -m bench {bench} --zoo {zoo}"
     return {"command": command,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
             "python": platform.python_version(), "torch": torch.__version__}

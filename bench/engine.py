@@ -1,4 +1,4 @@
-"""`specroute bench engine`: speculative decoding against plain decoding and HF assisted generation.
+"""`python -m bench engine`: speculative decoding against plain decoding and HF assisted generation.
 
 Methods, with the same target and prompts (the zoo's held-out test prompts, per task):
 - plain: specroute's target-only decoding (root-only trees through the verifier session);

@@ -1,4 +1,4 @@
-"""`specroute bench lookup`: what each part of a hybrid specialist adds, task by task.
+"""`python -m bench lookup`: what each part of a hybrid specialist adds, task by task.
 
 On each task's held-out test prompts, through the engine beside plain decoding, one run greedy
 and one sampled at T=1 (prompt i seeded i). Under sampling a hybrid grafts no lookups (a copied

@@ -1,13 +1,13 @@
-"""`specroute bench router`: task detection, the classifier, and routed tau on the bench zoo.
+"""`python -m bench router`: task detection, the classifier, and routed tau on the bench zoo.
 
-1. Detection: `router.detect` on a seeded sample of the zoo's training prompts (the task
+1. Detection: `specroute.offline.detect` on a seeded sample of the zoo's training prompts (the task
    families are hidden from it). Agreement with the families on the held-out test prompts is the
    adjusted Rand index between the classifier's tasks and the families.
 2. Classifier accuracy on the test prompts: each detected task stands for the family most of its
    training prompts came from; a prediction is right when that family is the prompt's own.
 3. Classifier latency: one `predict` per prompt, for the test prompts and for prompts of 1, 2
    and 4 kB; p50 and p99.
-4. Assignment: `router.assign` measures every zoo drafter on validation prompts (a seeded
+4. Assignment: `specroute.offline.assign` measures every zoo drafter on validation prompts (a seeded
    shuffle), grouped by the task the classifier gives them, greedy and at T=1: a routing table
    per sampling mode, in which a drafter slower than plain decoding is never routed to. It is
    saved beside the task artifact in `zoo/tasks`, so serving the zoo afterwards routes by both.
@@ -34,11 +34,13 @@ from sklearn.metrics import adjusted_rand_score
 from tqdm.auto import tqdm
 
 from bench.common import load_zoo, provenance, provenance_lines, write_results
-from router.assign import GREEDY, mode_of, zoo_drafters
-from router.detect import detect_tasks, load_tasks, save_tasks
+from router.assign import GREEDY, mode_of
+from router.detect import load_tasks
 from router.router import Router, RouterConfig
 from specroute.engine import Engine
 from specroute.measure import PLAIN, TEMPERATURES, sampling_at, temperature_key
+from specroute.offline.assign import zoo_drafters
+from specroute.offline.detect import detect_tasks, save_tasks
 from specroute.repetition import repeat_share
 from specroute.zoo.corpus import load_split
 from specroute.zoo.routing import assign_zoo

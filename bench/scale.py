@@ -1,4 +1,4 @@
-"""`specroute bench scale`: aggregate throughput under concurrent streams, batched against unbatched
+"""`python -m bench scale`: aggregate throughput under concurrent streams, batched against unbatched
 verification, through the whole system.
 
 The system is the one `specroute serve --zoo` starts (Ray Serve: the router, one deployment per

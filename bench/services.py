@@ -1,4 +1,4 @@
-"""`specroute bench services`: one stream through the whole system against the in-process engine.
+"""`python -m bench services`: one stream through the whole system against the in-process engine.
 
 For every task family of the zoo, its specialist drafter (the one the zoo distilled for it)
 generates from the task's held-out test prompts at each temperature given (default: greedy, T=0,

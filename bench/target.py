@@ -1,4 +1,4 @@
-"""`specroute bench target`: which training levers make a zoo's target stop looping.
+"""`python -m bench target`: which training levers make a zoo's target stop looping.
 
 Trains target variants on a preset's corpus and tokenizer (built, or reused, in the zoo
 directory), each from scratch with the preset's architecture unless the variant changes it, and

@@ -7,8 +7,9 @@ opens its own `DraftSession`, which has two verbs (as in HF's candidate generato
 A session may also draft ahead (`draft_ahead`, `adopt`): guess the verdict of the tree being
 verified and draft the next tree meanwhile, for a loop whose verifier runs elsewhere.
 
-New drafters are one new module that registers itself with `@register_drafter("kind")`;
-nothing else in the code base switches on drafter kinds.
+New drafters are one new module that registers itself with `@register_drafter("kind")`, listed in
+`drafter_service.kinds` (which the package imports, so every kind is registered before any lookup);
+nothing else in the code base switches on drafter kinds. This module imports no kind.
 
 This module knows nothing about the verifier's cache or how trees are verified.
 """
@@ -124,13 +125,12 @@ def register_drafter(kind: str) -> Callable[[type[Drafter]], type[Drafter]]:
 
 
 def drafter_kinds() -> list[str]:
-    _import_builtin_drafters()
+    """The registered kinds."""
     return sorted(_REGISTRY)
 
 
 def drafter_config_model(kind: str) -> type[BaseModel]:
     """The pydantic Config of a registered kind (to validate settings before loading anything)."""
-    _import_builtin_drafters()
     if kind not in _REGISTRY:
         raise ValueError(f"unknown drafter kind {kind!r}; known: {sorted(_REGISTRY)}")
     return _REGISTRY[kind].Config
@@ -138,7 +138,6 @@ def drafter_config_model(kind: str) -> type[BaseModel]:
 
 def create_drafter(kind: str, config: dict | BaseModel) -> Drafter:
     """Validates `config` against the kind's Config model and builds the drafter."""
-    _import_builtin_drafters()
     try:
         cls = _REGISTRY[kind]
     except KeyError:
@@ -146,8 +145,3 @@ def create_drafter(kind: str, config: dict | BaseModel) -> Drafter:
     if not isinstance(config, cls.Config):
         config = cls.Config.model_validate(config)
     return cls(config)
-
-
-def _import_builtin_drafters() -> None:
-    # Imported for their @register_drafter side effect.
-    from drafter_service import hybrid, model_drafter, ngram, plain  # noqa: F401

@@ -1,15 +1,13 @@
 """The online prompt classifier: which detected task a prompt belongs to, with a confidence.
 
-A multinomial logistic regression on the featuriser's vectors, trained on the cluster labels of
-task detection. Its probabilities are calibrated by temperature scaling (Guo et al., 2017): one
-temperature T, fitted to minimise the log loss of out-of-fold logits (3-fold cross-validation),
-divides the logits before the softmax (T >= 1: see `fit_temperature`). A calibrated confidence is what lets the router send
-unsure prompts to the generic drafter at a meaningful threshold.
+A multinomial logistic regression's weights on the featuriser's vectors and one calibration
+temperature T: the confidence is `softmax(logits / T)`. Training it (the regression and the
+temperature scaling) is offline, in `specroute.offline.classifier`; this class only predicts.
 
 `predict` is the serving path and stays well under a millisecond: the featuriser's `sparse_row`
 (when it has one) and one small dense product, `softmax((W[:, cols] @ values + b) / T)`, with no
 scikit-learn call. `predict_many` goes through scikit-learn and gives the same numbers (tested).
-This module knows nothing about drafters or Redis.
+This module knows nothing about training, drafters or Redis.
 """
 
 from __future__ import annotations
@@ -17,10 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax, softmax
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from scipy.special import softmax
 
 
 @dataclass(frozen=True)
@@ -29,46 +24,15 @@ class Prediction:
     confidence: float
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_temperature: float = 50.0) -> float:
-    """The T in [1, max_temperature] minimising the mean negative log-likelihood of softmax(logits / T).
-
-    T >= 1: calibration may soften the model, never sharpen it. On clusters that separate
-    perfectly the log loss keeps falling as T falls, and a T near 0 would give every prompt,
-    even one unlike any task, a confidence of 1.
-    """
-    rows = np.arange(len(labels))
-
-    def nll(log_t: float) -> float:
-        return float(-log_softmax(logits / np.exp(log_t), axis=1)[rows, labels].mean())
-
-    return float(np.exp(minimize_scalar(nll, bounds=(0.0, np.log(max_temperature)), method="bounded").x))
-
-
 class TaskClassifier:
+    """Predicts a prompt's task from a fitted featuriser, weights [tasks, features], bias [tasks] and T."""
+
     def __init__(self, featuriser, weights: np.ndarray, bias: np.ndarray, temperature: float, tasks: list[str]):
         self.featuriser = featuriser
         self.weights = weights  # [tasks, features]
         self.bias = bias  # [tasks]
         self.temperature = temperature
         self.tasks = tasks  # tasks[label] is the name of cluster `label`
-
-    @classmethod
-    def fit(cls, featuriser, features, labels: np.ndarray, tasks: list[str], seed: int = 0,
-            C: float = 1.0) -> "TaskClassifier":
-        """`featuriser` is fitted already and `features` are its vectors of the training prompts."""
-        labels = np.asarray(labels)
-        counts = np.bincount(labels, minlength=len(tasks))
-        if (counts > 0).sum() < 2 or len(counts) != len(tasks) or counts.min() < 2:
-            raise ValueError("the classifier needs at least two tasks with at least two prompts each")
-        model = LogisticRegression(C=C, max_iter=2000)
-        folds = StratifiedKFold(n_splits=int(min(3, counts.min())), shuffle=True, random_state=seed)
-        logits = cross_val_predict(model, features, labels, cv=folds, method="decision_function")
-        model.fit(features, labels)
-        weights, bias = model.coef_.astype(np.float64), model.intercept_.astype(np.float64)
-        if len(tasks) == 2:  # scikit-learn keeps one logit for two classes: the other is 0
-            logits = np.stack([np.zeros_like(logits), logits], axis=1)
-            weights, bias = np.vstack([np.zeros_like(weights), weights]), np.concatenate([[0.0], bias])
-        return cls(featuriser, weights, bias, fit_temperature(logits, labels), tasks)
 
     def _probabilities(self, logits: np.ndarray) -> np.ndarray:
         return softmax(logits / self.temperature, axis=-1)

@@ -9,15 +9,12 @@
     specroute tasks detect (--prompts FILE | --from-redis URL) --out DIR
     specroute tasks assign --tasks DIR (--zoo DIR | --target DIR --drafter NAME=DIR|ngram ...)
     specroute tasks route --tasks DIR --prompt TEXT [--task T] [--drafter D] [--redis-url URL]
-    specroute bench engine [--zoo DIR]
-    specroute bench router [--zoo DIR]
-    specroute bench lookup [--zoo DIR]
-    specroute bench target --variant NAME:steps=N,unlikelihood=W [...]
-    specroute bench services [--zoo DIR]
-    specroute bench scale [--zoo DIR] [--drafter NAME]
     specroute loadtest --target ADDRESS --concurrency N --duration S (--zoo DIR | --prompts FILE) [--mix TASKS]
 
-Heavy imports (torch, transformers) happen inside the subcommands, so `--help` is instant.
+Options that set a config model's fields (`specroute loadtest`: `LoadTestConfig`; `specroute generate`'s
+sampling: `SamplingParams`) are built from the model: its fields' types, defaults and descriptions.
+Benchmarks have their own command, `python -m bench`. Heavy imports (torch, transformers, the client)
+happen inside the subcommands, so `--help` is instant.
 """
 
 from __future__ import annotations
@@ -25,17 +22,67 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import types
+import typing
 from pathlib import Path
+from typing import Any
+
+from core.sampling import SamplingParams
+from specroute.loadtest.config import LoadTestConfig
+
+# The `specroute loadtest` options that are LoadTestConfig fields: field -> flag (the rest: --field-name).
+LOADTEST_FLAGS = {"target": "--target", "concurrency": "--concurrency", "duration_s": "--duration", "mix": "--mix",
+                  "max_requests": "--max-requests", "max_new_tokens": "--max-new-tokens",
+                  "temperature": "--temperature", "warmup_requests": "--warmup", "seed": "--seed",
+                  "request_timeout_s": "--timeout", "drain_s": "--drain", "retries": "--retries",
+                  "drafter": "--drafter", "api_key": "--api-key"}
+# The `specroute generate` options that are SamplingParams fields.
+SAMPLING_FLAGS = {"temperature": "--temperature", "top_p": "--top-p", "top_k": "--top-k", "seed": "--seed"}
+
+
+def _scalar_type(annotation: Any) -> type:
+    """The argparse type of a pydantic field: int, float or str (Optional unwrapped; anything else: str,
+    which the model's own validators parse)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        kinds = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = kinds[0] if len(kinds) == 1 else str
+    return annotation if annotation in (int, float, str) else str
+
+
+def add_model_options(parser: argparse.ArgumentParser, model: type, flags: dict[str, str],
+                      metavars: dict[str, str] | None = None, notes: dict[str, str] | None = None) -> None:
+    """One option per field of the pydantic `model` named in `flags` (field -> flag), its type, default
+    and help taken from the field; `notes` add to a field's help."""
+    for name, flag in flags.items():
+        info = model.model_fields[name]
+        default = info.get_default(call_default_factory=True)
+        text = " ".join(t for t in (info.description, (notes or {}).get(name)) if t)
+        if default is not None:
+            text += f" (default: {default})"
+        parser.add_argument(flag, dest=name, type=_scalar_type(info.annotation), default=default,
+                            metavar=(metavars or {}).get(name), help=text or None)
+
+
+def model_from_args(model: type, args: argparse.Namespace, flags: dict[str, str], **values):
+    """`model(**{field: args.field for each flag} | values)`; pydantic's ValidationError as is."""
+    return model(**({name: getattr(args, name) for name in flags} | values))
+
+
+def validation_error(err, flags: dict[str, str], what: str) -> str:
+    """'--flag: message' of a pydantic ValidationError's first error."""
+    first = err.errors()[0]
+    name = flags.get(str(first["loc"][0]), str(first["loc"][0])) if first["loc"] else what
+    return f"{name}: {first['msg'].removeprefix('Value error, ')}"
+
 
 
 def _generate(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from specroute.engine import Engine
-    from core.sampling import SamplingParams
 
     try:
-        sampling = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed)
+        sampling = model_from_args(SamplingParams, args, SAMPLING_FLAGS)
     except ValidationError as err:
         print(f"error: invalid sampling parameters: {err.errors()[0]['loc'][0]}: {err.errors()[0]['msg']}",
               file=sys.stderr)
@@ -69,15 +116,6 @@ def _zoo_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tree_shape(text: str) -> dict:
-    """'K,D,N' -> {"top_k": K, "max_depth": D, "max_nodes": N}."""
-    try:
-        top_k, depth, nodes = (int(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected TOP_K,DEPTH,NODES, got {text!r}") from None
-    return {"top_k": top_k, "max_depth": depth, "max_nodes": nodes}
-
-
 def _distill(args: argparse.Namespace) -> int:
     from specroute.zoo.distill import DistillConfig, run_distill
     try:
@@ -100,17 +138,6 @@ def _zoo_quality(args: argparse.Namespace) -> int:
 def _zoo_eval(args: argparse.Namespace) -> int:
     from specroute.zoo.evaluate import evaluate_zoo
     evaluate_zoo(Path(args.zoo), args.prompts, args.max_new_tokens, Path(args.out) if args.out else None)
-    return 0
-
-
-def _bench_engine(args: argparse.Namespace) -> int:
-    from bench.engine import run_engine_bench, run_tree_sweep
-    common = dict(zoo=Path(args.zoo), preset=args.preset, prompts_per_task=args.prompts,
-                  max_new_tokens=args.max_new_tokens, repeats=args.repeats, out=Path(args.out))
-    if args.sweep:
-        run_tree_sweep(**common)
-    else:
-        run_engine_bench(**common, **{k: v for k, v in (("chain", args.chain), ("tree", args.tree)) if v})
     return 0
 
 
@@ -161,8 +188,8 @@ def _fail(message: str) -> int:
 
 
 def _tasks_detect(args: argparse.Namespace) -> int:
-    from router.detect import detect_tasks, save_tasks
     from router.stats import logged_prompts
+    from specroute.offline.detect import detect_tasks, save_tasks
     from specroute.zoo.distill import load_prompts
     if bool(args.prompts) == bool(args.from_redis):
         return _fail("give exactly one of --prompts FILE and --from-redis URL")
@@ -182,8 +209,9 @@ def _tasks_detect(args: argparse.Namespace) -> int:
 
 
 def _tasks_assign(args: argparse.Namespace) -> int:
-    from router.assign import ROUTING_FILE, DrafterRef, assign_drafters, routing_summary, zoo_drafters
+    from router.assign import ROUTING_FILE
     from router.detect import load_tasks
+    from specroute.offline.assign import DrafterRef, assign_drafters, routing_summary, zoo_drafters
     try:
         tasks = load_tasks(Path(args.tasks))
         if args.zoo:
@@ -205,10 +233,13 @@ def _tasks_assign(args: argparse.Namespace) -> int:
 
 
 def _drafter_ref(cls, spec: str):
+    """NAME=DIR (a model drafter) or NAME=KIND (a registered kind without weights, e.g. ngram)."""
+    from specroute.engine import drafter_spec
     name, _, where = spec.partition("=")
     if not name or not where:
         raise ValueError(f"--drafter {spec!r}: expected NAME=DIR or NAME=ngram")
-    return cls(name, "ngram", {}) if where == "ngram" else cls(name, "model", {"path": Path(where)})
+    kind, options = drafter_spec(where)
+    return cls(name, kind, {k: Path(v) if k == "path" else v for k, v in options.items()})
 
 
 def _tasks_route(args: argparse.Namespace) -> int:
@@ -228,77 +259,19 @@ def _tasks_route(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_router(args: argparse.Namespace) -> int:
-    from bench.router import run_router_bench
-    run_router_bench(zoo=Path(args.zoo), preset=args.preset, prompts_per_task=args.prompts,
-                     max_new_tokens=args.max_new_tokens, out=Path(args.out))
-    return 0
-
-
-def _bench_lookup(args: argparse.Namespace) -> int:
-    from bench.lookup import run_lookup_bench
-    run_lookup_bench(zoo=Path(args.zoo), preset=args.preset, prompts_per_task=args.prompts,
-                     max_new_tokens=args.max_new_tokens, out=Path(args.out))
-    return 0
-
-
-def _bench_target(args: argparse.Namespace) -> int:
-    from bench.target import run
-    run(args.preset, Path(args.zoo), Path(args.out), args.variant, args.prompts, args.max_new_tokens)
-    return 0
-
-
-def _bench_parser(bench_sub, name: str, help_text: str, func) -> argparse.ArgumentParser:
-    """A `specroute bench NAME` parser with the options every benchmark has: --zoo, --preset, --out."""
-    parser = bench_sub.add_parser(name, help=help_text)
-    parser.add_argument("--zoo", default="zoo/bench", help="Zoo directory (built if it has no manifest).")
-    parser.add_argument("--preset", default="bench", help="Preset to build when the zoo is missing.")
-    parser.add_argument("--out", default="bench/results", help="Where the results are written.")
-    parser.set_defaults(func=func)
-    return parser
-
-
-def _bench_scale(args: argparse.Namespace) -> int:
-    from bench.scale import run_scale_bench
-    run_scale_bench(zoo=Path(args.zoo), preset=args.preset, concurrencies=tuple(args.streams),
-                    duration_s=args.duration, max_new_tokens=args.max_new_tokens, repeats=args.repeats,
-                    out=Path(args.out), drafter=args.drafter,
-                    verifier_threads=tuple(args.verifier_threads))
-    return 0
-
-
-def _bench_services(args: argparse.Namespace) -> int:
-    from bench.services import run_services_bench
-    run_services_bench(zoo=Path(args.zoo), preset=args.preset, prompts_per_task=args.prompts,
-                       max_new_tokens=args.max_new_tokens, repeats=args.repeats, out=Path(args.out),
-                       verifier_threads=args.verifier_threads, stream_interval_ms=args.stream_interval_ms,
-                       draft_ahead=args.draft_ahead, ray_cpus=args.ray_cpus, compute_cpus=args.compute_cpus)
-    return 0
-
-
 def _loadtest(args: argparse.Namespace) -> int:
     import os
 
     from pydantic import ValidationError
 
-    from specroute.loadtest import LoadTestConfig, PromptMix, load_prompt_source, ray_replica_counter, run_loadtest
-    flags = {"target": "--target", "concurrency": "--concurrency", "duration_s": "--duration", "mix": "--mix",
-             "max_requests": "--max-requests", "max_new_tokens": "--max-new-tokens", "temperature": "--temperature",
-             "warmup_requests": "--warmup", "seed": "--seed", "api_key": "--api-key", "request_timeout_s": "--timeout",
-             "drain_s": "--drain", "retries": "--retries", "drafter": "--drafter"}
+    from specroute.loadtest import PromptMix, load_prompt_source, ray_replica_counter, run_loadtest
     if bool(args.zoo) == bool(args.prompts):
         return _fail("give exactly one of --zoo DIR and --prompts FILE")
     try:
-        config = LoadTestConfig(target=args.target, concurrency=args.concurrency, duration_s=args.duration,
-                                max_requests=args.max_requests, max_new_tokens=args.max_new_tokens,
-                                temperature=args.temperature, warmup_requests=args.warmup, mix=args.mix,
-                                seed=args.seed, api_key=args.api_key or os.environ.get("SPECROUTE_API_KEY"),
-                                request_timeout_s=args.timeout, drain_s=args.drain, retries=args.retries,
-                                drafter=args.drafter)
+        config = model_from_args(LoadTestConfig, args, LOADTEST_FLAGS,
+                                 api_key=args.api_key or os.environ.get("SPECROUTE_API_KEY"))
     except ValidationError as err:
-        first = err.errors()[0]
-        name = flags.get(str(first["loc"][0]), str(first["loc"][0])) if first["loc"] else "loadtest"
-        return _fail(f"{name}: {first['msg'].removeprefix('Value error, ')}")
+        return _fail(validation_error(err, LOADTEST_FLAGS, "loadtest"))
     try:
         prompts = load_prompt_source(zoo=args.zoo, prompts_file=args.prompts)
         PromptMix(prompts, config.mix, config.seed)  # an unknown --mix task fails here, before any connection
@@ -341,10 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--drafter", default="none", help="A model directory, 'ngram', or 'none' (plain decoding).")
     gen.add_argument("--prompt", required=True)
     gen.add_argument("--max-new-tokens", type=int, default=64)
-    gen.add_argument("--temperature", type=float, default=0.0, help="0 is greedy.")
-    gen.add_argument("--top-p", type=float, default=1.0)
-    gen.add_argument("--top-k", type=int, default=0, help="Sampling top-k (0: off).")
-    gen.add_argument("--seed", type=int, default=None)
+    add_model_options(gen, SamplingParams, SAMPLING_FLAGS)
     gen.add_argument("--stop", action="append", default=[], help="A stop string (repeatable).")
     gen.add_argument("--tree-top-k", type=int, default=None, help="Model drafter: children per node (1: chain).")
     gen.add_argument("--tree-depth", type=int, default=None, help="Model drafter: most drafted levels.")
@@ -427,57 +397,6 @@ def build_parser() -> argparse.ArgumentParser:
                                                               "default: greedy.")
     route.set_defaults(func=_tasks_route)
 
-    bench = sub.add_parser("bench", help="Benchmarks.")
-    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
-    engine = _bench_parser(bench_sub, "engine", "Plain vs HF assisted vs specroute chain/tree/ngram.", _bench_engine)
-    engine.add_argument("--prompts", type=int, default=8, help="Test prompts per task.")
-    engine.add_argument("--max-new-tokens", type=int, default=96)
-    engine.add_argument("--repeats", type=int, default=3)
-    engine.add_argument("--chain", type=_tree_shape, default=None, help="Chain shape 1,DEPTH,NODES (default: swept).")
-    engine.add_argument("--tree", type=_tree_shape, default=None, help="Tree shape TOP_K,DEPTH,NODES (default: swept).")
-    engine.add_argument("--sweep", action="store_true",
-                        help="Measure tree shapes on validation prompts instead (how the defaults were chosen).")
-    router_bench = _bench_parser(bench_sub, "router", "Task detection, classifier and routed tau on the bench zoo.",
-                                 _bench_router)
-    router_bench.add_argument("--prompts", type=int, default=12, help="Test prompts per task for the routed tau.")
-    router_bench.add_argument("--max-new-tokens", type=int, default=64)
-    lookup_bench = _bench_parser(bench_sub, "lookup", "What a hybrid specialist's parts add: distillation, "
-                                 "prompt lookup, its task's datastore.", _bench_lookup)
-    lookup_bench.add_argument("--prompts", type=int, default=12, help="Test prompts per task.")
-    lookup_bench.add_argument("--max-new-tokens", type=int, default=64)
-    target_bench = _bench_parser(bench_sub, "target", "Target training levers: quality of each variant's output "
-                                 "on validation prompts (does it loop?).", _bench_target)
-    target_bench.add_argument("--variant", action="append", required=True,
-                              help="NAME:field=value,... overriding the preset's target (steps, batch_size, lr, "
-                                   "unlikelihood, hidden, layers); repeatable.")
-    target_bench.add_argument("--prompts", type=int, default=8, help="Validation prompts per task.")
-    target_bench.add_argument("--max-new-tokens", type=int, default=96)
-    services = _bench_parser(bench_sub, "services", "One stream through the SDK and Ray Serve vs the in-process engine.",
-                             _bench_services)
-    services.add_argument("--prompts", type=int, default=4, help="Test prompts per task.")
-    services.add_argument("--max-new-tokens", type=int, default=96)
-    services.add_argument("--repeats", type=int, default=3)
-    services.add_argument("--verifier-threads", type=int, default=None,
-                          help="torch threads of the verifier replica (default: the config's).")
-    services.add_argument("--stream-interval-ms", type=float, default=None,
-                          help="The drafters' stream_interval_ms for stream() (default: the config's).")
-    services.add_argument("--draft-ahead", type=int, default=None,
-                          help="The model drafters' verdicts guessed per round (default: the config's; 0: off).")
-    services.add_argument("--ray-cpus", type=int, nargs="+", default=None,
-                          help="CPUs the local Ray's processes start on (the config's ray_cpus; default: unpinned).")
-    services.add_argument("--compute-cpus", type=int, nargs="+", default=None,
-                          help="CPUs of the drafters' drafting and the verifier's forward threads "
-                               "(deployment.cpus; default: unpinned).")
-    scale = _bench_parser(bench_sub, "scale", "Aggregate tokens/s at N streams, batched vs unbatched verification.",
-                          _bench_scale)
-    scale.add_argument("--streams", type=int, nargs="+", default=[1, 4, 8, 16], help="Concurrency levels.")
-    scale.add_argument("--duration", type=float, default=15.0, help="Seconds of load per level.")
-    scale.add_argument("--max-new-tokens", type=int, default=64)
-    scale.add_argument("--repeats", type=int, default=3)
-    scale.add_argument("--drafter", default=None, help="Every request to this drafter (default: routed).")
-    scale.add_argument("--verifier-threads", type=int, nargs="+", default=[1, 2],
-                       help="torch thread counts of the verifier to try, each mode with each; a mode's figure is its best.")
-
     load = sub.add_parser("loadtest", help="Bounded closed-loop load test of one gRPC endpoint: throughput, TTFT, "
                                            "inter-token latency, tau, errors, replicas over time.",
                           description="N workers each send one streaming request after another to the one address "
@@ -485,32 +404,17 @@ def build_parser() -> argparse.ArgumentParser:
                                       "get --drain seconds, then are cancelled. Writes report.md, report.json and "
                                       "loadtest.png to --out. Exit code 0 if any request succeeded, 1 if none did, "
                                       "2 for bad arguments.")
-    load.add_argument("--target", default="127.0.0.1:9000", metavar="ADDRESS",
-                      help="The gRPC address HOST:PORT (default: loopback).")
-    load.add_argument("--concurrency", type=int, default=4, metavar="N", help="Closed-loop workers, 1-256.")
-    load.add_argument("--duration", type=float, default=30.0, metavar="S", help="Seconds of load, > 0 and <= 3600.")
-    load.add_argument("--mix", default=None, metavar="TASKS",
-                      help="Tasks and optional weights, e.g. code,math or code=3,math=1 (default: every task equally).")
+    add_model_options(load, LoadTestConfig, LOADTEST_FLAGS,
+                      metavars={"target": "ADDRESS", "concurrency": "N", "duration_s": "S", "mix": "TASKS",
+                                "max_requests": "N", "max_new_tokens": "N", "warmup_requests": "N",
+                                "request_timeout_s": "S", "drain_s": "S", "drafter": "NAME", "api_key": "KEY"},
+                      notes={"api_key": "Sent as authorization: Bearer KEY (default: $SPECROUTE_API_KEY)."})
     load.add_argument("--zoo", default=None, metavar="DIR", help="Prompts: a built zoo's held-out test split.")
     load.add_argument("--prompts", default=None, metavar="FILE", help='Or JSONL lines {"prompt": ..., "task": ...}.')
-    load.add_argument("--max-requests", type=int, default=10_000, metavar="N", help="Hard bound on requests started.")
-    load.add_argument("--max-new-tokens", type=int, default=64, metavar="N")
-    load.add_argument("--temperature", type=float, default=0.0, help="0 is greedy; > 0 seeds request i with SEED+i.")
-    load.add_argument("--warmup", type=int, default=0, metavar="N",
-                      help="Requests sent first and left out of the figures.")
-    load.add_argument("--seed", type=int, default=0, help="Seed of the prompt draw.")
-    load.add_argument("--timeout", type=float, default=60.0, metavar="S", help="Each request's deadline in seconds.")
-    load.add_argument("--drain", type=float, default=10.0, metavar="S",
-                      help="Grace for requests running at the end, seconds.")
-    load.add_argument("--retries", type=int, default=0, help="SDK retries of UNAVAILABLE before the first token.")
-    load.add_argument("--drafter", default=None, metavar="NAME", help="Send every request to this drafter "
-                                                                     "(default: the router chooses).")
     load.add_argument("--out", default="loadtest-results", metavar="DIR", help="Output directory.")
     load.add_argument("--ray-address", default="auto", metavar="ADDR",
                       help="Ray cluster for replica counts (ray.init address: auto, HOST:PORT, ray://...), or none; "
                            "unreachable: the report says so and the run goes on.")
-    load.add_argument("--api-key", default=None, metavar="KEY",
-                      help="Sent as authorization: Bearer KEY (default: $SPECROUTE_API_KEY).")
     load.add_argument("--no-progress", action="store_true", help="No progress bar.")
     load.set_defaults(func=_loadtest)
     return parser

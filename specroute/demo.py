@@ -110,5 +110,5 @@ def run_engine_demo(zoo: Path, preset: str, max_new_tokens: int) -> None:
         print(f"             {name:<15} {stats.tau:>5.2f} {stats.tokens_per_s:>7.1f} "
               f"{stats.tokens_per_s / totals['none'].tokens_per_s:>7.2f}x")
     print(f"Every output identical to plain target decoding: {all_lossless}")
-    print("(The demo zoo is small and trained for minutes; `specroute bench engine` measures the bench zoo.)")
+    print("(The demo zoo is small and trained for minutes; `python -m bench engine` measures the bench zoo.)")
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from drafter_service.base import Drafter, create_drafter
+from drafter_service.base import Drafter, create_drafter, drafter_config_model
 from core.reports import GenerationReport
 from drafter_service.generation import Chunk, Generation, StopConditions, collect, speculate
 from core.sampling import SamplingParams
@@ -24,6 +24,7 @@ from verifier_service.session import DEFAULT_MAX_TREE_NODES, VerifierSession
 from verifier_service.target import TargetModel
 
 NO_DRAFTER = "none"
+MODEL_KIND = "model"  # the kind a model directory is loaded as
 
 
 def load_drafter(spec: str | Path | Drafter | None, device: str = "auto", dtype: str = "float32",
@@ -35,9 +36,19 @@ def load_drafter(spec: str | Path | Drafter | None, device: str = "auto", dtype:
     spec = str(spec)
     if spec == NO_DRAFTER:
         return None
+    kind, options = drafter_spec(spec)
     if Path(spec).is_dir():
-        return create_drafter("model", {"path": spec, "device": device, "dtype": dtype, **(tree or {})})
-    return create_drafter(spec, tree or {})
+        options |= {"device": device, "dtype": dtype}
+    return create_drafter(kind, options | (tree or {}))
+
+
+def drafter_spec(spec: str | Path) -> tuple[str, dict]:
+    """A drafter spec's (kind, options): a directory -> (MODEL_KIND, {"path": DIR}); otherwise a
+    registered kind with its default settings (ValueError from the registry when it is none)."""
+    if Path(spec).is_dir():
+        return MODEL_KIND, {"path": str(spec)}
+    drafter_config_model(str(spec))  # unknown kind: ValueError naming the known ones
+    return str(spec), {}
 
 
 class Engine:

@@ -47,7 +47,7 @@ from specroute.engine import Engine
 from specroute.measure import PLAIN, compare_engines
 from specroute.zoo import corpus as corpus_mod
 from specroute.zoo.cost import step_cost_ratio
-from specroute.zoo.manifest import MANIFEST
+from specroute.zoo.manifest import MANIFEST, has_weights
 from specroute.zoo.presets import NGRAM, PRESETS, ArchSpec, DrafterSpec, FromDrafter, Preset, TrainSpec
 from specroute.zoo.quality import evaluate_quality, quality_table
 from specroute.zoo.teacher import Sample, TeacherCache
@@ -140,7 +140,7 @@ class ZooBuilder:
             drafter = self._run(f"drafter-{spec.name}", inputs, lambda spec=spec: self._drafter(spec))
             drafters.append(drafter)
             keys[spec.name] = drafter["key"]
-            if spec.lookup and drafter["kind"] == "model":
+            if spec.lookup and has_weights(drafter["kind"]):
                 lookups[drafter["name"]] = self._run(
                     f"lookup-{spec.name}", {"up": [drafter["key"], datastores["key"]], "sizing": p.sizing.model_dump()},
                     lambda drafter=drafter: self._lookup(drafter))
@@ -180,7 +180,7 @@ class ZooBuilder:
             made |= {d["path"] for d in json.loads((self.out / MANIFEST).read_text()).get("drafters", []) if d.get("path")}
         for marker in sorted([*self.stage_dir.glob("drafter-*.json"), *self.stage_dir.glob("lookup-*.json")]):
             info = self._done(marker.stem)
-            if info.get("kind") == "model":
+            if has_weights(info.get("kind")):
                 made.add(info["name"])
             if marker.stem not in current:
                 marker.unlink()
@@ -387,7 +387,7 @@ class ZooBuilder:
         target = self._load("target")
         costs = {}
         for d in drafters:
-            if d["kind"] == "model":
+            if has_weights(d["kind"]):
                 cost = step_cost_ratio(self._load(d["name"]), target)
                 costs[d["name"]] = {"step_cost_ratio": cost["ratio"], "step_ms": cost["drafter_ms"],
                                     "target_step_ms": cost["target_ms"]}
@@ -461,7 +461,7 @@ class ZooBuilder:
         quality = self._done("quality")
         entries = []
         for d in drafters:
-            entry = {"path": d["name"] if d["kind"] == "model" else None,
+            entry = {"path": d["name"] if has_weights(d["kind"]) else None,
                      **{k: v for k, v in d.items() if k not in ("seconds", "key")}, **costs.get(d["name"], {})}
             lookup = lookups.get(d["name"])
             if lookup is not None:

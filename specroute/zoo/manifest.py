@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from drafter_service.base import Drafter, create_drafter
+from drafter_service.base import Drafter, create_drafter, drafter_config_model, drafter_kinds
 
 MANIFEST = "manifest.json"
 
@@ -27,9 +27,14 @@ def drafter_options(zoo: Path, entry: dict) -> dict:
     return {key: Path(zoo) / entry[key] for key in ("path", "datastore") if entry.get(key)}
 
 
+def has_weights(kind: str | None) -> bool:
+    """Whether a drafter kind loads trained weights from a directory (its Config has a `path`), by the registry."""
+    return kind in drafter_kinds() and "path" in drafter_config_model(kind).model_fields
+
+
 def generic_drafter(manifest: dict) -> str | None:
-    """The name of the generic drafter: the first model drafter specialised for no task."""
-    return next((d["name"] for d in manifest["drafters"] if d["kind"] == "model" and not d["task"]), None)
+    """The name of the generic drafter: the first drafter with weights specialised for no task."""
+    return next((d["name"] for d in manifest["drafters"] if has_weights(d["kind"]) and not d["task"]), None)
 
 
 def load_drafters(zoo: Path, manifest: dict) -> dict[str, Drafter]:

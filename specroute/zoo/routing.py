@@ -1,8 +1,8 @@
 """A built zoo's task artifact and routing table, made once: what serving a zoo needs.
 
 `ensure_routing(zoo)` runs task detection on a seeded sample of the zoo's training prompts
-(`router.detect`), saves the artifact in `zoo/tasks`, and measures every zoo drafter on each
-detected task's validation prompts (`router.assign`) into `zoo/tasks/routing.json`. If both
+(`specroute.offline.detect`), saves the artifact in `zoo/tasks`, and measures every zoo drafter on each
+detected task's validation prompts (`specroute.offline.assign`) into `zoo/tasks/routing.json`. If both
 exist and match the zoo, it does nothing; an artifact that exists is kept and only the table is
 measured again. `assign_zoo` is that measurement, which the router benchmark also uses (with more
 prompts, after its own detection); this is the quick version for `specroute serve --zoo` and the demo.
@@ -15,9 +15,11 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from router.assign import PLAIN_DRAFTER, ROUTING_FILE, RoutingTable, assign_drafters, zoo_drafters
+from router.assign import PLAIN_DRAFTER, ROUTING_FILE, RoutingTable
+from router.detect import load_tasks
 from specroute.measure import PLAIN
-from router.detect import load_tasks, save_tasks, detect_tasks
+from specroute.offline.assign import assign_drafters, zoo_drafters
+from specroute.offline.detect import detect_tasks, save_tasks
 from specroute.zoo.corpus import load_split
 from specroute.zoo.manifest import load_manifest
 
@@ -40,7 +42,8 @@ def ensure_routing(zoo: Path, detect_prompts: int = 2000, prompts_per_task: int 
         try:
             table = RoutingTable.load(tasks_dir / ROUTING_FILE)
             kinds = {name: d["kind"] for name, d in table.drafters.items()}
-            if table.tasks_version == tasks.version and kinds == {PLAIN: PLAIN_DRAFTER["kind"], **{d.name: d.kind for d in zoo_drafters(zoo)[1]}}:
+            zoo_kinds = {d.name: d.kind for d in zoo_drafters(zoo)[1]}
+            if table.tasks_version == tasks.version and kinds == {PLAIN: PLAIN_DRAFTER["kind"], **zoo_kinds}:
                 return tasks_dir
         except (FileNotFoundError, ValueError):
             pass

@@ -1,4 +1,4 @@
-"""`specroute bench scale` on the tiny zoo: both verification modes run, greedy and sampled (T=1), and the
+"""`python -m bench scale` on the tiny zoo: both verification modes run, greedy and sampled (T=1), and the
 results are written."""
 
 import json

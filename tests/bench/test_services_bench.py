@@ -1,4 +1,4 @@
-"""`specroute bench services` on the tiny zoo: runs end to end, greedy and seeded T=1, the service's output
+"""`python -m bench services` on the tiny zoo: runs end to end, greedy and seeded T=1, the service's output
 equals the engine's; with CPUs to pin to, Ray's processes start on one and only the compute threads run on
 the other."""
 

@@ -37,13 +37,13 @@ def corpus():
 
 @pytest.fixture(scope="session")
 def detection(corpus):
-    from router.detect import detect_tasks
+    from specroute.offline.detect import detect_tasks
     return detect_tasks([ex.prompt for ex in corpus["train"]], k_min=2, k_max=9, seed=0)
 
 
 @pytest.fixture(scope="session")
 def tasks_dir(detection, corpus, tmp_path_factory):
-    from router.detect import save_tasks
+    from specroute.offline.detect import save_tasks
     out = tmp_path_factory.mktemp("tasks")
     save_tasks(detection, out, samples_per_task=4)
     return out

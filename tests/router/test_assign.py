@@ -3,9 +3,10 @@ a prompt file or from Redis's query log, assign, route)."""
 
 import json
 
-from router.assign import MODES, PLAIN_DRAFTER, RoutingTable, assign_drafters, zoo_drafters
+from router.assign import MODES, PLAIN_DRAFTER, RoutingTable
 from router.detect import load_tasks
 from router.stats import RequestRecord, RoutingStats
+from specroute.offline.assign import assign_drafters, zoo_drafters
 from specroute.cli import main
 
 

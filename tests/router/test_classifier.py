@@ -57,7 +57,7 @@ def test_the_serving_path_equals_the_scikit_learn_path(detection, corpus):
 
 def test_temperature_scaling_fits_the_temperature_that_minimises_log_loss():
     import numpy as np
-    from router.classifier import fit_temperature
+    from specroute.offline.classifier import fit_temperature
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, 2000)
     true_logits = rng.normal(size=(2000, 3))

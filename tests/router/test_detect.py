@@ -6,7 +6,8 @@ import json
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from router.detect import SCHEMA, TASKS_FILE, detect_tasks, load_tasks
+from router.detect import SCHEMA, TASKS_FILE, load_tasks
+from specroute.offline.detect import detect_tasks
 
 # Measured on the tiny corpus (seed 0, 400 examples per family): see test_detection_recovers_the_families.
 ARI_BOUND = 0.9

@@ -3,10 +3,11 @@ Redis that moves traffic away from a drafter that degrades."""
 
 import pytest
 
-from router.assign import GREEDY, PLAIN_DRAFTER, SAMPLED, RoutingTable, routes_from
+from router.assign import GREEDY, PLAIN_DRAFTER, SAMPLED, RoutingTable
 from router.detect import load_tasks
 from router.router import Router, RouterConfig
 from router.stats import RoutingStats
+from specroute.offline.assign import routes_from
 
 
 def _cells(plain: float, **rates: float) -> dict:

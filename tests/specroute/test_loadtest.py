@@ -21,7 +21,7 @@ from specroute.cli import main
 from specroute.loadtest import (LoadTestConfig, PromptItem, PromptMix, RequestRecord, bucket_widths, bucketize,
                                 check_target, inter_token_latencies, load_prompt_source, load_prompts_file,
                                 load_zoo_prompts, parse_mix, percentile, ray_replica_counter, run_loadtest)
-from specroute.loadtest import _timeline
+from specroute.loadtest.statistics import timeline
 
 PROMPTS = [PromptItem("code", "def f(x):"), PromptItem("code", "import os"), PromptItem("math", "2 + 2 ="),
            PromptItem("prose", "Once upon a time")]
@@ -68,10 +68,10 @@ def test_timeline_rates_use_each_buckets_width():
     done = RequestRecord(0, "code", start_s=0.0, end_s=1.2, status="ok", tokens=6,
                          chunk_times=[0.5, 1.2], chunk_tokens=[2, 4])
     failed = RequestRecord(1, "code", start_s=1.3, end_s=1.4, status="error", error_code="UNAVAILABLE")
-    timeline = _timeline([done, failed], 1.5)
-    assert [b["tokens"] for b in timeline] == [2, 4]
-    assert timeline[1]["width_s"] == pytest.approx(0.5) and timeline[1]["tokens_per_s"] == pytest.approx(8.0)
-    assert [b["requests_ok"] for b in timeline] == [0, 1] and [b["errors"] for b in timeline] == [0, 1]
+    buckets = timeline([done, failed], 1.5)
+    assert [b["tokens"] for b in buckets] == [2, 4]
+    assert buckets[1]["width_s"] == pytest.approx(0.5) and buckets[1]["tokens_per_s"] == pytest.approx(8.0)
+    assert [b["requests_ok"] for b in buckets] == [0, 1] and [b["errors"] for b in buckets] == [0, 1]
 
 
 def test_parse_mix():
