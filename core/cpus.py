@@ -4,13 +4,12 @@ compute shares a few cores with Ray's own processes.
 A single stream alternates drafting and verifying, so its two compute threads (a drafter
 replica's drafting thread, the verifier's forward thread) never run at once and can share a core,
 as the in-process engine's one thread does. On a 2-core host where they float, the idle Ray and
-Serve system's thousands of wake-ups a second preempt them several times a round
-(`bench/results/earlier/README.md`). Giving them a core of their own (`deployment.cpus`) and starting
-Ray's processes on the others (`ray_cpus`) keeps those wake-ups off the compute: vLLM's CPU
-backend binds its OpenMP threads to cores for the same reason (`VLLM_CPU_OMP_THREADS_BIND`).
-Measured on 2 cores, one stream through the services: 0.73 of the engine's speed unpinned,
-0.76, 0.80 and 0.78 in three pinned runs. Under many streams the compute threads do run at once, and one shared
-core would serialise them: that calls for cores enough for each, or no pinning.
+Serve system's wake-ups can preempt them several times a round. Giving them a core of their own
+(`deployment.cpus`) and starting Ray's processes on the others (`ray_cpus`) keeps those wake-ups
+off the compute: vLLM's CPU backend binds its OpenMP threads to cores for the same reason
+(`VLLM_CPU_OMP_THREADS_BIND`). What pinning gains on a small host is measured in
+`bench/results/earlier/README.md`. Under many streams the compute threads do run at once, and one
+shared core would serialise them: that calls for cores enough for each, or no pinning.
 
 - `check(cpus)`: at a replica's start, ValueError if the CPUs cannot be used on this host.
 - `pin(cpus)`: moves the calling thread, and the threads it starts later, onto the CPUs (a

@@ -326,7 +326,8 @@ def test_demo_requests_print_routing_and_text(client, built_zoo, capsys):
     results = show_requests(client, examples, max_new_tokens=8)
     out = capsys.readouterr().out
     assert len(results) == len(examples) == 6
-    assert all(r.metadata.drafter in DRAFTERS and 0 < r.metadata.num_generated <= 8 for r in results), results
+    served = served_drafters(DRAFTERS)  # `plain` too: the routing table may send a task there
+    assert all(r.metadata.drafter in served and 0 < r.metadata.num_generated <= 8 for r in results), results
     assert out.count("\ntext:") == 6, out
 
 
