@@ -29,6 +29,7 @@ from protos.specroute.v1.verifier_pb2_grpc import (  # noqa: F401 (re-exported)
     VerifierServicer, VerifierStub, add_VerifierServicer_to_server)
 from core.contracts import DraftTree, InvalidTreeError, SessionOpen, SessionOpened, SparseDist, Verdict
 from core.errors import Code, ServiceError
+from core.public_codec import top_p_from_wire
 from core.sampling import SamplingParams, checked_sampling
 
 OPEN, TREE, CLOSE = "open", "tree", "close"
@@ -48,9 +49,9 @@ def sampling_to_proto(params: SamplingParams) -> specroute_pb2.SamplingParams:
 
 def sampling_from_proto(msg: specroute_pb2.SamplingParams) -> SamplingParams:
     """Raises ServiceError(INVALID_ARGUMENT) naming the offending field's rule when a value is out
-    of range. An unset top_p (0 on the wire) means 1."""
+    of range. An unset top_p (0 on the wire) means 1, as on the public API (`top_p_from_wire`)."""
     try:
-        return checked_sampling(temperature=msg.temperature, top_p=msg.top_p if msg.top_p != 0 else 1.0,
+        return checked_sampling(temperature=msg.temperature, top_p=top_p_from_wire(msg.top_p),
                                 top_k=msg.top_k, seed=msg.seed if msg.HasField("seed") else None)
     except ValueError as err:
         raise ServiceError(Code.INVALID_ARGUMENT, f"sampling.{err}") from None

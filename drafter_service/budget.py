@@ -5,9 +5,9 @@ threshold lambda. The confidence signal depends on what acceptance means:
 - sampling: AdaEDL's entropy bound (Agrawal et al., 2024): the target accepts a drafted token
   with probability at least about 1 - sqrt(gamma * H(q)), H(q) the drafter's entropy;
 - greedy: the drafter's probability of its top token (as HF assisted generation's confidence
-  threshold), since a greedy draft is accepted exactly when it is the target's argmax. Measured
-  on the bench zoo, the entropy bound stopped a distilled drafter after one level although 90%
-  of its top tokens were accepted: a drafter can be right while its distribution is wide.
+  threshold), since a greedy draft is accepted exactly when it is the target's argmax. The
+  entropy bound can stop a distilled drafter after one level although most of its top tokens
+  are accepted: a drafter can be right while its distribution is wide.
 
 Adaptation (heuristic, tuned by measurement): after each verdict,
 - lambda moves toward the acceptance we observe: when drafted tokens are accepted less often than

@@ -27,8 +27,8 @@ Drafting ahead (`draft_ahead`, greedy only): while a remote verifier checks a tr
 guesses its verdict, the path to one of the best-scoring leaves accepted and the drafter's own
 next token there as the bonus, and drafts the next tree for each guess on a copy of itself
 (PEARL, Liu et al., 2024, drafts during verification; here for trees). A guess that comes true is
-adopted, so its tree goes out the moment the verdict arrives. On the bench zoo the best two
-leaves' guesses came true in 26-51% of rounds per task.
+adopted, so its tree goes out the moment the verdict arrives. How often guesses come true is
+measured by the services benchmark (its "drafted ahead" share).
 
 This module knows nothing about the target's weights or cache; it sees verdicts only.
 """

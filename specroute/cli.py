@@ -75,7 +75,6 @@ def validation_error(err, flags: dict[str, str], what: str) -> str:
     return f"{name}: {first['msg'].removeprefix('Value error, ')}"
 
 
-
 def _generate(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
@@ -290,10 +289,8 @@ def _loadtest(args: argparse.Namespace) -> int:
     return 0 if report.summary["requests"]["ok"] else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="specroute", description="Task-routed speculative decoding.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _serving_commands(sub) -> None:
+    """`specroute demo` and `specroute serve`: the whole system."""
     demo = sub.add_parser("demo", help="Build the demo zoo if missing, start the whole system, send every task's "
                                        "prompts through the SDK, shut down.")
     demo.add_argument("--zoo", default="zoo/demo", help="Zoo directory (built if it has no manifest).")
@@ -309,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--address", default=None, help="An existing Ray cluster (default: start a local one).")
     serve_cmd.set_defaults(func=_serve)
 
+
+def _generate_command(sub) -> None:
+    """`specroute generate`: in-process generation."""
     gen = sub.add_parser("generate", help="Generate in-process with a target and a drafter.")
     gen.add_argument("--target", required=True, help="Target model directory (save_pretrained format).")
     gen.add_argument("--drafter", default="none", help="A model directory, 'ngram', or 'none' (plain decoding).")
@@ -323,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--json", action="store_true", help="Print one JSON object: text, token_ids, stats.")
     gen.set_defaults(func=_generate)
 
+
+def _distill_command(sub) -> None:
+    """`specroute distill`: align a drafter to a target."""
     distill = sub.add_parser("distill", help="Align a drafter to any target by distillation (DistillSpec).")
     distill.add_argument("--target", required=True, help="Target model directory.")
     distill.add_argument("--prompts", required=True, help="Prompts: JSONL with a 'prompt' field, or one per line.")
@@ -341,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--seed", type=int, default=0)
     distill.set_defaults(func=_distill)
 
+
+def _zoo_commands(sub) -> None:
+    """`specroute zoo build|eval|quality`: the offline model zoo."""
     zoo = sub.add_parser("zoo", help="Build the offline model zoo.")
     zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
     build = zoo_sub.add_parser("build", help="Corpus, tokenizer, target and distilled drafters.")
@@ -362,7 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--out", default=None, help="Directory for quality.json (default: the zoo).")
     quality.set_defaults(func=_zoo_quality)
 
-    tasks = sub.add_parser("tasks", help="Task detection, drafter assignment and routing (the router).")
+
+def _tasks_commands(sub) -> None:
+    """`specroute tasks detect|assign|route`: the offline task steps, and one routing decision."""
+    tasks = sub.add_parser("tasks", help="Task detection and drafter assignment (offline), and one routing decision.")
     tasks_sub = tasks.add_subparsers(dest="tasks_command", required=True)
     detect = tasks_sub.add_parser("detect", help="Cluster prompts into tasks, name them, train the classifier.")
     detect.add_argument("--prompts", help="Prompts: JSONL with a 'prompt' field, or one per line.")
@@ -397,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                               "default: greedy.")
     route.set_defaults(func=_tasks_route)
 
+
+def _loadtest_command(sub) -> None:
+    """`specroute loadtest`: a bounded load test of one endpoint."""
     load = sub.add_parser("loadtest", help="Bounded closed-loop load test of one gRPC endpoint: throughput, TTFT, "
                                            "inter-token latency, tau, errors, replicas over time.",
                           description="N workers each send one streaming request after another to the one address "
@@ -417,6 +429,17 @@ def build_parser() -> argparse.ArgumentParser:
                            "unreachable: the report says so and the run goes on.")
     load.add_argument("--no-progress", action="store_true", help="No progress bar.")
     load.set_defaults(func=_loadtest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="specroute", description="Task-routed speculative decoding.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serving_commands(sub)
+    _generate_command(sub)
+    _distill_command(sub)
+    _zoo_commands(sub)
+    _tasks_commands(sub)
+    _loadtest_command(sub)
     return parser
 
 

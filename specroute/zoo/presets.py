@@ -252,15 +252,15 @@ def _bench_specialist(task: str, *extra: str) -> DrafterSpec:
 
 BENCH = Preset(
     name="bench", families=ALL_FAMILIES, vocab_size=4096, seq_len=256, max_positions=1024, max_prompt_tokens=192,
-    # 16 layers: with 12, a 2-layer Llama drafter's step measured 0.09-0.15 of the target's on the
-    # 2-core machine, too close to the 1/8 bound; depth is what a CPU decoding step pays for.
+    # 16 layers: with 12, a 2-layer Llama drafter's step came too close to the 1/8 cost bound on a
+    # small CPU host; depth is what a CPU decoding step pays for.
     target=ArchSpec(family="llama", hidden=256, layers=16),
     target_train=TrainSpec(steps=2400, batch_size=8, lr=1.5e-3, unlikelihood=1.0),
     drafters=(
         # Two generic bases of different families, widths and depths, distilled on every task's
         # data; generic-llama is the single-drafter baseline. Small drafters: at this scale tau
-        # follows the distillation data more than the drafter's size (in the exploration, 128x2
-        # distilled on the same data as 64x1 gained 3-10% tau and trained 4x slower).
+        # follows the distillation data more than the drafter's size (a wider, deeper drafter
+        # distilled on the same data gained little tau and trained several times slower).
         DrafterSpec(name="generic-llama", candidates=(_arch("llama", 64, 1),),
                     pretrain=TrainSpec(steps=600, lr=2e-3), distill=TrainSpec(steps=1000, batch_size=16, lr=1e-3)),
         DrafterSpec(name="generic-gpt2", candidates=(_arch("gpt2", 96, 2),),
@@ -270,7 +270,7 @@ BENCH = Preset(
         _bench_specialist("structured"),
     ),
     # Sampled continuations for sampled decoding, greedy ones on further prompts for greedy
-    # decoding: greedy data raised every drafter's greedy tau by 3-30% in the exploration.
+    # decoding: greedy data raised every drafter's greedy tau when it was explored.
     on_policy=OnPolicySpec(prompts_per_task=160, greedy_prompts_per_task=256, max_new_tokens=96, heldout_prompts=32),
     sizing=SizingSpec(distill_steps=100, prompts=8, max_new_tokens=48),
     max_step_cost_ratio=1 / 8,
