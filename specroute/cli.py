@@ -13,8 +13,8 @@
 
 Options that set a config model's fields (`specroute loadtest`: `LoadTestConfig`; `specroute generate`'s
 sampling: `SamplingParams`) are built from the model: its fields' types, defaults and descriptions.
-Benchmarks have their own command, `python -m bench`. Heavy imports (torch, transformers, the client)
-happen inside the subcommands, so `--help` is instant.
+Benchmarks have their own command, `python -m bench`. The subcommands import what they run (transformers,
+Ray, the zoo, the client) when they run; building the parser needs only the config models.
 """
 
 from __future__ import annotations
