@@ -13,7 +13,7 @@ its subclasses) by `from_rpc_error`, so callers can write
 `retryable` says whether the same request may succeed if sent again unchanged (the server's
 `core.errors.Code.retryable`: UNAVAILABLE); the client only retries such errors itself, and
 only before a stream has produced output. The classes mirror the codes of `core.errors`, the
-server's one error type; `from_service_error` turns one into its SDK exception.
+server's one error type.
 
 This module depends on grpcio and `core.errors` only.
 """
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import grpc
 
-from core.errors import Code, ServiceError, grpc_status
+from core.errors import Code, grpc_status
 
 __all__ = [
     "SpecrouteError",
@@ -37,7 +37,6 @@ __all__ = [
     "FailedPreconditionError",
     "InternalError",
     "from_rpc_error",
-    "from_service_error",
 ]
 
 
@@ -130,12 +129,6 @@ def from_rpc_error(err: grpc.RpcError) -> SpecrouteError:
     if details is None:
         details = str(err)
     return error_class(code)(code, str(details))
-
-
-def from_service_error(err: ServiceError) -> SpecrouteError:
-    """The SDK exception of a `core.errors.ServiceError` (one raised in this process, before a call)."""
-    code = grpc_status(err.code)
-    return error_class(code)(code, err.message)
 
 
 def _call_or_none(err: grpc.RpcError, name: str):
