@@ -21,7 +21,7 @@ models, gRPC or Ray.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 
 @dataclass
@@ -35,6 +35,9 @@ class RoundReport:
     draft_time_s: float = 0.0
     verify_time_s: float = 0.0
     rounds_drafted_ahead: int = 0
+    # accepted_per_position[i]: rounds whose accepted path reached draft position i + 1 (vLLM's
+    # per-position acceptance counter); position 1 is the root's child.
+    accepted_per_position: list[int] = field(default_factory=list)
 
     @property
     def tau(self) -> float:
@@ -48,13 +51,28 @@ class RoundReport:
     def add(self, other: RoundReport) -> None:
         """Adds another report's round counts and times to this one, in place."""
         for f in fields(RoundReport):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+            if f.name == "accepted_per_position":
+                self.accepted_per_position = add_per_position(self.accepted_per_position, other.accepted_per_position)
+            else:
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
     def then(self, later: RoundReport) -> RoundReport:
         """These rounds and later ones as one report (a new object)."""
         merged = RoundReport(**{f.name: getattr(self, f.name) for f in fields(RoundReport)})
+        merged.accepted_per_position = list(self.accepted_per_position)
         merged.add(later)
         return merged
+
+
+def add_per_position(a: list[int], b: list[int]) -> list[int]:
+    """Two per-position counts added position by position (the shorter padded with zeros)."""
+    longer, shorter = (a, b) if len(a) >= len(b) else (b, a)
+    return [x + (shorter[i] if i < len(shorter) else 0) for i, x in enumerate(longer)]
+
+
+def accepted_positions(num_accepted: int) -> list[int]:
+    """One round's per-position acceptance: its accepted path reached positions 1..num_accepted."""
+    return [1] * num_accepted
 
 
 @dataclass

@@ -14,6 +14,12 @@ The pieces of a request:
 If the router goes away (the client cancelled), the loop stops after the current round and both
 sessions are closed.
 
+Logs and metrics: the replica writes its logs as `core.logs.LogSettings` says (component
+"drafter-<name>", its Serve replica id), and the worker thread enters the request's
+`core.logs.request_scope`, so every line the request causes here (the service's, the verifier
+client's failover warnings) carries its id. The replica records its metrics
+(`drafter_service.metrics`): active requests, each round's draft and verify time, failovers.
+
 A replica receives its own settings (`DrafterSpec`, the verifier client's `VerifierClientConfig`),
 never the whole system's config. Resources are per deployment (`num_gpus` per drafter: its own
 GPU on a cluster; 0 on CPU), set by the app builder. This module only hosts; the work is
@@ -33,8 +39,10 @@ from ray import serve
 
 from core import cpus as cpu_affinity
 from core.errors import Code, ServiceError
+from core.logs import LogSettings, configure_logging, request_scope
 from drafter_service.base import drafter_config_model
 from drafter_service.contracts import ChunkOut, GenerationRequest
+from drafter_service.metrics import DrafterMetrics
 from drafter_service.service import DrafterService
 from verifier_service.client import ReplicaInfo, VerifierClientConfig, VerifierPool
 
@@ -60,10 +68,12 @@ class DrafterSpec(BaseModel):
 
 class _Worker:
     """Runs one request's stream on a worker thread and posts its chunks to the event loop's
-    queue, then None. A request that does not stream gets its rounds merged here."""
+    queue, then None. A request that does not stream gets its rounds merged here. The thread's
+    log lines carry the request's id; each round is recorded in `metrics` (if any)."""
 
-    def __init__(self, service: DrafterService, request: GenerationRequest, loop: asyncio.AbstractEventLoop):
-        self.service, self.request, self.loop = service, request, loop
+    def __init__(self, service: DrafterService, request: GenerationRequest, loop: asyncio.AbstractEventLoop,
+                 metrics: DrafterMetrics | None = None):
+        self.service, self.request, self.loop, self.metrics = service, request, loop, metrics
         self.queue: asyncio.Queue[ChunkOut | None] = asyncio.Queue()
         self.cancelled = threading.Event()
 
@@ -71,9 +81,14 @@ class _Worker:
         self.loop.call_soon_threadsafe(self.queue.put_nowait, chunk)
 
     def run(self) -> None:
+        with request_scope(self.request.request_id):
+            self._run()
+
+    def _run(self) -> None:
         held: ChunkOut | None = None  # a request that does not stream: its rounds so far
         try:
             for chunk in self.service.stream(self.request, self.cancelled):
+                self._record(chunk)
                 if self.request.stream or chunk.error is not None:
                     if held is not None:  # the merged rounds go out before an error
                         self._post(held)
@@ -91,6 +106,14 @@ class _Worker:
                 Code.INTERNAL, f"drafter {self.service.name}: {type(err).__name__}: {err}")))
         finally:
             self._post(None)
+
+    def _record(self, chunk: ChunkOut) -> None:
+        if self.metrics is None:
+            return
+        if chunk.round is not None:
+            self.metrics.rounds(chunk.round)
+        if chunk.report is not None:
+            self.metrics.finished(chunk.report)
 
 
 async def coalesced(queue: asyncio.Queue, interval_s: float, merge: bool = True) -> AsyncIterator[ChunkOut]:
@@ -124,7 +147,10 @@ async def coalesced(queue: asyncio.Queue, interval_s: float, merge: bool = True)
 @serve.deployment(name="Drafter")
 class DrafterDeployment:
     def __init__(self, spec: DrafterSpec, target_dir: str, verifier_client: VerifierClientConfig, directory,
-                 max_ongoing_requests: int = 16, torch_threads: int | None = None, cpus: list[int] | None = None):
+                 max_ongoing_requests: int = 16, torch_threads: int | None = None, cpus: list[int] | None = None,
+                 logs: LogSettings = LogSettings()):
+        configure_logging(logs, component=f"drafter-{spec.name}",
+                          replica=serve.get_replica_context().replica_id.unique_id)
         # Unset, torch follows Ray's OMP_NUM_THREADS (1 for a fractional num_cpus): with more threads
         # in both the drafter's and the verifier's process, idle OpenMP threads spin against each
         # other on a small machine (bench/results/earlier/README.md).
@@ -142,9 +168,13 @@ class DrafterDeployment:
         # Each request drafts on one of these threads (pinned to `cpus` if set); the event loop only relays.
         self.executor = ThreadPoolExecutor(max_ongoing_requests, thread_name_prefix=f"drafter-{spec.name}",
                                            initializer=cpu_affinity.pin, initargs=(cpus,))
+        self.metrics = DrafterMetrics(spec.name)
+        self.active = 0  # requests being served (changed on the event loop only)
 
     async def generate(self, request: GenerationRequest):
-        worker = _Worker(self.service, request, asyncio.get_running_loop())
+        worker = _Worker(self.service, request, asyncio.get_running_loop(), self.metrics)
+        self.active += 1
+        self.metrics.requests_active(self.active)
         asyncio.get_running_loop().run_in_executor(self.executor, worker.run)
         try:
             # A request that does not stream had its rounds merged by the worker.
@@ -152,6 +182,8 @@ class DrafterDeployment:
                 yield chunk
         finally:
             worker.cancelled.set()
+            self.active -= 1
+            self.metrics.requests_active(self.active)
 
     def verifier_replicas(self) -> list[str]:
         return [r.address for r in self.pool.replicas]

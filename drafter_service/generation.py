@@ -40,7 +40,7 @@ from typing import Iterator, Protocol, runtime_checkable
 from drafter_service.base import DraftLimit, DraftSession, Guess
 from drafter_service.detokenize import IncrementalDetokenizer, StopStringMatcher
 from core.contracts import DraftTree, Verdict
-from core.reports import GenerationReport, RoundReport
+from core.reports import GenerationReport, RoundReport, accepted_positions
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,8 @@ class _Loop:
         t3 = time.perf_counter()
         round_stats = RoundReport(1, verdict.num_drafted, verdict.num_accepted, verdict.num_emitted,
                                   draft_time_s=(t1 - t0) + (t3 - t2), verify_time_s=t2 - t1,
-                                  rounds_drafted_ahead=int(drafted_ahead))
+                                  rounds_drafted_ahead=int(drafted_ahead),
+                                  accepted_per_position=accepted_positions(verdict.num_accepted))
         self.stats.add(round_stats)
         return verdict, round_stats
 

@@ -11,6 +11,10 @@ here. Expected failures end the stream with an error chunk that carries a
 DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED. The verifier session and the draft session are closed
 however the stream ends, cancellation included.
 
+It logs one INFO line when a request starts (drafter, verifier replica, prompt tokens) and one
+when it ends (tokens, rounds, tau, failovers; or how it failed). The caller's thread carries the
+request's id (`core.logs.request_scope`, entered by the deployment's worker).
+
 This module knows nothing about Ray or routing; `drafter_service.deployment` hosts it on Serve.
 """
 
@@ -53,9 +57,13 @@ class DrafterService:
             session = self.pool.open(ids, request.sampling, request.request_id, request.timeout_s,
                                      request.max_new_tokens)
         except ServiceError as err:
+            log.info("request failed: drafter %s, %d prompt tokens, no verifier session: %s %s", self.name,
+                     len(ids), err.code.name, err.message)
             yield _error(err)
             return
+        log.info("request started: drafter %s, verifier %s, %d prompt tokens", self.name, session.replica, len(ids))
         draft = None
+        ended = "stopped early"  # the consumer went away, or a bug (the caller reports it)
         try:
             draft = self.drafter.start(ids, request.sampling)
             report = GenerationReport(prefill_time_s=session.prefill_time_s, prompt_tokens=len(ids))
@@ -63,19 +71,24 @@ class DrafterService:
             replica_sent = ""
             for chunk in speculate(session, draft, self.tokenizer, ids, stop, report):
                 if cancelled.is_set():
+                    ended = "cancelled"
                     return
                 final = None
                 if chunk.finish_reason is not None:
                     report.prefill_time_s = session.prefill_time_s  # a failover prefills again
                     report.verifier_replica, report.failovers = session.replica, session.failovers
                     final = report
+                    ended = (f"{report.num_generated} tokens, {report.rounds} rounds, tau {report.tau:.2f}, "
+                             f"{report.failovers} failovers, {chunk.finish_reason}")
                 replica = session.replica if session.replica != replica_sent else ""
                 replica_sent = session.replica
                 yield ChunkOut(chunk.token_ids, chunk.text, chunk.round, chunk.finish_reason, final,
                                verifier_replica=replica)
         except ServiceError as err:
+            ended = f"failed: {err.code.name} {err.message}"
             yield _error(err)
         finally:
+            log.info("request ended: %s", ended)
             session.close()
             if draft is not None:
                 draft.close()

@@ -20,7 +20,15 @@ with a code and a message that names the problem:
 Drafters are reached through `drafter_stream(name, request)`, an async iterator of `ChunkOut`
 (a Serve handle in the app, anything in tests). The chunks carry typed reports
 (`core.reports`); `Progress.status()` gives the request's `core.api.RequestStatus` in seconds,
-which the codecs put on the wire. This module knows nothing about gRPC messages, HTTP or Ray.
+which the codecs put on the wire.
+
+Observability: every step of a request's stream runs inside `core.logs.request_scope(request_id)`
+(the client's id or a generated one), so its log lines carry the id; one INFO line says how it was
+routed and one how it finished. What each request did goes to a `RequestRecorder` (a no-op unless
+the ingress passes its metrics, `router.metrics`): its first token, each chunk's tokens and rounds,
+and exactly one `finished` call per request with its code ("OK", a `core.errors.Code` name,
+"CANCELLED" when the client went away), requests the ingress refused before they reached here
+included (`refused`). This module knows nothing about gRPC messages, HTTP or Ray.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import dataclasses
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -37,7 +46,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.api import GenerateParams, RequestStatus
 from core.errors import Code, ServiceError
-from core.reports import GenerationReport
+from core.logs import request_scope
+from core.reports import GenerationReport, RoundReport
 from core.sampling import checked_sampling
 from drafter_service.contracts import ChunkOut, GenerationRequest
 from router.quota import KeyQuota
@@ -84,6 +94,49 @@ def checked_text(field: str, value: str, max_bytes: int) -> str:
     return value
 
 
+def checked_request_id(value: str, max_bytes: int) -> str:
+    """A client's request id: at most max_bytes of printable text (it is written into log lines and
+    echoed in headers); INVALID_ARGUMENT otherwise. "" stays "" (the server generates one)."""
+    checked_text("request_id", value, max_bytes)
+    if not value.isprintable():
+        raise _invalid("request_id: only printable characters are allowed")
+    return value
+
+
+OK = "OK"
+CANCELLED = Code.CANCELLED.value
+
+
+class RequestRecorder:
+    """Where the frontend reports each request; this base records nothing (tests, in-process use).
+    task and drafter are "" for a request that failed before it was routed."""
+
+    def first_token(self, task: str, drafter: str, seconds: float) -> None:
+        """The request's first token was streamed `seconds` after it reached the ingress."""
+
+    def chunk(self, task: str, drafter: str, tokens: int, rounds: RoundReport | None) -> None:
+        """A chunk returned `tokens` tokens to the client, covering `rounds` (None: no rounds reported)."""
+
+    def finished(self, code: str, task: str, drafter: str, source: str, tokens: int, ttft_s: float | None,
+                 e2e_s: float) -> None:
+        """The request ended with `code` ("OK" or a `core.errors.Code` name) after `e2e_s` seconds
+        (to its last chunk when OK), having streamed `tokens` tokens, the first after `ttft_s`."""
+
+
+@dataclass
+class _Outcome:
+    """What one request did so far, for its `finished` record and its last log line."""
+
+    start: float
+    task: str = ""
+    drafter: str = ""
+    source: str = ""
+    tokens: int = 0
+    ttft_s: float | None = None
+    last_chunk_s: float | None = None  # set by the chunk that finished the generation
+    report: GenerationReport | None = None
+
+
 @dataclass
 class Progress:
     """What the frontend knows about a request as it streams: routing, then the typed report."""
@@ -105,9 +158,10 @@ class Progress:
 
 class RouterFrontend:
     def __init__(self, router: Router, drafter_stream: Callable[[str, GenerationRequest], AsyncIterator[ChunkOut]],
-                 limits: Limits = Limits(), quota: KeyQuota | None = None):
+                 limits: Limits = Limits(), quota: KeyQuota | None = None, recorder: RequestRecorder | None = None):
         self.router, self.drafter_stream, self.limits = router, drafter_stream, limits
         self.quota = quota or KeyQuota()
+        self.recorder = recorder or RequestRecorder()
 
     def authorize(self, metadata: dict[str, str]) -> str:
         """The caller's API key ("" when no keys are configured); UNAUTHENTICATED if it has none."""
@@ -130,8 +184,9 @@ class RouterFrontend:
             raise _invalid("prompt: not valid Unicode text (a lone UTF-16 surrogate?)") from None
         if size > lim.max_prompt_bytes:
             raise _invalid(f"the prompt is {size} bytes; the limit is {lim.max_prompt_bytes}")
-        for name in ("task", "drafter", "request_id"):
+        for name in ("task", "drafter"):
             checked_text(name, getattr(p, name) or "", lim.max_name_bytes)
+        checked_request_id(p.request_id or "", lim.max_name_bytes)
         for stop in p.stop:
             checked_text("stop", stop, lim.max_stop_bytes)
         max_new = lim.default_max_new_tokens if p.max_new_tokens is None else p.max_new_tokens
@@ -152,32 +207,91 @@ class RouterFrontend:
                                     lim.request_timeout_s, p.stream)
         return request, decision
 
-    async def generate(self, p: GenerateParams, key: str = "") -> AsyncIterator[tuple[ChunkOut, Progress]]:
+    async def generate(self, p: GenerateParams, key: str = "",
+                       start: float | None = None) -> AsyncIterator[tuple[ChunkOut, Progress]]:
         """Yields (chunk, progress) per round; raises ServiceError. The caller reads the status off
         progress. `key` (from `authorize`) is counted against its rate and its open streams
-        (`router.quota`, RESOURCE_EXHAUSTED with how long to back off)."""
-        self.quota.acquire(key)  # first: a key over its limits costs no validation or routing
+        (`router.quota`, RESOURCE_EXHAUSTED with how long to back off). `start`: when the request
+        reached the ingress (`time.perf_counter()`), for its latencies; now by default.
+
+        Each step runs in the request's log scope, entered and left within the step: a stream's
+        steps may run in different asyncio tasks (an HTTP response streams in its own)."""
+        start = time.perf_counter() if start is None else start
+        request_id = self.request_id_for(p.request_id)
+        if not p.request_id:
+            p = dataclasses.replace(p, request_id=request_id)
+        steps = self._generate(p, key, _Outcome(start))
         try:
-            request, decision = self.prepare(p)
-            async for item in self._stream(p, request, decision):
+            while True:
+                with request_scope(request_id):
+                    try:
+                        item = await anext(steps)
+                    except StopAsyncIteration:
+                        return
                 yield item
         finally:
-            self.quota.release(key)
+            with request_scope(request_id):
+                await steps.aclose()
 
-    async def _stream(self, p: GenerateParams, request: GenerationRequest,
-                      decision: RouteDecision) -> AsyncIterator[tuple[ChunkOut, Progress]]:
+    def request_id_for(self, given: str | None) -> str:
+        """The id the request's log lines carry: the client's, or a fresh one when it sent none or
+        one `prepare` will refuse (an id that is not printable text never enters a log line)."""
+        try:
+            return checked_request_id(given or "", self.limits.max_name_bytes) or uuid.uuid4().hex
+        except ServiceError:
+            return uuid.uuid4().hex
+
+    async def _generate(self, p: GenerateParams, key: str,
+                        outcome: _Outcome) -> AsyncIterator[tuple[ChunkOut, Progress]]:
+        code = CANCELLED
+        try:
+            self.quota.acquire(key)  # first: a key over its limits costs no validation or routing
+            try:
+                request, decision = self.prepare(p)
+                outcome.task, outcome.drafter, outcome.source = decision.task or "", decision.drafter, decision.source
+                log.info("routed: task=%s drafter=%s source=%s confidence=%.3f", outcome.task, decision.drafter,
+                         decision.source, decision.confidence)
+                async for item in self._stream(p, request, decision, outcome):
+                    yield item
+            finally:
+                self.quota.release(key)
+            code = OK
+        except ServiceError as err:
+            code = err.code.value
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            raise  # CANCELLED, unless the generation had finished (the caller stopped after the last chunk)
+        except Exception:
+            code = Code.INTERNAL.value
+            raise
+        finally:
+            if code == CANCELLED and outcome.last_chunk_s is not None:
+                code = OK
+            self._finished(code, outcome, time.perf_counter() - outcome.start)
+
+    async def _stream(self, p: GenerateParams, request: GenerationRequest, decision: RouteDecision,
+                      outcome: _Outcome) -> AsyncIterator[tuple[ChunkOut, Progress]]:
         progress = Progress(request.request_id, decision)
         got_any = False
+        task, drafter = outcome.task, outcome.drafter
         try:
             async for chunk in self.drafter_stream(decision.drafter, request):
                 if chunk.error is not None:
                     raise chunk.error
+                now = time.perf_counter()
                 if progress.first_token_s is None and chunk.token_ids:
-                    progress.first_token_s = time.perf_counter() - progress.start
+                    progress.first_token_s = now - progress.start
+                if outcome.ttft_s is None and chunk.token_ids:
+                    outcome.ttft_s = now - outcome.start
+                    self.recorder.first_token(task, drafter, outcome.ttft_s)
                 if chunk.report is not None:
-                    progress.report = chunk.report
+                    progress.report = outcome.report = chunk.report
                 if chunk.verifier_replica:
                     progress.verifier_replica = chunk.verifier_replica
+                outcome.tokens += len(chunk.token_ids)
+                self.recorder.chunk(task, drafter, len(chunk.token_ids), chunk.round)
+                if chunk.finish_reason is not None:
+                    outcome.last_chunk_s = now - outcome.start
                 got_any = True
                 yield chunk, progress
         except ServiceError:
@@ -192,6 +306,24 @@ class RouterFrontend:
             r = progress.report
             await asyncio.to_thread(self.router.record, decision, p.prompt, r.num_generated, r.rounds,
                                     r.draft_time_s + r.verify_time_s)
+
+    def _finished(self, code: str, outcome: _Outcome, elapsed_s: float) -> None:
+        """The request's one `finished` record and its last log line."""
+        e2e_s = outcome.last_chunk_s if code == OK and outcome.last_chunk_s is not None else elapsed_s
+        r = outcome.report
+        log.info("finished: code=%s tokens=%d rounds=%d tau=%.2f seconds=%.3f", code, outcome.tokens,
+                 r.rounds if r else 0, r.tau if r else 0.0, e2e_s)
+        self.recorder.finished(code, outcome.task, outcome.drafter, outcome.source, outcome.tokens, outcome.ttft_s,
+                               e2e_s)
+
+    def refused(self, err: Exception, request_id: str = "", start: float | None = None) -> None:
+        """Records a request the ingress refused before `generate` (no API key, a malformed
+        message, an invalid body): its one `finished` record, code INVALID_ARGUMENT and the like
+        (INTERNAL for a bug), task and drafter ""."""
+        code = err.code.value if isinstance(err, ServiceError) else Code.INTERNAL.value
+        outcome = _Outcome(time.perf_counter() if start is None else start)
+        with request_scope(request_id):
+            self._finished(code, outcome, time.perf_counter() - outcome.start)
 
     def classify(self, prompt: str, task: str | None = None, drafter: str | None = None) -> RouteDecision:
         try:

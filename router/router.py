@@ -15,14 +15,16 @@ sampled: the routing table measured each, `router.assign`):
    deployed table, and the same seed gives the same output.
 
 `Router.record` sends a finished request's figures to Redis (`router.stats`); it never raises.
-Bad requests raise `ValueError` with a message that names the problem. This module knows
-nothing about gRPC, Ray or models.
+Bad requests raise `ValueError` with a message that names the problem. Each classification's time
+and each decision's source go to a `RoutingRecorder` (a no-op unless the replica passes its
+metrics, `router.metrics`). This module knows nothing about gRPC, Ray or models.
 """
 
 from __future__ import annotations
 
 import random
 import threading
+import time
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,6 +35,16 @@ from router.policy import PolicyConfig, choose
 from router.stats import RequestRecord, RoutingStats
 
 SOURCES = ("drafter-override", "task-override", "classifier", "low-confidence")
+
+
+class RoutingRecorder:
+    """Where the router reports what it does; this base records nothing (tests, in-process use)."""
+
+    def classified(self, seconds: float) -> None:
+        """One classification (featurise + predict) took `seconds`."""
+
+    def decided(self, source: str) -> None:
+        """A routing decision was made, by `source` (one of SOURCES)."""
 
 
 class RouterConfig(BaseModel):
@@ -57,18 +69,24 @@ class RouteDecision:
 
 class Router:
     def __init__(self, tasks: TaskArtifact, table: RoutingTable, stats: RoutingStats | None = None,
-                 config: RouterConfig = RouterConfig()):
+                 config: RouterConfig = RouterConfig(), recorder: RoutingRecorder | None = None):
         if table.tasks_version != tasks.version:
             raise ValueError(f"routing table was made for tasks {table.tasks_version}, not {tasks.version}: "
                              "re-run `specroute tasks assign`")
         self.tasks, self.table, self.stats, self.config = tasks, table, stats, config
+        self.recorder = recorder or RoutingRecorder()
         self._rng = random.Random(config.seed)
         self._rng_lock = threading.Lock()
 
     def route(self, prompt: str, task: str | None = None, drafter: str | None = None,
               greedy: bool = True, seeded: bool = False) -> RouteDecision:
         """`greedy`: whether the request decodes greedily (else it samples); `seeded`: whether it
-        names a seed."""
+        names a seed. Every decision (a Classify call's too) is reported to the recorder."""
+        decision = self._route(prompt, task, drafter, greedy, seeded)
+        self.recorder.decided(decision.source)
+        return decision
+
+    def _route(self, prompt: str, task: str | None, drafter: str | None, greedy: bool, seeded: bool) -> RouteDecision:
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("the prompt is empty")
         mode = mode_of(greedy)
@@ -81,7 +99,9 @@ class Router:
             if task not in routes.table:
                 raise ValueError(f"unknown task {task!r}; known: {sorted(routes.table)}")
             return self._for_task(task, 1.0, "task-override", mode, seeded)
+        started = time.perf_counter()
         prediction = self.tasks.classifier.predict(prompt)
+        self.recorder.classified(time.perf_counter() - started)
         if prediction.confidence < self.config.confidence_threshold or prediction.task not in routes.table:
             return RouteDecision(prediction.task, routes.default, prediction.confidence, "low-confidence", mode=mode)
         return self._for_task(prediction.task, prediction.confidence, "classifier", mode, seeded)

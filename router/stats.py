@@ -8,7 +8,9 @@ query log that task detection can re-run on).
 Redis may go away. Then nothing here raises: records wait in a bounded in-memory queue and are
 written when Redis answers again, reads return the last values read, and one warning is logged
 per outage. Calls use short socket timeouts, so a dead server costs milliseconds, and after a
-failure the server is not tried again for `retry_s`.
+failure the server is not tried again for `retry_s`. Whether Redis answered at its last use and how
+many records wait in memory go to a `StatsRecorder` when either changes (a no-op unless the replica
+passes its metrics, `router.metrics`).
 
 Keys (prefix `specroute` by default): `{p}:arms:{task}:{mode}` (set of drafters seen),
 `{p}:arm:{task}:{mode}:{drafter}` (hash of counters), `{p}:recent:{task}:{mode}:{drafter}` (list of
@@ -52,6 +54,13 @@ class RequestRecord:
         return self.tokens / self.decode_s if self.decode_s > 0 else 0.0
 
 
+class StatsRecorder:
+    """Where the statistics report Redis's state; this base records nothing (tests, in-process use)."""
+
+    def redis_state(self, up: bool, buffered: int) -> None:
+        """Redis answered at its last use (`up`), and `buffered` records wait in memory."""
+
+
 @dataclass
 class ArmStats:
     """Counters of one (task, drafter) and its recent rewards, newest first."""
@@ -73,7 +82,8 @@ class ArmStats:
 
 class RoutingStats:
     def __init__(self, url: str, prefix: str = "specroute", recent: int = 32, log_cap: int = 10_000,
-                 retry_s: float = 1.0, pending_cap: int = 10_000, timeout_s: float = 0.2):
+                 retry_s: float = 1.0, pending_cap: int = 10_000, timeout_s: float = 0.2,
+                 recorder: StatsRecorder | None = None):
         self.url, self.prefix, self.recent, self.log_cap, self.retry_s = url, prefix, recent, log_cap, retry_s
         self._client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s,
                                             decode_responses=True)
@@ -82,6 +92,9 @@ class RoutingStats:
         self._down_since: float | None = None
         self._next_try = 0.0
         self._lock = threading.Lock()
+        self.recorder = recorder or StatsRecorder()
+        self._reported: tuple[bool, int] | None = None
+        self._report()
 
     # --- availability -------------------------------------------------------------------------
 
@@ -92,6 +105,13 @@ class RoutingStats:
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    def _report(self) -> None:
+        """Tells the recorder Redis's state and the backlog, when either changed since last told."""
+        state = (self.available, len(self._pending))
+        if state != self._reported:
+            self._reported = state
+            self.recorder.redis_state(*state)
 
     def _usable(self) -> bool:
         return self._down_since is None or time.monotonic() >= self._next_try
@@ -114,22 +134,28 @@ class RoutingStats:
     def record(self, rec: RequestRecord) -> bool:
         """Adds a finished request; True if it (and any backlog) reached Redis. Never raises."""
         with self._lock:
-            self._pending.append(rec)
-            if not self._usable():
-                return False
-            batch = list(self._pending)
             try:
-                pipe = self._client.pipeline(transaction=False)
-                for r in batch:
-                    self._write(pipe, r)
-                pipe.execute()
-            except redis.exceptions.RedisError as err:
-                self._failed(err)
-                return False
-            for _ in batch:
-                self._pending.popleft()
-            self._recovered()
-            return True
+                return self._record(rec)
+            finally:
+                self._report()
+
+    def _record(self, rec: RequestRecord) -> bool:
+        self._pending.append(rec)
+        if not self._usable():
+            return False
+        batch = list(self._pending)
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for r in batch:
+                self._write(pipe, r)
+            pipe.execute()
+        except redis.exceptions.RedisError as err:
+            self._failed(err)
+            return False
+        for _ in batch:
+            self._pending.popleft()
+        self._recovered()
+        return True
 
     def _write(self, pipe, r: RequestRecord) -> None:
         p = self.prefix
@@ -152,28 +178,34 @@ class RoutingStats:
     def arms(self, task: str, mode: str = "greedy") -> dict[str, ArmStats]:
         """{drafter: stats} for a task in a sampling mode; the last values read if Redis does not
         answer. Never raises."""
-        arm = f"{task}:{mode}"
         with self._lock:
-            if not self._usable():
-                return self._last_arms.get(arm, {})
             try:
-                drafters = sorted(self._client.smembers(f"{self.prefix}:arms:{arm}"))
-                pipe = self._client.pipeline(transaction=False)
-                for d in drafters:
-                    pipe.hgetall(f"{self.prefix}:arm:{arm}:{d}")
-                    pipe.lrange(f"{self.prefix}:recent:{arm}:{d}", 0, -1)
-                replies = pipe.execute()
-            except redis.exceptions.RedisError as err:
-                self._failed(err)
-                return self._last_arms.get(arm, {})
-            self._recovered()
-            result = {}
-            for i, d in enumerate(drafters):
-                h, recent = replies[2 * i], replies[2 * i + 1]
-                result[d] = ArmStats(int(h.get("requests", 0)), int(h.get("tokens", 0)), int(h.get("rounds", 0)),
-                                     float(h.get("decode_s", 0.0)), [float(x) for x in recent])
-            self._last_arms[arm] = result
-            return result
+                return self._arms(task, mode)
+            finally:
+                self._report()
+
+    def _arms(self, task: str, mode: str) -> dict[str, ArmStats]:
+        arm = f"{task}:{mode}"
+        if not self._usable():
+            return self._last_arms.get(arm, {})
+        try:
+            drafters = sorted(self._client.smembers(f"{self.prefix}:arms:{arm}"))
+            pipe = self._client.pipeline(transaction=False)
+            for d in drafters:
+                pipe.hgetall(f"{self.prefix}:arm:{arm}:{d}")
+                pipe.lrange(f"{self.prefix}:recent:{arm}:{d}", 0, -1)
+            replies = pipe.execute()
+        except redis.exceptions.RedisError as err:
+            self._failed(err)
+            return self._last_arms.get(arm, {})
+        self._recovered()
+        result = {}
+        for i, d in enumerate(drafters):
+            h, recent = replies[2 * i], replies[2 * i + 1]
+            result[d] = ArmStats(int(h.get("requests", 0)), int(h.get("tokens", 0)), int(h.get("rounds", 0)),
+                                 float(h.get("decode_s", 0.0)), [float(x) for x in recent])
+        self._last_arms[arm] = result
+        return result
 
     def query_log(self, count: int | None = None) -> list[dict]:
         """The logged queries, oldest first (at most `count`, the newest ones)."""

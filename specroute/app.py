@@ -79,16 +79,16 @@ def build_app(config: SystemConfig) -> Application:
     # Not validated here: the target directory need exist only where the replicas run.
     target = ModelLoadConfig.model_construct(**config.target.model_dump())
     verifier = VerifierDeployment.options(**verifier_serve_options(v.deployment)).bind(
-        target, v.server(), directory, v.heartbeat_s, v.deployment.torch_threads, v.deployment.cpus)
+        target, v.server(), directory, v.heartbeat_s, v.deployment.torch_threads, v.deployment.cpus, logs=config.logs)
     drafters = {}
     for d in config.drafters:
         drafters[d.name] = DrafterDeployment.options(name=deployment_name(d.name), **d.deployment.serve_options()).bind(
             d.spec(), str(config.target.path), v.client(), directory, d.deployment.max_ongoing_requests,
-            d.deployment.torch_threads, d.deployment.cpus)
+            d.deployment.torch_threads, d.deployment.cpus, logs=config.logs)
     catalog = [DrafterInfo(d.name, d.kind, d.family or "", d.params, d.specialised_for or "") for d in config.drafters]
     # The verifier is bound so that it deploys with the app; nothing calls it through a handle.
     return RouterIngress.options(**config.router.deployment.serve_options()).bind(
-        ingress_settings(config), drafters, catalog, directory, verifier)
+        ingress_settings(config), drafters, catalog, directory, verifier, logs=config.logs)
 
 
 def app_builder(args: dict) -> Application:

@@ -25,6 +25,7 @@ import yaml
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
 
+from core.logs import LogSettings
 from core.tls import TlsFiles
 from drafter_service.deployment import DrafterSpec
 from router.frontend import Limits
@@ -187,6 +188,9 @@ class EndpointSettings(_Strict):
                                                    "(mutual TLS with `ca`).")
     grpc_tls_port: int | None = Field(None, ge=1, le=65535, description="The public gRPC API over TLS (needs `tls`); "
                                       "Ray Serve's proxy still serves plaintext gRPC on grpc_port.")
+    metrics_port: int | None = Field(None, ge=1, le=65535, description="Where a Ray started by `specroute serve` "
+                                     "exports Prometheus metrics (every replica's); None: a free port, printed at "
+                                     "start. A cluster's Ray sets its own (KubeRay: 8080).")
 
     @model_validator(mode="after")
     def _tls_port_needs_tls(self) -> "EndpointSettings":
@@ -203,6 +207,8 @@ class SystemConfig(_Strict):
     verifier: VerifierSettings = Field(default_factory=VerifierSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     endpoints: EndpointSettings = Field(default_factory=EndpointSettings)
+    logs: LogSettings = Field(default_factory=LogSettings, description="Every replica's log lines: format (text or "
+                              "json, each line with its request's id) and where they go (stderr or a directory).")
     ray_cpus: CpuList | None = Field(
         None, description="Linux, a Ray started by `specroute serve` itself (no --address): the CPUs its processes "
                           "start on (its daemons, Serve's proxy and controller, every replica). Compute threads "

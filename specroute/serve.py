@@ -47,6 +47,16 @@ class LocalSystem:
         return f"{scheme}://{self.config.endpoints.host}:{self.config.endpoints.http_port}"
 
     @property
+    def metrics_url(self) -> str | None:
+        """Ray's Prometheus endpoint on this node (every replica's metrics on it), once connected."""
+        import ray
+        if not ray.is_initialized():
+            return None
+        node = ray.get_runtime_context().get_node_id()
+        info = next((n for n in ray.nodes() if n["NodeID"] == node), None)
+        return f"http://{info['NodeManagerAddress']}:{info['MetricsExportPort']}/metrics" if info else None
+
+    @property
     def grpc_tls_address(self) -> str | None:
         ep = self.config.endpoints
         return f"{ep.host}:{ep.grpc_tls_port}" if ep.grpc_tls_port else None
@@ -115,7 +125,8 @@ class LocalSystem:
             if self.address is None:
                 # Logical CPUs: deployments ask for fractions; a laptop's cores are shared, not split.
                 ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=False,
-                         runtime_env=env, logging_level=logging.WARNING, log_to_driver=False)
+                         runtime_env=env, logging_level=logging.WARNING, log_to_driver=False,
+                         _metrics_export_port=self.config.endpoints.metrics_port)
                 self.started_ray = True
             else:
                 ray.init(address=self.address, runtime_env=env, logging_level=logging.WARNING)

@@ -33,7 +33,7 @@ INTEGRATION_MODULES = {
     "bench/test_scale_bench.py", "bench/test_services_bench.py",
     "bench/test_target_bench.py",  # trains a lever on the tiny target
     "specroute/test_autoscaling.py", "specroute/test_fuzz.py", "specroute/test_serve.py",
-    "specroute/test_soak.py", "specroute/test_system.py", "specroute/test_tls.py",
+    "specroute/test_observability.py", "specroute/test_soak.py", "specroute/test_system.py", "specroute/test_tls.py",
     "specroute/test_training.py", "specroute/test_distill.py", "specroute/test_zoo.py",
     "verifier_service/test_sampling_lossless.py",  # the statistical test: thousands of seeded generations
 }
@@ -52,7 +52,7 @@ INTEGRATION_FIXTURES = {
 # that needs Ray to be started by the test itself: they share one Ray and one Serve.
 SHARED_RAY_MODULES = {
     "specroute/test_autoscaling.py", "specroute/test_fuzz.py", "specroute/test_loadtest.py",
-    "specroute/test_soak.py", "specroute/test_system.py",
+    "specroute/test_observability.py", "specroute/test_soak.py", "specroute/test_system.py",
 }
 # Modules that need a Ray of their own (the shared one is shut down before them):
 OWN_RAY_MODULES = {

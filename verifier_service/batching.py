@@ -24,11 +24,15 @@ session reserves `prompt + max_new_tokens + max_tree_nodes` slots when it opens 
 if it does not say), and an open that would over-commit the pool fails at once with
 `PoolFullError`, so a running session never runs out of room mid-generation.
 
+What the loop does is reported to a `ForwardObserver` (trees and tree tokens per forward, how long
+each tree queued, the pool's slots in use and free after each iteration); the default observer
+does nothing, so a process without metrics pays nothing.
+
 Callers (the gRPC servicer, on its event loop) get `concurrent.futures.Future`s; `close` may come
 at any time (a cancelled stream): the session's queued work is dropped and its slots freed by the
 loop thread, which alone touches the pool.
 
-This module knows nothing about gRPC, drafters or Ray.
+This module knows nothing about gRPC, drafters or Ray (nor where the observer sends what it sees).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import torch
 
@@ -51,6 +56,32 @@ from verifier_service.target import TargetModel
 from core.tree_mask import ancestor_matrix, tree_depths
 
 log = logging.getLogger(__name__)
+
+
+class ForwardObserver(Protocol):
+    """What a verifier's forwards report (a metrics sink; every method must return quickly)."""
+
+    def forward(self, trees: int, tokens: int) -> None:
+        """One target forward verified `trees` trees (>= 1) of `tokens` tree tokens in all."""
+
+    def queue_wait(self, seconds: float) -> None:
+        """A tree waited this long between its submission and the start of its forward."""
+
+    def kv_slots(self, used: int, free: int) -> None:
+        """The KV pool's slots now in use, and free (up to its `max_tokens`)."""
+
+
+class NoForwardObserver:
+    """The default `ForwardObserver`: ignores everything."""
+
+    def forward(self, trees: int, tokens: int) -> None:
+        pass
+
+    def queue_wait(self, seconds: float) -> None:
+        pass
+
+    def kv_slots(self, used: int, free: int) -> None:
+        pass
 
 
 class PagedSession(SessionState):
@@ -81,10 +112,13 @@ class _Work:
 
 class BatchedVerifier:
     def __init__(self, target: TargetModel, max_batch_tokens: int = 512, max_kv_tokens: int = 1 << 16,
-                 prefill_chunk_tokens: int = 256, batch_wait_ms: float = 10.0, cpus: list[int] | None = None):
+                 prefill_chunk_tokens: int = 256, batch_wait_ms: float = 10.0, cpus: list[int] | None = None,
+                 observer: ForwardObserver | None = None):
+        """observer: told about every forward, queue wait and the pool's slots (on the loop thread)."""
         if max_batch_tokens < 1 or prefill_chunk_tokens < 1:
             raise ValueError("max_batch_tokens and prefill_chunk_tokens must be >= 1")
         self.target = target
+        self.observer: ForwardObserver = observer or NoForwardObserver()
         self.max_batch_tokens, self.prefill_chunk_tokens = max_batch_tokens, prefill_chunk_tokens
         self.batch_wait_s = batch_wait_ms / 1e3
         self._open: set[PagedSession] = set()
@@ -191,6 +225,9 @@ class BatchedVerifier:
                 batch = self._take()
             if batch:
                 self._step(batch)
+            if batch or closing:
+                used = self.pool.used
+                self.observer.kv_slots(used, self.pool.max_tokens - used)
 
     def _drafting(self) -> int:
         """Open, prefilled sessions with nothing queued: each is drafting its next tree."""
@@ -235,6 +272,10 @@ class BatchedVerifier:
 
     def _step(self, batch: list[tuple[_Work, int]]) -> None:
         rows, tokens, positions, slots, keep_rows, placed = [], [], [], [], [], []
+        started = time.perf_counter()
+        trees = [(work, n) for work, n in batch if work.tree is not None]
+        for work, _ in trees:
+            self.observer.queue_wait(started - work.submitted)
         try:
             for work, n in batch:
                 session = work.session
@@ -270,6 +311,8 @@ class BatchedVerifier:
                 self._finish(work, error=err)
             return
         self.forwards += 1
+        if trees:
+            self.observer.forward(len(trees), sum(n for _, n in trees))
         row = 0
         for (work, n), new_slots in zip(batch, placed):
             session = work.session

@@ -13,7 +13,11 @@ so each replica reports its open sessions and waiting work as custom autoscaling
 
 A replica receives its own settings: the target's `core.hf.ModelLoadConfig` (validated here,
 where the weights are), its `VerifierServerConfig`, the heartbeat interval and where its compute
-threads run. This module only hosts; the protocol is `verifier_service.server`.
+threads run, and how it writes its logs (`core.logs.LogSettings`: the component is "verifier", the
+replica its Serve replica id; each session's lines carry its request's id). It records the
+verifier's metrics (`verifier_service.metrics`) through the server's observer; the heartbeat also
+sets the gauges (open sessions, KV slots) each beat. This module only hosts; the protocol is
+`verifier_service.server`.
 """
 
 from __future__ import annotations
@@ -26,16 +30,20 @@ import torch
 from ray import serve
 
 from core.hf import ModelLoadConfig
+from core.logs import LogSettings, configure_logging
+from verifier_service.metrics import VerifierMetrics
 from verifier_service.server import VerifierServer, VerifierServerConfig
 from verifier_service.target import TargetModel
 
-log = logging.getLogger("ray.serve")
+log = logging.getLogger(__name__)
 
 
 @serve.deployment(name="Verifier")
 class VerifierDeployment:
     def __init__(self, target: ModelLoadConfig, server: VerifierServerConfig, directory, heartbeat_s: float = 1.0,
-                 torch_threads: int | None = None, cpus: list[int] | None = None):
+                 torch_threads: int | None = None, cpus: list[int] | None = None, logs: LogSettings = LogSettings()):
+        replica = serve.get_replica_context().replica_id.unique_id
+        configure_logging(logs, component="verifier", replica=replica)
         if torch_threads:  # unset: Ray's OMP_NUM_THREADS (see drafter_service/deployment.py)
             torch.set_num_threads(torch_threads)
         self.model = TargetModel(ModelLoadConfig.model_validate(target.model_dump()))
@@ -44,8 +52,8 @@ class VerifierDeployment:
             server = server.model_copy(update={"advertise_host": ray.util.get_node_ip_address()})
         self.config = server
         self.heartbeat_s = heartbeat_s
-        replica = serve.get_replica_context().replica_id.unique_id
-        self.server = VerifierServer(self.model, self.config, replica=replica, cpus=cpus).start()
+        self.metrics = VerifierMetrics()
+        self.server = VerifierServer(self.model, self.config, replica=replica, cpus=cpus, observer=self.metrics).start()
         self.directory = directory
         self._stop = threading.Event()
         # Heartbeats block on the directory's reply, so they run on a thread of their own (the
@@ -54,6 +62,7 @@ class VerifierDeployment:
 
     def _beat(self) -> None:
         servicer = self.server.servicer
+        servicer.report_gauges()
         self.directory.heartbeat.remote(self.server.address, servicer.replica, self.server.active_sessions,
                                         self.config.max_sessions, servicer.stats()).result(timeout_s=10)
 

@@ -33,6 +33,13 @@ logged and answered INTERNAL, never as the caller's fault. The statuses:
 - INTERNAL: a bug in the verifier.
 The gRPC health protocol (grpc.health.v1) reports SERVING, or NOT_SERVING while draining.
 
+A session's log lines carry its request's id (`core.logs.request_scope`, entered once the opening
+message is read): one "session opened" and one "session closed" line per session. What the server
+does is reported to a `VerifierObserver` (open sessions, refused sessions by reason, and the
+forwards, queue waits and KV slots of `verifier_service.batching.ForwardObserver`); the default
+observer does nothing, so in-process use pays nothing. The Serve deployment passes one that
+records Ray metrics (`verifier_service.metrics`).
+
 This module knows nothing about drafters, routing or Ray.
 """
 
@@ -44,7 +51,7 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Awaitable, TypeVar
+from typing import Awaitable, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -53,12 +60,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from core import cpus as cpu_affinity
 from core.contracts import SessionOpen, SessionOpened
 from core.errors import Code, ServiceError, grpc_status
+from core.logs import request_scope
 from core.tls import TlsFiles
 from core.verifier_codec import (CLOSE, OPEN, TREE, SessionRequest, add_VerifierServicer_to_server,
                                  open_from_request, opened_response, request_kind, tree_from_request,
                                  verdict_response)
 from core.verifier_codec import VerifierServicer as VerifierServicerBase
-from verifier_service.batching import BatchedVerifier
+from verifier_service.batching import BatchedVerifier, ForwardObserver, NoForwardObserver
+from verifier_service.kv_pool import PoolFullError
 from verifier_service.session import DEFAULT_MAX_TREE_NODES, VerifierSession
 from verifier_service.target import TargetModel
 
@@ -102,11 +111,48 @@ class VerifierServerConfig(BaseModel):
                                                            "cancels and retries gets the room its dead session frees).")
 
 
+class VerifierObserver(ForwardObserver, Protocol):
+    """What the verifier server reports (a metrics sink; every method must return quickly)."""
+
+    def sessions_open(self, sessions: int) -> None:
+        """Sessions now open on this server."""
+
+    def session_refused(self, reason: str) -> None:
+        """A session was refused before it opened (reason: one of REFUSAL_REASONS' values)."""
+
+
+class NoObserver(NoForwardObserver):
+    """The default `VerifierObserver`: ignores everything."""
+
+    def sessions_open(self, sessions: int) -> None:
+        pass
+
+    def session_refused(self, reason: str) -> None:
+        pass
+
+
+DRAINING, SESSION_LIMIT, POOL_FULL, INVALID = "draining", "session_limit", "pool_full", "invalid"
+REFUSAL_REASONS = {Code.UNAVAILABLE: DRAINING, Code.INVALID_ARGUMENT: INVALID, Code.FAILED_PRECONDITION: INVALID,
+                   Code.DEADLINE_EXCEEDED: "idle"}
+"""A refused session's reason, by the code it was refused with (RESOURCE_EXHAUSTED: `refusal_reason`)."""
+
+
+def refusal_reason(err: ServiceError) -> str:
+    """The reason a session refused with `err` is counted under."""
+    if isinstance(err, PoolFullError):
+        return POOL_FULL
+    if err.code is Code.RESOURCE_EXHAUSTED:
+        return SESSION_LIMIT
+    return REFUSAL_REASONS.get(err.code, err.code.name.lower())
+
+
 class _Unbatched:
     """One `VerifierSession` per stream; forwards one at a time on one worker thread."""
 
-    def __init__(self, target: TargetModel, config: VerifierServerConfig, cpus: list[int] | None = None):
+    def __init__(self, target: TargetModel, config: VerifierServerConfig, cpus: list[int] | None = None,
+                 observer: VerifierObserver | None = None):
         self.target, self.config = target, config
+        self.observer = observer or NoObserver()
         self._forward = ThreadPoolExecutor(1, thread_name_prefix="verifier-forward", initializer=cpu_affinity.pin,
                                            initargs=(cpus,))
 
@@ -117,13 +163,23 @@ class _Unbatched:
         return await self._run(VerifierSession, self.target, prompt_ids, sampling, self.config.max_tree_nodes)
 
     async def verify(self, session, tree):
-        return await self._run(session.verify, tree)
+        submitted = time.perf_counter()
+
+        def verify():
+            self.observer.queue_wait(time.perf_counter() - submitted)
+            verdict = session.verify(tree)
+            self.observer.forward(1, tree.num_nodes)
+            return verdict
+        return await self._run(verify)
 
     def close(self, session) -> None:
         pass
 
     def stats(self) -> dict[str, float]:
         return {}
+
+    def kv_slots(self) -> tuple[int, int]:
+        return 0, 0
 
     def stop(self) -> None:
         self._forward.shutdown(wait=False, cancel_futures=True)
@@ -132,11 +188,12 @@ class _Unbatched:
 class _Batched:
     """Sessions in one KV pool; their trees share forwards (`verifier_service.batching`)."""
 
-    def __init__(self, target: TargetModel, config: VerifierServerConfig, cpus: list[int] | None = None):
+    def __init__(self, target: TargetModel, config: VerifierServerConfig, cpus: list[int] | None = None,
+                 observer: VerifierObserver | None = None):
         max_kv = config.max_kv_tokens or config.max_sessions * (target.max_context + config.max_tree_nodes)
         self.config = config
         self.batcher = BatchedVerifier(target, config.max_batch_tokens, max_kv, config.prefill_chunk_tokens,
-                                       config.batch_wait_ms, cpus=cpus)
+                                       config.batch_wait_ms, cpus=cpus, observer=observer)
 
     async def open(self, prompt_ids: list[int], sampling, max_new_tokens: int):
         session = self.batcher.open(prompt_ids, sampling, self.config.max_tree_nodes, max_new_tokens)
@@ -155,19 +212,26 @@ class _Batched:
     def stats(self) -> dict[str, float]:
         return {"forwards": self.batcher.forwards, "trees": self.batcher.trees_verified}
 
+    def kv_slots(self) -> tuple[int, int]:
+        """(used, free) slots of the pool (read from another thread: a snapshot, maybe a step old)."""
+        pool = self.batcher.pool
+        used = pool.used
+        return used, pool.max_tokens - used
+
     def stop(self) -> None:
         self.batcher.stop()
 
 
 class VerifierServicer(VerifierServicerBase):
     def __init__(self, target: TargetModel, config: VerifierServerConfig, replica: str,
-                 cpus: list[int] | None = None):
+                 cpus: list[int] | None = None, observer: VerifierObserver | None = None):
         self.target, self.config, self.replica = target, config, replica
+        self.observer: VerifierObserver = observer or NoObserver()
         self.active_sessions = 0
         self.sessions_served = 0
         self.waiting = 0  # opens and trees waiting for a forward: the autoscaler's queue signal
         self.draining = False
-        self.backend = (_Batched if config.batching else _Unbatched)(target, config, cpus)
+        self.backend = (_Batched if config.batching else _Unbatched)(target, config, cpus, self.observer)
         self._closed = asyncio.Event()  # set (then cleared) whenever a session closes; on the server's loop
 
     async def _admit(self) -> None:
@@ -177,6 +241,7 @@ class VerifierServicer(VerifierServicerBase):
         while self.active_sessions >= self.config.max_sessions:
             left = deadline - time.monotonic()
             if left <= 0:
+                self.observer.session_refused(SESSION_LIMIT)
                 raise ServiceError(Code.RESOURCE_EXHAUSTED,
                                    f"verifier {self.replica} has {self.active_sessions} sessions open, its limit; "
                                    f"retry after {RETRY_AFTER_MS} ms", retry_after_s=RETRY_AFTER_MS / 1e3)
@@ -186,11 +251,18 @@ class VerifierServicer(VerifierServicerBase):
             except TimeoutError:
                 pass
         self.active_sessions += 1
+        self.observer.sessions_open(self.active_sessions)
 
     def _release(self) -> None:
         self.active_sessions -= 1
+        self.observer.sessions_open(self.active_sessions)
         self._closed.set()
         self._closed.clear()  # waiters already woken see the set; later waiters wait for the next close
+
+    def report_gauges(self) -> None:
+        """Sets the observer's gauges (open sessions, KV slots) to their current values; any thread."""
+        self.observer.sessions_open(self.active_sessions)
+        self.observer.kv_slots(*self.backend.kv_slots())
 
     def stats(self) -> dict[str, float]:
         """Counters since start: sessions served, forwards and trees verified (batched mode)."""
@@ -231,25 +303,56 @@ class VerifierServicer(VerifierServicerBase):
         """Admission, the opening, then one verdict per tree until the stream ends; the session and
         its slot are freed however it ends."""
         if self.draining:
+            self.observer.session_refused(DRAINING)
             raise ServiceError(Code.UNAVAILABLE, f"verifier {self.replica} is draining; retry elsewhere")
         await self._admit()
-        session = None
         try:
-            opening = await self._receive_open(requests)
+            try:
+                opening = await self._receive_open(requests)
+            except ServiceError as err:
+                self.observer.session_refused(refusal_reason(err))
+                raise
             if opening is None:
                 return
-            start = time.perf_counter()
+            with request_scope(opening.request_id):
+                await self._session(opening, requests, context)
+        finally:
+            self._release()
+
+    async def _session(self, opening: SessionOpen, requests, context) -> None:
+        """Opens the session (the prompt's prefill), then verifies its trees; logs its opening and
+        its end, and closes it however it ends."""
+        start = time.perf_counter()
+        try:
             session = await self._counted(self.backend.open(list(opening.prompt_ids), opening.sampling,
                                                             opening.max_new_tokens))
+        except ServiceError as err:
+            self.observer.session_refused(refusal_reason(err))
+            log.info("session refused: %s %s", err.code.name, err.message)
+            raise
+        mode = "batched" if self.config.batching else "unbatched"
+        log.info("session opened: %d prompt tokens, %s, max_new_tokens %d", len(opening.prompt_ids), mode,
+                 opening.max_new_tokens)
+        reason = "error"
+        try:
             self.sessions_served += 1
             await context.write(opened_response(SessionOpened(
                 self.target.max_context, self.config.max_tree_nodes, frozenset(self.target.eos_token_ids),
                 time.perf_counter() - start, self.replica)))
-            await self._verify_trees(session, requests, context)
+            reason = await self._verify_trees(session, requests, context)
+        except ServiceError as err:
+            reason = err.code.name
+            raise
+        except asyncio.CancelledError:
+            reason = "cancelled"
+            raise
+        except Exception as err:  # gRPC's own (a broken stream) or a bug (`Session` logs it)
+            reason = type(err).__name__
+            raise
         finally:
-            if session is not None:
-                self.backend.close(session)
-            self._release()
+            self.backend.close(session)
+            log.info("session closed: %d rounds, %d tokens committed, %s", session.rounds,
+                     len(session.committed) - len(opening.prompt_ids), reason)
 
     async def _receive_open(self, requests) -> SessionOpen | None:
         """The first message, which must open the session; None if the stream ends first."""
@@ -260,13 +363,14 @@ class VerifierServicer(VerifierServicerBase):
             raise ServiceError(Code.FAILED_PRECONDITION, "the first message of a session must be `open`")
         return open_from_request(first)
 
-    async def _verify_trees(self, session, requests, context) -> None:
-        """Answers each tree with its verdict, in order, until a close, a half-close or an error."""
+    async def _verify_trees(self, session, requests, context) -> str:
+        """Answers each tree with its verdict, in order, until a close or a half-close (returns
+        which) or an error."""
         while True:
             message = await self._next(requests)
             kind = None if message is None else request_kind(message)
             if kind in (None, CLOSE):
-                return
+                return "half-closed" if kind is None else "closed"
             if kind != TREE:
                 raise ServiceError(Code.FAILED_PRECONDITION,
                                    f"a session is open: expected `tree` or `close`, got `{kind}`")
@@ -306,11 +410,12 @@ class VerifierServer:
     """A VerifierServicer on a grpc.aio server, on a thread and event loop of its own."""
 
     def __init__(self, target: TargetModel, config: VerifierServerConfig = VerifierServerConfig(),
-                 replica: str = "verifier", cpus: list[int] | None = None):
-        """cpus: the CPUs the forward thread runs on (`core.cpus`; None: anywhere)."""
+                 replica: str = "verifier", cpus: list[int] | None = None, observer: VerifierObserver | None = None):
+        """cpus: the CPUs the forward thread runs on (`core.cpus`; None: anywhere). observer: told
+        what the server does (None: nothing is recorded)."""
         cpu_affinity.check(cpus, "verifier.deployment.cpus")
         self.config = config
-        self.servicer = VerifierServicer(target, config, replica, cpus)
+        self.servicer = VerifierServicer(target, config, replica, cpus, observer)
         self.health = health.aio.HealthServicer()
         self.port: int | None = None
         self._loop = asyncio.new_event_loop()

@@ -73,6 +73,7 @@ class SessionState:
         self.sampling = sampling
         self.max_tree_nodes = max_tree_nodes
         self.committed: list[int] = list(prompt_ids)
+        self.rounds = 0  # trees committed
         self.generator = torch.Generator().manual_seed(
             sampling.seed if sampling.seed is not None else random.getrandbits(63))
 
@@ -129,6 +130,7 @@ class SessionState:
         """Appends the accepted path and the bonus token to the committed tokens."""
         accepted_tokens = tuple(tree.tokens[i] for i in walk.accepted_nodes)
         self.committed.extend((*accepted_tokens, walk.bonus_token))
+        self.rounds += 1
         return Verdict(walk.accepted_nodes, accepted_tokens, walk.bonus_token, tree.num_drafted)
 
 

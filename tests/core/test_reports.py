@@ -34,3 +34,16 @@ def test_a_generation_adds_rounds_and_merges_generations():
 def test_reports_pickle_unchanged():  # they cross Ray between the drafter and the router
     g = GenerationReport(rounds=2, num_emitted=5, prompt_tokens=7, verifier_replica="v1")
     assert pickle.loads(pickle.dumps(g)) == g
+
+
+def test_per_position_acceptance_adds_position_by_position_across_merges():
+    from core.reports import accepted_positions
+    first = RoundReport(1, 4, 2, 3, accepted_per_position=accepted_positions(2))
+    second = RoundReport(1, 4, 4, 5, accepted_per_position=accepted_positions(4))
+    merged = first.then(second)
+    assert merged.accepted_per_position == [2, 2, 1, 1]
+    assert first.accepted_per_position == [1, 1]  # `then` leaves its operands alone
+    total = GenerationReport()
+    total.add(merged)
+    total.add(RoundReport(1, 4, 0, 1, accepted_per_position=accepted_positions(0)))
+    assert total.accepted_per_position == [2, 2, 1, 1] and total.rounds == 3

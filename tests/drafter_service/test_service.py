@@ -5,24 +5,11 @@ import pytest
 
 from core.errors import Code
 from core.sampling import SamplingParams
-from drafter_service.base import create_drafter
 from drafter_service.contracts import ChunkOut, GenerationRequest
-from drafter_service.service import DrafterService
 from specroute.engine import Engine
 from tests.conftest import PROMPTS
-from verifier_service.client import VerifierPool
-from verifier_service.server import VerifierServer, VerifierServerConfig
 
 MAX_NEW = 16
-
-
-@pytest.fixture(scope="module")
-def service(target, tiny_zoo):
-    server = VerifierServer(target, VerifierServerConfig(max_sessions=2), replica="v0").start()
-    pool = VerifierPool.static([server.address], failover_timeout_s=2.0)
-    yield DrafterService("llama", create_drafter("model", {"path": tiny_zoo.llama_drafter}), target.tokenizer, pool)
-    pool.close()
-    server.stop(grace_s=0.5)
 
 
 def _run(service, prompt: str, max_new: int = MAX_NEW) -> list[ChunkOut]:

@@ -31,8 +31,11 @@ class SharedRay:
         if ray.is_initialized():
             raise RuntimeError("a Ray this process did not start through SharedRay is still running")
         path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+        # Metrics on a port of their own, reported every second (Ray's default is every 10 s) so that
+        # the metrics test reads its counters soon after its requests.
         ray.init(num_cpus=RAY_CPUS, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}},
-                 logging_level=logging.WARNING, log_to_driver=False)
+                 logging_level=logging.WARNING, log_to_driver=False, _metrics_export_port=free_port(),
+                 _system_config={"metrics_report_interval_ms": 1000})
         self.endpoints = {"http_port": free_port(), "grpc_port": free_port()}
 
     def down(self) -> None:
