@@ -71,7 +71,8 @@ def run(preset_name: str, zoo: Path, out: Path, variants: list[str], prompts_per
         start = time.perf_counter()
         model = builder._new_model(arch, preset.seed)
         losses = pretrain(model, tokens, train.steps, train.batch_size, preset.seq_len, train.lr, preset.seed,
-                          desc=f"target {name}", checkpoint=model_dir.parent / f"{name}-{digest}.ckpt", unlikelihood=train.unlikelihood)
+                          desc=f"target {name}", checkpoint=model_dir.parent / f"{name}-{digest}.ckpt", unlikelihood=train.unlikelihood,
+                          block_starts=builder._block_starts(tokens, train))
         train_s = time.perf_counter() - start
         model.save_pretrained(model_dir)
         builder._load_tokenizer().save_pretrained(model_dir)

@@ -10,9 +10,8 @@
 - `embedding` (a plug-in): a sentence-embedding model from a local directory, used only where
   `sentence-transformers` and the model are installed; nothing is downloaded.
 
-Featurisers register by name in `FEATURISERS` and offer `fit`, `transform`, `fit_transform` and
-`name_terms()` (the vocabulary task names are drawn from, as (first column, terms)); the TF-IDF
-one also has `sparse_row`, the same features of one prompt without scikit-learn's per-call
+Featurisers register by name in `FEATURISERS` and offer `fit`, `transform` and `fit_transform`;
+the TF-IDF one also has `sparse_row`, the same features of one prompt without scikit-learn's per-call
 overhead (the classifier's serving path). The cost does not grow with the prompt: the whole view
 is clipped to its head and tail.
 This module knows nothing about clusters, classifiers or drafters.
@@ -83,10 +82,6 @@ class PromptTfidf:
     def fit_transform(self, texts: list[str], y=None) -> sp.csr_matrix:
         return self.fit(texts).transform(texts)
 
-    def name_terms(self) -> tuple[int, list[str]]:
-        """The head-words block: where tasks differ most, so the names are drawn from it."""
-        return 0, list(self.blocks[0][1].get_feature_names_out())
-
     def sparse_row(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """(column indices, values) of `transform([text])`'s one row, computed directly.
 
@@ -144,9 +139,6 @@ class EmbeddingFeaturiser:
 
     def fit_transform(self, texts, y=None):
         return self.transform(texts)
-
-    def name_terms(self) -> tuple[int, list[str]]:
-        return 0, []
 
 
 FEATURISERS: dict[str, Callable[..., object]] = {"tfidf": PromptTfidf, "embedding": EmbeddingFeaturiser}

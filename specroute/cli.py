@@ -9,6 +9,7 @@
     specroute tasks detect (--prompts FILE | --from-redis URL) --out DIR
     specroute tasks assign --tasks DIR (--zoo DIR | --target DIR --drafter NAME=DIR|ngram ...)
     specroute tasks route --tasks DIR --prompt TEXT [--task T] [--drafter D] [--redis-url URL]
+    specroute tasks rename --tasks DIR OLD NEW
     specroute loadtest --target ADDRESS --concurrency N --duration S (--zoo DIR | --prompts FILE) [--mix TASKS]
 
 Options that set a config model's fields (`specroute loadtest`: `LoadTestConfig`; `specroute generate`'s
@@ -163,13 +164,16 @@ def _serve(args: argparse.Namespace) -> int:
             from specroute.zoo.routing import ensure_routing
             ensure_routing(Path(args.zoo))
             config = config_for_zoo(Path(args.zoo))
-    except (ConfigError, FileNotFoundError) as err:
+        config = with_log_flags(config, args)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
         return _fail(str(err))
     system = LocalSystem.start(config, address=args.address)
     print(f"specroute is serving (up in {system.startup_s:.0f} s)\n"
           f"  gRPC  {system.grpc_address}   (specroute.v1.SpecRoute; SDK: specroute.client.Client)\n"
           f"  HTTP  {system.http_url}/v1/completions   (OpenAI-compatible)\n"
           f"  Redis {system.config.redis.url}\n"
+          f"  metrics {system.metrics_url}   (Prometheus: Ray's endpoint, every replica's specroute_* metrics)\n"
+          f"  logs  {config.logs.dir or 'stderr of each replica (Ray worker logs)'}   ({config.logs.format})\n"
           "Ctrl-C stops it.", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -179,6 +183,18 @@ def _serve(args: argparse.Namespace) -> int:
         pass
     system.stop()
     return 0
+
+
+def with_log_flags(config, args: argparse.Namespace):
+    """The config with `specroute serve`'s --log-format and --log-dir in its `logs` (a flag given
+    overrides the config file's value; one not given keeps it). The directory is made absolute:
+    replicas do not run in this shell's working directory."""
+    log_dir = str(Path(args.log_dir).resolve()) if args.log_dir is not None else None
+    overrides = {field: value for field, value in (("format", args.log_format), ("dir", log_dir)) if value is not None}
+    if not overrides:
+        return config
+    logs = type(config.logs).model_validate({**config.logs.model_dump(), **overrides})
+    return config.model_copy(update={"logs": logs})
 
 
 def _fail(message: str) -> int:
@@ -239,6 +255,17 @@ def _drafter_ref(cls, spec: str):
         raise ValueError(f"--drafter {spec!r}: expected NAME=DIR or NAME=ngram")
     kind, options = drafter_spec(where)
     return cls(name, kind, {k: Path(v) if k == "path" else v for k, v in options.items()})
+
+
+def _tasks_rename(args: argparse.Namespace) -> int:
+    from specroute.offline.rename import rename_task
+    try:
+        done = rename_task(Path(args.tasks), args.old, args.new)
+    except (ValueError, FileNotFoundError) as err:
+        return _fail(str(err))
+    print(f"renamed task {done.old!r} to {done.new!r} in {args.tasks} ({', '.join(done.files)}); "
+          f"version {done.version}")
+    return 0
 
 
 def _tasks_route(args: argparse.Namespace) -> int:
@@ -304,6 +331,10 @@ def _serving_commands(sub) -> None:
     serve_cmd.add_argument("--config", default=None, help="The system's YAML config (see README).")
     serve_cmd.add_argument("--zoo", default=None, help="Or serve a built zoo with default settings.")
     serve_cmd.add_argument("--address", default=None, help="An existing Ray cluster (default: start a local one).")
+    serve_cmd.add_argument("--log-format", choices=("text", "json"), default=None,
+                           help="Every replica's log lines as text or JSON lines (overrides the config's logs.format).")
+    serve_cmd.add_argument("--log-dir", default=None, metavar="DIR",
+                           help="Write logs to DIR/<component>-<pid>.log instead of stderr (overrides logs.dir).")
     serve_cmd.set_defaults(func=_serve)
 
 
@@ -370,7 +401,7 @@ def _zoo_commands(sub) -> None:
 
 
 def _tasks_commands(sub) -> None:
-    """`specroute tasks detect|assign|route`: the offline task steps, and one routing decision."""
+    """`specroute tasks detect|assign|route|rename`: the offline task steps, one routing decision, a rename."""
     tasks = sub.add_parser("tasks", help="Task detection and drafter assignment (offline), and one routing decision.")
     tasks_sub = tasks.add_subparsers(dest="tasks_command", required=True)
     detect = tasks_sub.add_parser("detect", help="Cluster prompts into tasks, name them, train the classifier.")
@@ -405,6 +436,12 @@ def _tasks_commands(sub) -> None:
     route.add_argument("--sampled", action="store_true", help="Route as a sampled request (temperature > 0); "
                                                               "default: greedy.")
     route.set_defaults(func=_tasks_route)
+    rename = tasks_sub.add_parser("rename", help="Rename a task in the artifact: tasks.json, samples, the "
+                                                 "classifier's labels and the routing table beside them.")
+    rename.add_argument("--tasks", required=True, help="Task artifact directory (from `tasks detect`).")
+    rename.add_argument("old", help="The task's current name.")
+    rename.add_argument("new", help="Its new name (letters, digits, '_', '.', '-').")
+    rename.set_defaults(func=_tasks_rename)
 
 
 def _loadtest_command(sub) -> None:

@@ -56,6 +56,7 @@ SHARED_RAY_MODULES = {
 }
 # Modules that need a Ray of their own (the shared one is shut down before them):
 OWN_RAY_MODULES = {
+    "specroute/test_demo.py",  # `specroute demo` starts (and stops) a local Ray itself
     "specroute/test_serve.py",  # checks that LocalSystem.stop() shuts its own Ray down
     "specroute/test_tls.py",  # Ray's processes must inherit the TLS proxy's environment at ray.init
     "bench/test_services_bench.py",  # pins the Ray it starts to CPUs (ray_cpus)

@@ -11,7 +11,8 @@ TaskSpec's first step: tasks are found in traffic, not labelled by hand.
    of Mojena, 1977): tasks are the groups that stay apart longest. The silhouette of every cut
    (Rousseeuw, 1987) is kept as a diagnostic; it keeps rising as tasks split into their
    templates (word problems about prices vs. distances), so it does not choose k here.
-4. Name each cluster by the head-of-prompt terms with the highest mean TF-IDF in it.
+4. Name each cluster by its most distinctive words: in a larger share of its prompts than of
+   the others, leaving out stop words and code keywords (`_name_clusters`).
 5. Train the online classifier (`specroute.offline.classifier`) on the cluster labels.
 
 `save_tasks` writes a versioned artifact directory: `tasks.json` (schema, version, featuriser,
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
+import keyword
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.cluster.hierarchy import fcluster, linkage
 from sklearn.decomposition import TruncatedSVD
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import normalize
 
@@ -82,7 +84,7 @@ def detect_tasks(prompts: list[str], featuriser: str = "tfidf", featuriser_optio
             silhouette[k] = float(silhouette_score(Z, labels, sample_size=min(len(Z), 3000), random_state=seed))
     best_k = max(gaps, key=gaps.get)
     labels = fcluster(tree, best_k, criterion="maxclust") - 1
-    tasks = _name_clusters(X, labels, int(labels.max()) + 1, feats)
+    tasks = _name_clusters(prompts, labels, int(labels.max()) + 1)
     classifier = fit_classifier(feats, X, labels, [t["name"] for t in tasks], seed)
     digest = hashlib.sha256("\n".join(prompts).encode() + f"{featuriser}{seed}{k_min}{k_max}".encode()).hexdigest()[:8]
     meta = {"featuriser": featuriser, "featuriser_options": featuriser_options or {}, "seed": seed,
@@ -99,27 +101,61 @@ def _reduce(X, dims: int, seed: int) -> np.ndarray:
     return normalize(TruncatedSVD(dims, random_state=seed).fit_transform(X))
 
 
-def _name_clusters(X, labels: np.ndarray, k: int, featuriser) -> list[dict]:
-    first, terms = featuriser.name_terms()
+# Words that name no task: English stop words, Python's keywords and the words every Python
+# definition repeats. A name is drawn from what sets a cluster apart, not from what all prompts share.
+NAME_STOP_WORDS = frozenset(ENGLISH_STOP_WORDS) | frozenset(w.lower() for w in keyword.kwlist) | frozenset(
+    {"self", "cls", "args", "kwargs", "none", "true", "false", "def", "return", "returns", "str", "int", "obj"})
+NAME_WORD = r"\b[A-Za-z]{3,}\b"  # words of three or more ASCII letters; identifiers with digits or _ are not names
+NAME_TERMS = 2  # words joined into a task's name
+MIN_SHARE = 0.05  # a name word appears in at least this share of the cluster's prompts
+
+
+def _name_clusters(prompts: list[str], labels: np.ndarray, k: int) -> list[dict]:
+    """Names each cluster by its most distinctive words (`_distinctive_words`), the first
+    NAME_TERMS joined by '-'. Names are unique: a name another cluster already has gets the
+    cluster's next distinctive word, then its label. Deterministic for the same clustering."""
+    words = _distinctive_words(prompts, labels, k)
     tasks, used = [], set()
     for label in range(k):
-        rows = labels == label
-        top: list[str] = []
-        if terms:
-            mean = np.asarray(X[rows][:, first: first + len(terms)].mean(axis=0)).ravel()
-            for i in np.argsort(-mean):
-                term = terms[i]
-                if re.fullmatch(r"[a-z][a-z0-9_]+( [a-z][a-z0-9_]+)?", term) and term not in top:
-                    top.append(term)
-                if len(top) == 6:
-                    break
-        name = "-".join(t.replace(" ", "_") for t in top[:2]) or f"task{label}"
-        name = re.sub(r"[^a-z0-9_-]", "", name) or f"task{label}"
-        while name in used:
-            name += f"-{label}"
+        name = _unique_name(words[label], used, label)
         used.add(name)
-        tasks.append({"label": label, "name": name, "size": int(rows.sum()), "top_terms": top})
+        tasks.append({"label": label, "name": name, "size": int((labels == label).sum()),
+                      "top_terms": words[label][:6]})
     return tasks
+
+
+def _distinctive_words(prompts: list[str], labels: np.ndarray, k: int) -> list[list[str]]:
+    """Per cluster, its words most distinctive first: the share of its prompts that contain the
+    word minus the share of the other prompts that do, among words in at least MIN_SHARE of its
+    prompts, leaving out stop words and code keywords (`NAME_STOP_WORDS`). A person reads a name
+    made of them as what the cluster's prompts are about, which the clustering's own features
+    (punctuation, character n-grams, or an embedding's dimensions) need not say."""
+    vectoriser = CountVectorizer(token_pattern=NAME_WORD, stop_words=sorted(NAME_STOP_WORDS), binary=True)
+    try:
+        present = vectoriser.fit_transform(prompts).tocsc()
+    except ValueError:  # no word at all: the names fall back to the labels
+        return [[] for _ in range(k)]
+    vocabulary = vectoriser.get_feature_names_out()
+    out = []
+    for label in range(k):
+        rows = labels == label
+        inside = np.asarray(present[rows].mean(axis=0)).ravel()
+        outside = np.asarray(present[~rows].mean(axis=0)).ravel() if (~rows).any() else np.zeros_like(inside)
+        score = np.where(inside >= MIN_SHARE, inside - outside, -np.inf)
+        order = np.argsort(-score, kind="stable")
+        out.append([str(vocabulary[i]) for i in order if score[i] > 0])
+    return out
+
+
+def _unique_name(words: list[str], used: set[str], label: int) -> str:
+    name = "-".join(words[:NAME_TERMS]) or f"task{label}"
+    for extra in words[NAME_TERMS:]:  # taken: add the cluster's next distinctive word
+        if name not in used:
+            break
+        name = f"{name}-{extra}"
+    while name in used:
+        name += f"-{label}"
+    return name
 
 
 def save_tasks(detection: Detection, out: Path, samples_per_task: int = 32) -> Path:

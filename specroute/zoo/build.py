@@ -26,7 +26,8 @@ reads (a fine-tuned drafter reads its base's). A build skips a stage whose key i
 redoes it (and so everything after it) otherwise, so an interrupted or edited build resumes
 where it must.
 
-Every model directory holds its weights and the tokenizer, so `AutoModelForCausalLM` and
+The build logs each stage's start with its place in the plan, a bar and an estimate of the time
+left (`specroute.zoo.progress`). Every model directory holds its weights and the tokenizer, so `AutoModelForCausalLM` and
 `AutoTokenizer` load it directly. This module knows the order of stages, not how any is done.
 """
 
@@ -49,10 +50,11 @@ from specroute.zoo import corpus as corpus_mod
 from specroute.zoo.cost import step_cost_ratio
 from specroute.zoo.manifest import MANIFEST, has_weights
 from specroute.zoo.presets import NGRAM, PRESETS, ArchSpec, DrafterSpec, FromDrafter, Preset, TrainSpec
+from specroute.zoo.progress import BuildProgress
 from specroute.zoo.quality import evaluate_quality, quality_table
 from specroute.zoo.teacher import Sample, TeacherCache
 from specroute.zoo.tokenizer import train_tokenizer
-from specroute.zoo.training import distill, generate_on_policy, heldout_divergence, pretrain
+from specroute.zoo.training import distill, document_starts, generate_on_policy, heldout_divergence, pretrain
 from verifier_service.target import TargetModel
 
 TEACHER_FILE = "teacher.pt"
@@ -83,8 +85,7 @@ class ZooBuilder:
         self.log = log
         self.stage_dir = self.out / ".stages"
         self._key_in_progress: str | None = None  # the key of the stage running now
-        self._started = time.perf_counter()
-        self._stages = [0, 0]  # stages reached, and how many the build has (0 until `build` counts them)
+        self._progress = BuildProgress([], None)  # the plan `build` makes (none for a partial build)
 
     # --- stage bookkeeping --------------------------------------------------------------------
 
@@ -95,34 +96,33 @@ class ZooBuilder:
     def _run(self, stage: str, inputs: dict, fn) -> dict:
         """Runs `fn` unless the stage is done with the same inputs; returns its info with its key."""
         key = stage_key(inputs)
-        self._stages[0] += 1
+        progress = self._progress
         done = self._done(stage)
         if done is not None and done.get("key") == key:
-            self.log(f"[zoo] {self._where()}{stage}: done already, skipped")
+            progress.done(stage, None)
+            self.log(f"[zoo] {progress.position(stage)}{stage}: done already, skipped")
             return done
         start = time.perf_counter()
-        self.log(f"[zoo] {self._where()}{stage} ... ({(start - self._started) / 60:.1f} min into the build; "
-                 "a training stage's bar shows its own time left)")
+        self.log(f"[zoo] {progress.position(stage)}{stage} ... {progress.status()}")
         self._key_in_progress = key
         info = {**fn(), "key": key}
         info["seconds"] = round(time.perf_counter() - start, 1)
         self.stage_dir.mkdir(parents=True, exist_ok=True)
         (self.stage_dir / f"{stage}.json").write_text(json.dumps(info, indent=2))
+        progress.done(stage, info["seconds"])
         self.log(f"[zoo] {stage}: {info['seconds']} s")
         return info
-
-    def _where(self) -> str:
-        reached, total = self._stages
-        return f"stage {reached} of {total}: " if total else ""
 
     # --- stages -------------------------------------------------------------------------------
 
     def build(self) -> dict:
         p = self.preset
-        # corpus, tokenizer, target, quality, on_policy, teacher, [datastores], a stage per drafter
-        # and per lookup trial, costs
-        lookups = sum(spec.lookup for spec in p.drafters)
-        self._stages = [0, 7 + bool(lookups) + len(p.drafters) + lookups]
+        self._progress = BuildProgress(build_plan(p), p.stage_seconds)
+        expected = self._progress.left_s()
+        self.log(f"[zoo] building the {p.name!r} preset: {len(self._progress.plan)} stages"
+                 + (f", about {expected / 60:.1f} min on a 2-core CPU (the estimate of the time left follows "
+                    "this build's pace)" if expected is not None else "")
+                 + "; a training stage's bar shows its own time left")
         target = self.build_target()
         self._run("quality", {"up": target["key"], "prompts": p.quality_prompts, "max_new_tokens": QUALITY_TOKENS},
                   self._quality)
@@ -145,7 +145,7 @@ class ZooBuilder:
                     f"lookup-{spec.name}", {"up": [drafter["key"], datastores["key"]], "sizing": p.sizing.model_dump()},
                     lambda drafter=drafter: self._lookup(drafter))
             elif spec.lookup:
-                self._stages[1] -= 1  # sized to ngram: nothing to look up with
+                self._progress.drop(f"lookup-{spec.name}")  # sized to ngram: nothing to look up with
         costs = self._run("costs", {"up": [d["key"] for d in drafters]}, lambda: self._costs(drafters))
         manifest = self._manifest(drafters, costs["costs"], lookups)
         self._remove_stale(manifest)
@@ -214,6 +214,9 @@ class ZooBuilder:
             ids.extend(tok.encode(ex.prompt + ex.continuation) + [tok.eos_token_id])
         return ids
 
+    def _block_starts(self, tokens: list[int], train: TrainSpec) -> list[int] | None:
+        return document_starts(tokens, self._load_tokenizer().eos_token_id) if train.document_blocks else None
+
     def _new_model(self, arch, seed: int):
         tok = self._load_tokenizer()
         return arch.build(len(tok), self.preset.max_positions, tok.eos_token_id, seed).to(self.device)
@@ -244,7 +247,8 @@ class ZooBuilder:
                 stale.unlink()
         losses = pretrain(model, tokens, p.target_train.steps, p.target_train.batch_size, p.seq_len,
                           p.target_train.lr, p.seed, desc="target", checkpoint=checkpoint,
-                          unlikelihood=p.target_train.unlikelihood)
+                          unlikelihood=p.target_train.unlikelihood,
+                          block_starts=self._block_starts(tokens, p.target_train))
         self._save(model, "target")
         checkpoint.unlink(missing_ok=True)
         return {"params": _params(model), "train_tokens": len(tokens), "final_loss": _tail_mean(losses)}
@@ -407,8 +411,10 @@ class ZooBuilder:
             tasks = self._tasks_of(spec)
             examples = [ex for ex in self._splits()["train"] if ex.task in tasks]
             model = self._new_model(candidate, p.seed + 1)
-            pretrain(model, self._stream(examples), spec.pretrain.steps, spec.pretrain.batch_size, p.seq_len,
-                     spec.pretrain.lr, p.seed, desc=f"{spec.name} {p.label(candidate)} pretrain")
+            tokens = self._stream(examples)
+            pretrain(model, tokens, spec.pretrain.steps, spec.pretrain.batch_size, p.seq_len,
+                     spec.pretrain.lr, p.seed, desc=f"{spec.name} {p.label(candidate)} pretrain",
+                     block_starts=self._block_starts(tokens, spec.pretrain))
         return model, heldout_divergence(model, heldout, self._load_tokenizer().pad_token_id, spec.divergence)
 
     def _size(self, spec: DrafterSpec, tasks: list[str], train: TeacherCache, heldout: TeacherCache) -> list[dict]:
@@ -481,6 +487,15 @@ class ZooBuilder:
             "corpus": {"files": {s: f"corpus/{f}" for s, f in corpus["files"].items()}, "counts": corpus["counts"],
                        "families": list(self.preset.families)},
         }
+
+
+def build_plan(preset: Preset) -> list[str]:
+    """The stages a build of the preset runs, in order: corpus, tokenizer, target, quality,
+    on_policy, teacher, [datastores], a stage per drafter and per lookup trial, costs."""
+    drafters = [stage for spec in preset.drafters
+                for stage in [f"drafter-{spec.name}"] + ([f"lookup-{spec.name}"] if spec.lookup else [])]
+    datastores = ["datastores"] if any(spec.lookup for spec in preset.drafters) else []
+    return ["corpus", "tokenizer", "target", "quality", "on_policy", "teacher", *datastores, *drafters, "costs"]
 
 
 def model_arch(model) -> ArchSpec:

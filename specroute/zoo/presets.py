@@ -3,7 +3,9 @@
 - `tiny`: seconds of training; for tests, which need real artifacts, not good ones. It has all
   six task families and a specialist per task, two of them sized, so tests cover the whole
   pipeline.
-- `demo`: a few minutes of training; the README's demo, readable output on a laptop.
+- `demo`: a few minutes of training; the README's demo, readable output on a laptop: code and
+  prose capped to a similar size, a target trained on document-aligned blocks with unlikelihood
+  training (`bench/results/demo_target/`).
 - `bench`: all six families; a target whose decoding step costs more than eight drafter steps
   on a 2-core CPU (it is deep and narrow: on a CPU, per-layer overhead dominates, much as memory
   bandwidth does on a GPU, so verifying 16 tokens costs little more than 1); two generic drafters
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 
@@ -63,6 +65,21 @@ class TrainSpec(BaseModel):
     lr: float = Field(1e-3, gt=0, description="Peak learning rate.")
     unlikelihood: float = Field(0.0, ge=0, description="Weight of token-level unlikelihood training against "
                                                        "repeating the block's earlier tokens (pretraining only; 0: off).")
+    document_blocks: bool = Field(False, description="Pretraining blocks start where a document starts, as a prompt "
+                                                     "does at inference (False: anywhere in the token stream).")
+
+    @model_serializer(mode="wrap")
+    def _omit_later_fields_at_default(self, handler) -> dict:
+        """Fields added after zoos were built enter a dump (and so a zoo stage's key) only when
+        set: a zoo built before them keeps its keys, and is not rebuilt for a setting it never had."""
+        data = handler(self)
+        for name in _LATER_TRAIN_FIELDS:
+            if getattr(self, name) == type(self).model_fields[name].default:
+                data.pop(name, None)
+        return data
+
+
+_LATER_TRAIN_FIELDS = ("document_blocks",)
 
 
 NGRAM = "ngram"
@@ -151,6 +168,10 @@ class Preset(BaseModel):
                                 "(measured); sizing skips candidates above it.")
     quality_prompts: int = Field(2, ge=1, description="Test prompts per task on which the build measures the "
                                                       "target's text quality (`specroute.zoo.quality`).")
+    stage_seconds: dict[str, float] | None = Field(
+        None, description="Each stage's expected seconds on a 2-core CPU (by stage name: corpus, target, "
+                          "drafter-NAME, ...): the build's estimate of the time left, scaled by the pace of the "
+                          "stages done so far. None: the build estimates nothing.")
 
     @model_validator(mode="after")
     def _sizing_when_needed(self) -> "Preset":
@@ -226,14 +247,22 @@ TINY = Preset(
 )
 
 DEMO = Preset(
-    name="demo", vocab_size=2048, seq_len=128, max_positions=512, max_prompt_tokens=96,
+    # Code outnumbers prose many times over in the full corpus, so a target trained for minutes
+    # on all of it wrote code after prose prompts: both families are capped to a similar size.
+    name="demo", max_per_family=700, vocab_size=2048, seq_len=192, max_positions=512, max_prompt_tokens=96,
     target=ArchSpec(family="llama", hidden=256, layers=8),
-    target_train=TrainSpec(steps=450, batch_size=8, lr=2e-3),
+    # Document-aligned blocks: a prompt starts a document, and blocks taken anywhere taught the
+    # target that a sentence end is often the end of the text (prose paragraphs end at one), so
+    # greedy decoding ended prose prompts at once. Unlikelihood training against loops, as in bench.
+    target_train=TrainSpec(steps=420, batch_size=6, lr=2e-3, unlikelihood=2.0, document_blocks=True),
     drafters=(
         DrafterSpec(name="generic-llama", candidates=(ArchSpec(family="llama", hidden=96, layers=1),),
                     pretrain=TrainSpec(steps=300, lr=3e-3), distill=TrainSpec(steps=150, batch_size=16, lr=2e-3)),
     ),
     on_policy=OnPolicySpec(prompts_per_task=192, max_new_tokens=48, heldout_prompts=16),
+    quality_prompts=8,
+    stage_seconds={"corpus": 5, "tokenizer": 1, "target": 190, "quality": 20, "on_policy": 15, "teacher": 6,
+                   "drafter-generic-llama": 20, "costs": 2},
 )
 
 

@@ -20,9 +20,10 @@ from specroute.zoo.manifest import drafter_options, load_manifest
 from specroute.zoo.routing import ensure_routing
 
 
-def config_for_zoo(zoo: Path, **overrides) -> SystemConfig:
+def config_for_zoo(zoo: Path, with_plain: bool = False, **overrides) -> SystemConfig:
     """The system config of a built zoo: its target, every drafter, and zoo/tasks for routing;
-    and `plain` (no drafting) where the zoo's routing table routes some requests to it."""
+    and `plain` (no drafting) where the zoo's routing table routes some requests to it, or always
+    `with_plain` (so that a request can name it: the demo compares every answer with plain decoding)."""
     zoo = Path(zoo).resolve()
     manifest = load_manifest(zoo)
     drafters = [{"name": d["name"], "kind": d["kind"],
@@ -30,7 +31,7 @@ def config_for_zoo(zoo: Path, **overrides) -> SystemConfig:
                  "specialised_for": d.get("task"), "family": d.get("family"), "params": d.get("params", 0)}
                 for d in manifest["drafters"]]
     routing = zoo / "tasks" / ROUTING_FILE
-    if routing.is_file() and PLAIN in RoutingTable.load(routing).routed():
+    if with_plain or (routing.is_file() and PLAIN in RoutingTable.load(routing).routed()):
         drafters.append({"name": PLAIN, "kind": "plain"})
     data = {"target": {"path": str(zoo / manifest["target"]["path"])}, "drafters": drafters,
             "router": {"tasks": str(zoo / "tasks")}}
@@ -39,9 +40,9 @@ def config_for_zoo(zoo: Path, **overrides) -> SystemConfig:
     return validate_config(data)
 
 
-def local_config_for_zoo(zoo: Path, **overrides) -> SystemConfig:
+def local_config_for_zoo(zoo: Path, with_plain: bool = False, **overrides) -> SystemConfig:
     """`config_for_zoo` for a system on this machine: the zoo's routing made first if it is missing
     (`specroute.zoo.routing.ensure_routing`), HTTP and gRPC on free loopback ports."""
     ensure_routing(zoo)
     endpoints = {"http_port": free_port(), "grpc_port": free_port(), **overrides.pop("endpoints", {})}
-    return config_for_zoo(zoo, endpoints=endpoints, **overrides)
+    return config_for_zoo(zoo, with_plain, endpoints=endpoints, **overrides)

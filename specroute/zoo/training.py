@@ -18,6 +18,7 @@ import math
 import os
 import random
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -55,8 +56,12 @@ class _Optimizer:
 
 def pretrain(model, tokens: list[int], steps: int, batch_size: int, seq_len: int, lr: float, seed: int,
              desc: str = "pretrain", checkpoint: Path | None = None, checkpoint_every: int = 50,
-             until: int | None = None, unlikelihood: float = 0.0) -> list[float]:
+             until: int | None = None, unlikelihood: float = 0.0,
+             block_starts: Sequence[int] | None = None) -> list[float]:
     """Next-token training on random blocks of `tokens`; returns the loss per step.
+
+    `block_starts`: the positions a block may start at (`document_starts`: where a document
+    begins, as a prompt does at inference); None: anywhere.
 
     `unlikelihood` > 0 adds token-level unlikelihood training (Welleck et al., 2019, "Neural Text
     Generation with Unlikelihood Training"): at each position, -log(1 - p(c)) for every token c
@@ -73,6 +78,10 @@ def pretrain(model, tokens: list[int], steps: int, batch_size: int, seq_len: int
     if len(tokens) <= seq_len + 1:
         raise ValueError(f"need more than {seq_len + 1} tokens to train on, got {len(tokens)}")
     data = torch.tensor(tokens, dtype=torch.long)
+    last = len(data) - seq_len - 1
+    starts_from = [s for s in block_starts if s < last] if block_starts is not None else None
+    if starts_from == []:
+        raise ValueError(f"no block start leaves {seq_len + 1} tokens to train on")
     rng = random.Random(seed)
     opt = _Optimizer(model, lr, steps)
     start = 0
@@ -82,13 +91,19 @@ def pretrain(model, tokens: list[int], steps: int, batch_size: int, seq_len: int
     end = steps if until is None else min(steps, until)
     bar = tqdm(range(start, end), desc=desc, initial=start, total=steps)
     for step in bar:
-        starts = [rng.randrange(0, len(data) - seq_len - 1) for _ in range(batch_size)]
+        starts = ([rng.randrange(0, last) for _ in range(batch_size)] if starts_from is None
+                  else [starts_from[rng.randrange(len(starts_from))] for _ in range(batch_size)])
         batch = torch.stack([data[s: s + seq_len] for s in starts]).to(model.device)  # [B, T]
         opt.step(_lm_loss(model, batch, unlikelihood), bar)
         if checkpoint is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == end):
             _save_checkpoint(Path(checkpoint), step + 1, model, opt, rng)
     model.eval()
     return opt.losses
+
+
+def document_starts(tokens: Sequence[int], end_of_text: int) -> list[int]:
+    """Where each document of a token stream begins: 0 and every position after an end-of-text token."""
+    return [0] + [i + 1 for i, t in enumerate(tokens) if t == end_of_text and i + 1 < len(tokens)]
 
 
 def _lm_loss(model, batch: torch.Tensor, unlikelihood: float) -> torch.Tensor:

@@ -54,3 +54,17 @@ def test_engine_rejects_a_drafter_with_another_tokenizer(tiny_zoo, tmp_path):
     tiny_models.build_llama(other, len(tokenizer), hidden=32, layers=1, seed=0)
     with pytest.raises(ValueError, match="tokenizer"):
         Engine.load(tiny_zoo.target, str(other))
+
+
+def test_serve_log_flags_override_the_configs_logs_and_keep_what_they_do_not_name(tmp_path):
+    from specroute.cli import build_parser, with_log_flags
+    from specroute.config import validate_config
+    config = validate_config({"target": {"path": "t"}, "drafters": [{"name": "plain", "kind": "plain"}],
+                              "router": {"tasks": "tasks"}, "logs": {"format": "json", "level": "WARNING"}})
+    unchanged = with_log_flags(config, build_parser().parse_args(["serve", "--zoo", "z"]))
+    assert unchanged.logs == config.logs
+    args = build_parser().parse_args(["serve", "--zoo", "z", "--log-format", "text", "--log-dir", str(tmp_path / "l")])
+    logs = with_log_flags(config, args).logs
+    assert (logs.format, logs.dir, logs.level) == ("text", str(tmp_path / "l"), "WARNING")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--zoo", "z", "--log-format", "xml"])
