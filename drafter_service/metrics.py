@@ -20,8 +20,8 @@ from __future__ import annotations
 from ray.serve.metrics import Counter, Gauge, Histogram
 
 from core.reports import GenerationReport, RoundReport
+from verifier_service.metrics import LATENCY_BOUNDARIES_S  # one set of latency buckets for every deployment
 
-LATENCY_BOUNDARIES_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 
 
 class DrafterMetrics:

@@ -1,6 +1,6 @@
 """The router ingress's metrics: Ray Serve metrics a Prometheus scrape of the Ray cluster exposes.
 
-`RouterMetrics` is the router rows of the project's metrics catalogue. It records what the
+`RouterMetrics` is the router's rows of the metrics table in the README ("Observability"). It records what the
 frontend (`router.frontend.RequestRecorder`), the router (`router.router.RoutingRecorder`) and the
 routing statistics (`router.stats.StatsRecorder`) report, so those modules need no Ray: in-process
 and in tests they get the no-op recorders. Names are as passed to `ray.serve.metrics`; Ray adds the
@@ -32,8 +32,8 @@ from core.reports import RoundReport
 from router.frontend import OK, RequestRecorder
 from router.router import RoutingRecorder
 from router.stats import StatsRecorder
+from verifier_service.metrics import LATENCY_BOUNDARIES_S  # one set of latency buckets for every deployment
 
-LATENCY_BOUNDARIES_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 PER_REQUEST = ("task", "drafter")
 
 

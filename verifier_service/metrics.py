@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from ray.serve.metrics import Counter, Gauge, Histogram
 
+# Latency buckets (seconds) of every deployment's histograms, router and drafters included.
 LATENCY_BOUNDARIES_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 TREES_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64]
 TOKENS_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
