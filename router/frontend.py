@@ -34,9 +34,9 @@ included (`refused`). This module knows nothing about gRPC messages, HTTP or Ray
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import logging
-import dataclasses
 import time
 import uuid
 from dataclasses import dataclass, field
