@@ -9,8 +9,8 @@ Redis may go away. Then nothing here raises: records wait in a bounded in-memory
 written when Redis answers again, reads return the last values read, and one warning is logged
 per outage. Calls use short socket timeouts, so a dead server costs milliseconds, and after a
 failure the server is not tried again for `retry_s`. Whether Redis answered at its last use and how
-many records wait in memory go to a `StatsRecorder` when either changes (a no-op unless the replica
-passes its metrics, `router.metrics`).
+many records wait in memory go to a `StatsRecorder` where they change (a failure, a recovery, a
+record queued); it is a no-op unless the replica passes its metrics, `router.metrics`.
 
 Keys (prefix `specroute` by default): `{p}:arms:{task}:{mode}` (set of drafters seen),
 `{p}:arm:{task}:{mode}:{drafter}` (hash of counters), `{p}:recent:{task}:{mode}:{drafter}` (list of
@@ -122,40 +122,37 @@ class RoutingStats:
             log.warning("Redis at %s unreachable (%s): routing goes on with the last known statistics; "
                         "records are kept in memory until it returns", self.url, err)
         self._next_try = time.monotonic() + self.retry_s
+        self._report()
 
     def _recovered(self) -> None:
         if self._down_since is not None:
             log.warning("Redis at %s is back after %.1f s; %d buffered records written", self.url,
                         time.monotonic() - self._down_since, len(self._pending))
             self._down_since = None
+        self._report()
 
     # --- writes -------------------------------------------------------------------------------
 
     def record(self, rec: RequestRecord) -> bool:
         """Adds a finished request; True if it (and any backlog) reached Redis. Never raises."""
         with self._lock:
+            self._pending.append(rec)
+            if not self._usable():
+                self._report()  # one more record waits
+                return False
+            batch = list(self._pending)
             try:
-                return self._record(rec)
-            finally:
-                self._report()
-
-    def _record(self, rec: RequestRecord) -> bool:
-        self._pending.append(rec)
-        if not self._usable():
-            return False
-        batch = list(self._pending)
-        try:
-            pipe = self._client.pipeline(transaction=False)
-            for r in batch:
-                self._write(pipe, r)
-            pipe.execute()
-        except redis.exceptions.RedisError as err:
-            self._failed(err)
-            return False
-        for _ in batch:
-            self._pending.popleft()
-        self._recovered()
-        return True
+                pipe = self._client.pipeline(transaction=False)
+                for r in batch:
+                    self._write(pipe, r)
+                pipe.execute()
+            except redis.exceptions.RedisError as err:
+                self._failed(err)
+                return False
+            for _ in batch:
+                self._pending.popleft()
+            self._recovered()
+            return True
 
     def _write(self, pipe, r: RequestRecord) -> None:
         p = self.prefix
@@ -178,34 +175,28 @@ class RoutingStats:
     def arms(self, task: str, mode: str = "greedy") -> dict[str, ArmStats]:
         """{drafter: stats} for a task in a sampling mode; the last values read if Redis does not
         answer. Never raises."""
-        with self._lock:
-            try:
-                return self._arms(task, mode)
-            finally:
-                self._report()
-
-    def _arms(self, task: str, mode: str) -> dict[str, ArmStats]:
         arm = f"{task}:{mode}"
-        if not self._usable():
-            return self._last_arms.get(arm, {})
-        try:
-            drafters = sorted(self._client.smembers(f"{self.prefix}:arms:{arm}"))
-            pipe = self._client.pipeline(transaction=False)
-            for d in drafters:
-                pipe.hgetall(f"{self.prefix}:arm:{arm}:{d}")
-                pipe.lrange(f"{self.prefix}:recent:{arm}:{d}", 0, -1)
-            replies = pipe.execute()
-        except redis.exceptions.RedisError as err:
-            self._failed(err)
-            return self._last_arms.get(arm, {})
-        self._recovered()
-        result = {}
-        for i, d in enumerate(drafters):
-            h, recent = replies[2 * i], replies[2 * i + 1]
-            result[d] = ArmStats(int(h.get("requests", 0)), int(h.get("tokens", 0)), int(h.get("rounds", 0)),
-                                 float(h.get("decode_s", 0.0)), [float(x) for x in recent])
-        self._last_arms[arm] = result
-        return result
+        with self._lock:
+            if not self._usable():
+                return self._last_arms.get(arm, {})
+            try:
+                drafters = sorted(self._client.smembers(f"{self.prefix}:arms:{arm}"))
+                pipe = self._client.pipeline(transaction=False)
+                for d in drafters:
+                    pipe.hgetall(f"{self.prefix}:arm:{arm}:{d}")
+                    pipe.lrange(f"{self.prefix}:recent:{arm}:{d}", 0, -1)
+                replies = pipe.execute()
+            except redis.exceptions.RedisError as err:
+                self._failed(err)
+                return self._last_arms.get(arm, {})
+            self._recovered()
+            result = {}
+            for i, d in enumerate(drafters):
+                h, recent = replies[2 * i], replies[2 * i + 1]
+                result[d] = ArmStats(int(h.get("requests", 0)), int(h.get("tokens", 0)), int(h.get("rounds", 0)),
+                                     float(h.get("decode_s", 0.0)), [float(x) for x in recent])
+            self._last_arms[arm] = result
+            return result
 
     def query_log(self, count: int | None = None) -> list[dict]:
         """The logged queries, oldest first (at most `count`, the newest ones)."""
