@@ -103,6 +103,15 @@ def checked_request_id(value: str, max_bytes: int) -> str:
     return value
 
 
+def request_id_or_fresh(given: str | None, max_bytes: int) -> tuple[str, ServiceError | None]:
+    """The id a request's log lines carry: the client's, or a fresh one when it sent none or one
+    that is not valid (then also the error; an id that is not printable text never enters a line)."""
+    try:
+        return checked_request_id(given or "", max_bytes) or uuid.uuid4().hex, None
+    except ServiceError as err:
+        return uuid.uuid4().hex, err
+
+
 OK = "OK"
 CANCELLED = Code.CANCELLED.value
 
@@ -124,20 +133,6 @@ class RequestRecorder:
 
 
 @dataclass
-class _Outcome:
-    """What one request did so far, for its `finished` record and its last log line."""
-
-    start: float
-    task: str = ""
-    drafter: str = ""
-    source: str = ""
-    tokens: int = 0
-    ttft_s: float | None = None
-    last_chunk_s: float | None = None  # set by the chunk that finished the generation
-    report: GenerationReport | None = None
-
-
-@dataclass
 class Progress:
     """What the frontend knows about a request as it streams: routing, then the typed report."""
 
@@ -154,6 +149,29 @@ class Progress:
         return RequestStatus(self.request_id, d.task or "", d.drafter, d.confidence, d.source, self.verifier_replica,
                              self.first_token_s, time.perf_counter() - self.start if self.report is not None else None,
                              self.report)
+
+
+@dataclass
+class _Outcome:
+    """What one request did so far, for its `finished` record and its last log line. Times count
+    from `start`, the request's arrival at the ingress (its `progress` counts from its routing)."""
+
+    start: float
+    task: str = ""
+    drafter: str = ""
+    source: str = ""
+    tokens: int = 0
+    last_chunk_s: float | None = None  # set by the chunk that finished the generation
+    progress: Progress | None = None  # once routed
+
+    @property
+    def ttft_s(self) -> float | None:
+        p = self.progress
+        return None if p is None or p.first_token_s is None else p.start + p.first_token_s - self.start
+
+    @property
+    def report(self) -> GenerationReport | None:
+        return self.progress.report if self.progress is not None else None
 
 
 class RouterFrontend:
@@ -234,12 +252,8 @@ class RouterFrontend:
                 await steps.aclose()
 
     def request_id_for(self, given: str | None) -> str:
-        """The id the request's log lines carry: the client's, or a fresh one when it sent none or
-        one `prepare` will refuse (an id that is not printable text never enters a log line)."""
-        try:
-            return checked_request_id(given or "", self.limits.max_name_bytes) or uuid.uuid4().hex
-        except ServiceError:
-            return uuid.uuid4().hex
+        """The id the request's log lines carry (`request_id_or_fresh`; `prepare` refuses an invalid one)."""
+        return request_id_or_fresh(given, self.limits.max_name_bytes)[0]
 
     async def _generate(self, p: GenerateParams, key: str,
                         outcome: _Outcome) -> AsyncIterator[tuple[ChunkOut, Progress]]:
@@ -271,7 +285,7 @@ class RouterFrontend:
 
     async def _stream(self, p: GenerateParams, request: GenerationRequest, decision: RouteDecision,
                       outcome: _Outcome) -> AsyncIterator[tuple[ChunkOut, Progress]]:
-        progress = Progress(request.request_id, decision)
+        progress = outcome.progress = Progress(request.request_id, decision)
         got_any = False
         task, drafter = outcome.task, outcome.drafter
         try:
@@ -281,11 +295,9 @@ class RouterFrontend:
                 now = time.perf_counter()
                 if progress.first_token_s is None and chunk.token_ids:
                     progress.first_token_s = now - progress.start
-                if outcome.ttft_s is None and chunk.token_ids:
-                    outcome.ttft_s = now - outcome.start
                     self.recorder.first_token(task, drafter, outcome.ttft_s)
                 if chunk.report is not None:
-                    progress.report = outcome.report = chunk.report
+                    progress.report = chunk.report
                 if chunk.verifier_replica:
                     progress.verifier_replica = chunk.verifier_replica
                 outcome.tokens += len(chunk.token_ids)

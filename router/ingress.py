@@ -46,7 +46,7 @@ from core.logs import LogSettings, configure_logging, request_scope
 from router import openai_compat as oai
 from router.assign import GREEDY, RoutingTable, Routes
 from router.detect import load_tasks
-from router.frontend import Limits, RouterFrontend, checked_request_id
+from router.frontend import Limits, RouterFrontend, request_id_or_fresh
 from router.grpc_api import MalformedMessage
 from router.metrics import RouterMetrics
 from router.quota import KeyQuota, QuotaConfig
@@ -85,10 +85,8 @@ def _request_id_of(header: str | None) -> tuple[str, ServiceError | None]:
     """The request's id from its X-Request-ID header (a fresh one without it), and the error when
     the header is not a valid id (then the fresh id names the refusal, never the invalid value)."""
     max_bytes = _FRONTEND[0].limits.max_name_bytes if _FRONTEND else Limits().max_name_bytes
-    try:
-        return checked_request_id(header or "", max_bytes) or uuid.uuid4().hex, None
-    except ServiceError as err:
-        return uuid.uuid4().hex, ServiceError(err.code, f"{REQUEST_ID_HEADER}: {err.message}")
+    request_id, err = request_id_or_fresh(header, max_bytes)
+    return request_id, err and ServiceError(err.code, f"{REQUEST_ID_HEADER}: {err.message}")
 
 
 def _refused(request: Request, err: ServiceError) -> JSONResponse:
@@ -296,8 +294,8 @@ class RouterIngress:
 
     @http.post(COMPLETIONS_PATH)
     async def completions(self, body: oai.CompletionRequest, request: Request):
-        """The request's id and start come from the middleware (`X-Request-ID`), which also puts
-        the id on the response."""
+        """The request's id and start come from the middleware (`X-Request-ID`; Serve's proxy puts
+        the id on the response)."""
         request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
         start = getattr(request.state, "start", None) or time.perf_counter()
         with request_scope(request_id):
