@@ -2,8 +2,14 @@
 
 A drafter opens a session (`SessionOpen`; the verifier answers `SessionOpened`), then proposes a
 `DraftTree` per round; the verifier answers each with a `Verdict`. All are plain data (ints,
-floats, strings, no tensors), so each serialises to one proto message (`core.verifier_codec`)
-and can be built and checked without a model.
+floats, strings, bytes, no tensors), so each serialises to one proto message
+(`core.verifier_codec`) and can be built and checked without a model.
+
+A session that asks for the target's hidden states (`SessionOpen.states`, a
+`core.states.StateRequest`) gets them packed (`core.states.HiddenStates`): with `SessionOpened`,
+one row per prefilled token (every prompt token but the last); with each `Verdict`, one row per
+processed position on the committed path (the root, then the accepted nodes). A session that
+asks for none gets `None` in both, and no bytes on the wire.
 
 Vocabulary:
 - committed tokens: the prompt and every token the verifier has emitted so far.
@@ -28,6 +34,7 @@ from dataclasses import dataclass
 
 from core.errors import Code, ServiceError
 from core.sampling import SamplingParams
+from core.states import HiddenStates, StateRequest
 
 NO_PARENT = -1
 """Parent index of the root node."""
@@ -61,6 +68,7 @@ class SessionOpen:
     sampling: SamplingParams = SamplingParams()
     max_new_tokens: int = 0
     request_id: str = ""
+    states: StateRequest | None = None
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,8 @@ class SessionOpened:
     """The verifier's answer to `SessionOpen`: the prompt is prefilled and the session is ready.
 
     max_tree_nodes: the most nodes a tree may have (root included); eos_token_ids: the target's
-    end-of-sequence tokens; prefill_time_s: how long the prefill took; replica: who answered.
+    end-of-sequence tokens; prefill_time_s: how long the prefill took; replica: who answered;
+    states: the prefilled tokens' hidden states, when the opening asked for them.
     """
 
     max_context: int
@@ -76,6 +85,7 @@ class SessionOpened:
     eos_token_ids: frozenset[int]
     prefill_time_s: float
     replica: str
+    states: HiddenStates | None = None
 
 
 @dataclass(frozen=True)
@@ -209,7 +219,8 @@ class Verdict:
 
     accepted_nodes: tree indices of the accepted drafted nodes, root excluded, root to leaf.
     accepted_tokens: their tokens. bonus_token: the token after them; it is committed, and it is
-    the next tree's root. num_emitted counts the bonus.
+    the next tree's root. num_emitted counts the bonus. states: the target's hidden states of the
+    root and the accepted nodes (num_accepted + 1 rows), when the session asked for them.
     """
 
     accepted_nodes: tuple[int, ...]
@@ -217,6 +228,7 @@ class Verdict:
     bonus_token: int
     num_drafted: int
     verify_time_s: float = 0.0
+    states: HiddenStates | None = None
 
     @property
     def num_accepted(self) -> int:

@@ -4,13 +4,18 @@
 `AutoTokenizer`), so a real checkpoint directory works unchanged. `forward_tree` runs one
 forward over a set of tree nodes on top of a KV cache, with the tree attention of
 `core.tree_mask`. The verifier's target and the model drafters use the same two.
+`forward_tree_states` is the same forward that also returns hidden states of chosen layers (layer
+numbering as in `core.states`: 0 the embeddings, k the output of decoder layer k before the
+final norm), read by hooks on the decoder layers, so any HF decoder-only family works.
 
 This module knows nothing about acceptance, sessions or which service runs the model.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -98,3 +103,54 @@ def forward_tree(model, tokens: list[int] | tuple[int, ...], parents: list[int] 
     out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                 past_key_values=cache, use_cache=True)
     return out.logits[0].float().cpu()  # [n, V]
+
+
+def decoder_layers(model) -> torch.nn.ModuleList:
+    """The decoder blocks of an HF causal LM (Llama-style `model.layers`, GPT-2-style `transformer.h`)."""
+    base = model.base_model
+    for name in ("layers", "h", "blocks"):
+        layers = getattr(base, name, None)
+        if isinstance(layers, torch.nn.ModuleList):
+            return layers
+    raise ValueError(f"cannot find the decoder layers of {type(model).__name__}")
+
+
+@contextmanager
+def captured_states(model, layers: tuple[int, ...]) -> Iterator[dict[int, torch.Tensor]]:
+    """While open, every forward of `model` records the hidden states of `layers` (indices in 0..L,
+    resolved) of its first batch row: {layer: [tokens, hidden]}, overwritten by each forward."""
+    blocks = decoder_layers(model)
+    captured: dict[int, torch.Tensor] = {}
+
+    def keep(index):
+        def hook(module, args, kwargs, output=None):
+            value = output if output is not None else (args[0] if args else kwargs["hidden_states"])
+            captured[index] = (value[0] if isinstance(value, tuple) else value)[0]
+        return hook
+
+    handles = []
+    for index in set(layers):
+        if index == 0:
+            handles.append(blocks[0].register_forward_pre_hook(keep(0), with_kwargs=True))
+        else:
+            handles.append(blocks[index - 1].register_forward_hook(keep(index), with_kwargs=True))
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def stack_states(captured: dict[int, torch.Tensor], layers: tuple[int, ...]) -> torch.Tensor:
+    """The captured states as [tokens, len(layers), hidden], in `layers` order."""
+    return torch.stack([captured[i] for i in layers], dim=1)
+
+
+@torch.inference_mode()
+def forward_tree_states(model, tokens: list[int] | tuple[int, ...], parents: list[int] | tuple[int, ...],
+                        cache: DynamicCache, layers: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """`forward_tree` that also returns the hidden states of `layers` (indices in 0..L, already resolved):
+    (logits [n, V] float32 on the cpu, states [n, len(layers), hidden] in the model's dtype, on its device)."""
+    with captured_states(model, layers) as captured:
+        logits = forward_tree(model, tokens, parents, cache)
+    return logits, stack_states(captured, layers)

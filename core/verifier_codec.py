@@ -11,7 +11,9 @@ Per message:
 - responses (verifier -> drafter): `opened_response(SessionOpened)` and
   `verdict_response(Verdict, max_tree_nodes)`, read back with `opened_from_response` and
   `verdict_from_response`;
-- `SamplingParams`, `DraftTree` and `Verdict` have their `*_to_proto` / `*_from_proto` pairs.
+- `SamplingParams`, `DraftTree`, `Verdict`, `StateRequest` and `HiddenStates` have their
+  `*_to_proto` / `*_from_proto` pairs. Hidden states travel as one bytes field with their shape
+  (no per-value encoding), and only when the session asked for them.
 
 Decoding checks nothing beyond what is needed to rebuild a value; the verifier session
 validates a decoded tree as it would any tree. A malformed message (a distribution list of the
@@ -31,6 +33,7 @@ from core.contracts import DraftTree, InvalidTreeError, SessionOpen, SessionOpen
 from core.errors import Code, ServiceError
 from core.public_codec import top_p_from_wire
 from core.sampling import SamplingParams, checked_sampling
+from core.states import HiddenStates, InvalidStateRequestError, StateRequest
 
 OPEN, TREE, CLOSE = "open", "tree", "close"
 """The kinds of request message (`request_kind`)."""
@@ -86,21 +89,56 @@ def _dist_from_proto(entry: verifier_pb2.DraftDist) -> SparseDist | None:
 
 
 def verdict_to_proto(verdict: Verdict) -> verifier_pb2.Verdict:
-    return verifier_pb2.Verdict(accepted_nodes=verdict.accepted_nodes, accepted_tokens=verdict.accepted_tokens,
-                                bonus_token=verdict.bonus_token, num_drafted=verdict.num_drafted,
-                                verify_ms=verdict.verify_time_s * 1e3)
+    msg = verifier_pb2.Verdict(accepted_nodes=verdict.accepted_nodes, accepted_tokens=verdict.accepted_tokens,
+                               bonus_token=verdict.bonus_token, num_drafted=verdict.num_drafted,
+                               verify_ms=verdict.verify_time_s * 1e3)
+    if verdict.states is not None:
+        msg.states.CopyFrom(states_to_proto(verdict.states))
+    return msg
 
 
 def verdict_from_proto(msg: verifier_pb2.Verdict) -> Verdict:
+    states = states_from_proto(msg.states) if msg.HasField("states") else None
     return Verdict(tuple(msg.accepted_nodes), tuple(msg.accepted_tokens), msg.bonus_token, msg.num_drafted,
-                   msg.verify_ms / 1e3)
+                   msg.verify_ms / 1e3, states)
+
+
+# --- hidden states ------------------------------------------------------------------------
+DEFAULT_WIRE_DTYPE = "float16"
+
+
+def state_request_to_proto(request: StateRequest) -> verifier_pb2.StateRequest:
+    return verifier_pb2.StateRequest(layers=request.layers, dtype=request.dtype)
+
+
+def state_request_from_proto(msg: verifier_pb2.StateRequest) -> StateRequest:
+    """Unset fields take the defaults ([-1], float16); the verifier checks the layers and dtype."""
+    return StateRequest(tuple(msg.layers) or (-1,), msg.dtype or DEFAULT_WIRE_DTYPE)
+
+
+def states_to_proto(states: HiddenStates) -> verifier_pb2.HiddenStates:
+    return verifier_pb2.HiddenStates(data=states.data, rows=states.rows, layers=states.layers,
+                                     hidden=states.hidden, dtype=states.dtype)
+
+
+def states_from_proto(msg: verifier_pb2.HiddenStates) -> HiddenStates:
+    """Raises InvalidStateRequestError (INVALID_ARGUMENT) when the bytes do not match the shape."""
+    try:
+        return HiddenStates(msg.data, msg.rows, msg.layers, msg.hidden, msg.dtype or DEFAULT_WIRE_DTYPE)
+    except InvalidStateRequestError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise InvalidStateRequestError(f"malformed hidden states: {err}") from None
 
 
 # --- requests: drafter -> verifier --------------------------------------------------------
 def open_request(opening: SessionOpen) -> SessionRequest:
-    return SessionRequest(open=verifier_pb2.OpenSession(
+    msg = SessionRequest(open=verifier_pb2.OpenSession(
         prompt_ids=opening.prompt_ids, sampling=sampling_to_proto(opening.sampling),
         request_id=opening.request_id, max_new_tokens=opening.max_new_tokens))
+    if opening.states is not None:
+        msg.open.states.CopyFrom(state_request_to_proto(opening.states))
+    return msg
 
 
 def tree_request(tree: DraftTree) -> SessionRequest:
@@ -119,8 +157,9 @@ def request_kind(msg: SessionRequest) -> str | None:
 def open_from_request(msg: SessionRequest) -> SessionOpen:
     """The opening an OPEN request carries; ServiceError(INVALID_ARGUMENT) for bad sampling values."""
     opening = msg.open
+    states = state_request_from_proto(opening.states) if opening.HasField("states") else None
     return SessionOpen(tuple(opening.prompt_ids), sampling_from_proto(opening.sampling), opening.max_new_tokens,
-                       opening.request_id)
+                       opening.request_id, states)
 
 
 def tree_from_request(msg: SessionRequest) -> DraftTree:
@@ -130,16 +169,20 @@ def tree_from_request(msg: SessionRequest) -> DraftTree:
 
 # --- responses: verifier -> drafter -------------------------------------------------------
 def opened_response(opened: SessionOpened) -> SessionResponse:
-    return SessionResponse(opened=verifier_pb2.SessionOpened(
+    msg = SessionResponse(opened=verifier_pb2.SessionOpened(
         max_context=opened.max_context, max_tree_nodes=opened.max_tree_nodes,
         eos_token_ids=sorted(opened.eos_token_ids), prefill_ms=opened.prefill_time_s * 1e3,
         replica=opened.replica))
+    if opened.states is not None:
+        msg.opened.states.CopyFrom(states_to_proto(opened.states))
+    return msg
 
 
 def opened_from_response(msg: SessionResponse) -> SessionOpened:
     opened = msg.opened
+    states = states_from_proto(opened.states) if opened.HasField("states") else None
     return SessionOpened(opened.max_context, opened.max_tree_nodes, frozenset(opened.eos_token_ids),
-                         opened.prefill_ms / 1e3, opened.replica)
+                         opened.prefill_ms / 1e3, opened.replica, states)
 
 
 def verdict_response(verdict: Verdict, max_tree_nodes: int) -> SessionResponse:

@@ -7,6 +7,12 @@ opens its own `DraftSession`, which has two verbs (as in HF's candidate generato
 A session may also draft ahead (`draft_ahead`, `adopt`): guess the verdict of the tree being
 verified and draft the next tree meanwhile, for a loop whose verifier runs elsewhere.
 
+A drafter that reads the target's hidden states says which (`Drafter.state_request`); the
+verifier session is then opened asking for them, the prefill's rows reach the session once
+through `prime` before its first proposal, and each verdict's rows (the root, then the accepted
+nodes) through `observe` (`Verdict.states`). So after `prime` and every `observe`, a session holds
+one row per committed token but the last.
+
 New drafters are one new module that registers itself with `@register_drafter("kind")`, listed in
 `drafter_service.kinds` (which the package imports, so every kind is registered before any lookup);
 nothing else in the code base switches on drafter kinds. This module imports no kind.
@@ -24,6 +30,7 @@ from pydantic import BaseModel
 
 from core.contracts import DraftTree, Verdict
 from core.sampling import SamplingParams
+from core.states import HiddenStates, StateRequest
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,10 @@ class DraftSession(ABC):
         self.context: list[int] = list(prompt_ids)
         self.sampling = sampling
 
+    def prime(self, states: HiddenStates) -> None:
+        """The target's states of the prefilled tokens (every context token but the last), once, before
+        the first proposal; only for drafters with a `state_request`."""
+
     @abstractmethod
     def propose(self, limit: DraftLimit) -> DraftTree:
         """A tree rooted at context[-1], within limit."""
@@ -101,6 +112,8 @@ class Drafter(ABC):
     Config: ClassVar[type[BaseModel]]
     tokenizer = None
     """The drafter's own tokenizer, when it has one: it must equal the target's."""
+    state_request: StateRequest | None = None
+    """The target's hidden states its sessions read (None: tokens only, and the verifier sends none)."""
 
     @abstractmethod
     def start(self, prompt_ids: list[int], sampling: SamplingParams) -> DraftSession:

@@ -25,6 +25,9 @@ verdict, and a guess that came true saves that round's drafting (`_Ahead`). Outp
 any tree is verified losslessly, and a guessed tree is (up to floating-point rounding) the
 one the drafter would have proposed.
 
+A drafter that reads the target's hidden states gets the prefill's rows once (`DraftSession.prime`,
+from the verifier's `prefill_states`) and each verdict's through `observe`.
+
 `speculate` is the loop; `_Loop` holds one generation's state, with a method per step of a
 round (propose, verify, observe, deliver). It knows nothing about how trees are built.
 """
@@ -41,6 +44,7 @@ from drafter_service.base import DraftLimit, DraftSession, Guess
 from drafter_service.detokenize import IncrementalDetokenizer, StopStringMatcher
 from core.contracts import DraftTree, Verdict
 from core.reports import GenerationReport, RoundReport, accepted_positions
+from core.states import HiddenStates
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +55,11 @@ FINISH_CONTEXT = "context"
 
 
 class Verifier(Protocol):
-    """What the loop needs from a verifier session."""
+    """What the loop needs from a verifier session. `prefill_states`: the target's hidden states of
+    the prefilled tokens, when the session was opened asking for them (`core.states`)."""
 
     max_tree_nodes: int
+    prefill_states: HiddenStates | None
 
     @property
     def root(self) -> int: ...
@@ -128,6 +134,8 @@ class _Loop:
         self.matcher = StopStringMatcher(list(stop.stop_strings)) if stop.stop_strings else None
         self.ahead = _Ahead(drafter, verifier)
         self.ready: DraftTree | None = None  # the next tree, drafted ahead for a verdict that came true
+        if drafter is not None and getattr(verifier, "prefill_states", None) is not None:
+            drafter.prime(verifier.prefill_states)
 
     def run(self) -> Iterator[Chunk]:
         """One chunk per round until a stop condition or the end of the context window."""

@@ -55,7 +55,7 @@ class DrafterService:
             return
         try:
             session = self.pool.open(ids, request.sampling, request.request_id, request.timeout_s,
-                                     request.max_new_tokens)
+                                     request.max_new_tokens, self.drafter.state_request)
         except ServiceError as err:
             log.info("request failed: drafter %s, %d prompt tokens, no verifier session: %s %s", self.name,
                      len(ids), err.code.name, err.message)

@@ -87,7 +87,8 @@ class Engine:
         stats = stats if stats is not None else GenerationReport()
         prompt_ids = self.encode(prompt)
         start = time.perf_counter()
-        verifier = VerifierSession(self.target, prompt_ids, sampling, self.max_tree_nodes)  # prefills
+        states = self.drafter.state_request if self.drafter is not None else None
+        verifier = VerifierSession(self.target, prompt_ids, sampling, self.max_tree_nodes, states)  # prefills
         stats.prefill_time_s = time.perf_counter() - start
         draft_session = self.drafter.start(prompt_ids, sampling) if self.drafter is not None else None
         stop = StopConditions(max_new_tokens, self.target.eos_token_ids, tuple(stop_strings))

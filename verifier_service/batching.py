@@ -24,6 +24,11 @@ session reserves `prompt + max_new_tokens + max_tree_nodes` slots when it opens 
 if it does not say), and an open that would over-commit the pool fails at once with
 `PoolFullError`, so a running session never runs out of room mid-generation.
 
+Sessions that asked for hidden states (`core.states`) get their rows from the same forward: the
+states of the layers any session in the batch asked for are read by hooks (none when no session
+asked), and each session takes its own rows: every prefill chunk's, and each tree's root and
+accepted nodes.
+
 What the loop does is reported to a `ForwardObserver` (trees and tree tokens per forward, how long
 each tree queued, the pool's slots in use and free after each iteration); the default observer
 does nothing, so a process without metrics pays nothing.
@@ -50,7 +55,9 @@ import torch
 from core import cpus as cpu_affinity
 from core.contracts import DraftTree
 from verifier_service.kv_pool import KVPool, PoolFullError, StepCache, pool_mask
+from core.hf import captured_states, stack_states
 from core.sampling import SamplingParams
+from core.states import HiddenStates, StateRequest
 from verifier_service.session import DEFAULT_MAX_TREE_NODES, SessionState
 from verifier_service.target import TargetModel
 from core.tree_mask import ancestor_matrix, tree_depths
@@ -88,8 +95,10 @@ class PagedSession(SessionState):
     """A session whose cached tokens (committed[:-1]) live in slots of the shared pool."""
 
     def __init__(self, target: TargetModel, prompt_ids: list[int], sampling: SamplingParams,
-                 max_tree_nodes: int, reserved: int):
-        super().__init__(target, prompt_ids, sampling, max_tree_nodes)
+                 max_tree_nodes: int, reserved: int, states: StateRequest | None = None):
+        super().__init__(target, prompt_ids, sampling, max_tree_nodes, states)
+        if self.state_layers is not None:
+            self.prefill_states = HiddenStates.empty(len(self.state_layers), target.hidden_size, states.dtype)
         self.slots: list[int] = []  # pool slots of committed[:-1], in order
         self.reserved = reserved
         self.closed = False
@@ -147,18 +156,20 @@ class BatchedVerifier:
         return self.trees_verified / max(1, self.forwards)
 
     def open(self, prompt_ids: list[int], sampling: SamplingParams, max_tree_nodes: int = DEFAULT_MAX_TREE_NODES,
-             max_new_tokens: int = 0) -> PagedSession:
+             max_new_tokens: int = 0, states: StateRequest | None = None) -> PagedSession:
         """A new session; `session.ready` (a Future) resolves once its prompt is prefilled. Close
         it whatever happens (`close`), even before it is ready: that frees its reservation.
+        `states`: the hidden states it gets with its prefill and verdicts (`SessionState`).
 
         Raises at once: `InvalidPromptError` for a bad prompt (empty, beyond the context, ids outside
-        the vocabulary), `PoolFullError` when the pool cannot reserve room for it.
+        the vocabulary), `InvalidStateRequestError` for states the target does not have,
+        `PoolFullError` when the pool cannot reserve room for it.
         """
         context = self.target.max_context
         length = min(context, len(prompt_ids) + max_new_tokens) if max_new_tokens > 0 else context
         reserve = length + max_tree_nodes
         with self._cv:
-            session = PagedSession(self.target, prompt_ids, sampling, max_tree_nodes, reserve)
+            session = PagedSession(self.target, prompt_ids, sampling, max_tree_nodes, reserve, states)
             if self.reserved + reserve > self.pool.max_tokens:
                 unreserved = self.pool.max_tokens - self.reserved
                 raise PoolFullError(f"the KV pool ({self.pool.max_tokens} tokens) has {unreserved} "
@@ -271,7 +282,7 @@ class BatchedVerifier:
         return batch
 
     def _step(self, batch: list[tuple[_Work, int]]) -> None:
-        rows, tokens, positions, slots, keep_rows, placed = [], [], [], [], [], []
+        rows, tokens, positions, slots, keep_rows, placed, offsets = [], [], [], [], [], [], []
         started = time.perf_counter()
         trees = [(work, n) for work, n in batch if work.tree is not None]
         for work, _ in trees:
@@ -291,6 +302,7 @@ class BatchedVerifier:
                     ancestors = torch.ones(n, n, dtype=torch.bool).tril()
                 new_slots = self.pool.allocate(n)
                 placed.append(new_slots)
+                offsets.append(len(tokens))
                 rows.append((session.slots, new_slots, ancestors))
                 tokens += new_tokens
                 positions += depth
@@ -301,8 +313,9 @@ class BatchedVerifier:
             for work, _ in batch:
                 self._finish(work, error=err)
             return
+        layers = sorted({i for work, _ in batch for i in (work.session.state_layers or ())})
         try:
-            logits = self._forward(rows, tokens, positions, slots, keep_rows)
+            logits, captured = self._forward(rows, tokens, positions, slots, keep_rows, tuple(layers))
         except BaseException as err:
             log.exception("batched forward failed")
             for new_slots in placed:
@@ -314,10 +327,15 @@ class BatchedVerifier:
         if trees:
             self.observer.forward(len(trees), sum(n for _, n in trees))
         row = 0
-        for (work, n), new_slots in zip(batch, placed):
+        for (work, n), new_slots, offset in zip(batch, placed, offsets):
             session = work.session
+            hidden = None
+            if session.state_layers is not None:
+                hidden = stack_states(captured, session.state_layers)[offset:offset + n]
             if work.tree is None:
                 session.slots.extend(new_slots)
+                if hidden is not None:
+                    session.pack_prefill(hidden)
                 if not session.to_prefill:
                     self._finish(work, result=session)
                 continue
@@ -330,22 +348,32 @@ class BatchedVerifier:
                 kept = [0, *walk.accepted_nodes]  # the root and the accepted path
                 self.pool.free([s for i, s in enumerate(new_slots) if i not in kept])
                 session.slots.extend(new_slots[i] for i in kept)
-                verdict = session.commit(work.tree, walk)
+                verdict = session.commit(work.tree, walk, hidden)
                 self.trees_verified += 1
                 self._finish(work, result=replace(verdict, verify_time_s=time.perf_counter() - work.submitted))
             row += n
 
     @torch.inference_mode()
-    def _forward(self, rows, tokens, positions, slots, keep_rows) -> torch.Tensor:
-        """One forward over the packed new tokens; logits [len(keep_rows), V] of the tree rows."""
+    def _forward(self, rows, tokens, positions, slots, keep_rows,
+                 layers: tuple[int, ...]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """One forward over the packed new tokens: logits [len(keep_rows), V] of the tree rows, and the
+        hidden states of `layers` over every packed token ({layer: [tokens, H]}; empty: none asked)."""
         device, model = self.target.device, self.target.model
         extent = self.pool.extent
         mask = pool_mask(rows, extent, model.dtype).to(device)
-        out = model(input_ids=torch.tensor([tokens], dtype=torch.long, device=device),
-                    position_ids=torch.tensor([positions], dtype=torch.long, device=device),
-                    attention_mask=mask, past_key_values=StepCache(self.pool, slots, extent), use_cache=True,
-                    logits_to_keep=torch.tensor(keep_rows, dtype=torch.long, device=device))
-        return out.logits[0].float().cpu()
+        if not layers:
+            captured: dict[int, torch.Tensor] = {}
+            out = self._run(model, device, mask, tokens, positions, slots, extent, keep_rows)
+        else:
+            with captured_states(model, layers) as captured:
+                out = self._run(model, device, mask, tokens, positions, slots, extent, keep_rows)
+        return out.logits[0].float().cpu(), captured
+
+    def _run(self, model, device, mask, tokens, positions, slots, extent, keep_rows):
+        return model(input_ids=torch.tensor([tokens], dtype=torch.long, device=device),
+                     position_ids=torch.tensor([positions], dtype=torch.long, device=device),
+                     attention_mask=mask, past_key_values=StepCache(self.pool, slots, extent), use_cache=True,
+                     logits_to_keep=torch.tensor(keep_rows, dtype=torch.long, device=device))
 
     def _finish(self, work: _Work, result=None, error: BaseException | None = None) -> None:
         work.session.busy = False

@@ -16,7 +16,9 @@ and `collect` so the loop can draft ahead while the verifier works. It tracks th
 itself. If its replica fails mid-stream (UNAVAILABLE, a broken stream, a replica that drains),
 it reopens the session on another live replica with every committed token as the prompt, and
 re-sends the tree: greedy output is unchanged, and sampled output keeps the target's exact
-distribution (the new replica draws from a fresh seeded stream). If no replica can take it
+distribution (the new replica draws from a fresh seeded stream). A session that asked for hidden
+states gets its whole prefix's again from the new replica (`resumed_states`); the re-sent tree's
+verdict carries its rows as any verdict does, so a drafter reading states misses none. If no replica can take it
 within `failover_timeout_s`, it raises `core.errors.ServiceError` with code UNAVAILABLE: retryable, never
 a hang.
 
@@ -43,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.contracts import DraftTree, SessionOpen, Verdict
 from core.errors import Code, ServiceError
 from core.sampling import SamplingParams
+from core.states import HiddenStates, StateRequest
 from core.tls import TlsFiles
 from core.verifier_codec import (VerifierStub, close_request, open_request, opened_from_response, tree_request,
                                  verdict_from_response)
@@ -173,8 +176,9 @@ class VerifierPool:
             return VerifierStub(channel)
 
     def open(self, prompt_ids: list[int], sampling: SamplingParams, request_id: str = "",
-             timeout_s: float | None = None, max_new_tokens: int = 0) -> "RemoteSession":
-        return RemoteSession(self, prompt_ids, sampling, request_id, timeout_s, max_new_tokens)
+             timeout_s: float | None = None, max_new_tokens: int = 0,
+             states: StateRequest | None = None) -> "RemoteSession":
+        return RemoteSession(self, prompt_ids, sampling, request_id, timeout_s, max_new_tokens, states)
 
     def close(self) -> None:
         self._closed.set()
@@ -192,10 +196,14 @@ class RemoteSession:
     """One generation's session on a remote verifier, with failover (see the module docstring)."""
 
     def __init__(self, pool: VerifierPool, prompt_ids: list[int], sampling: SamplingParams, request_id: str = "",
-                 timeout_s: float | None = None, max_new_tokens: int = 0):
+                 timeout_s: float | None = None, max_new_tokens: int = 0, states: StateRequest | None = None):
         """max_new_tokens: what the generation may add (0: unknown), so the verifier reserves no
-        more KV room than it needs."""
+        more KV room than it needs. states: the hidden states to ask for (`core.states`): the
+        prefill's arrive in `prefill_states`, each verdict's in `Verdict.states`."""
         self.pool, self.sampling, self.request_id = pool, sampling, request_id
+        self.state_request = states
+        self.prefill_states: HiddenStates | None = None  # the first opening's
+        self.resumed_states: HiddenStates | None = None  # the last failover's: every committed token but the root
         self.end = len(prompt_ids) + max_new_tokens if max_new_tokens > 0 else None
         self.deadline = None if timeout_s is None else time.monotonic() + timeout_s
         self.committed: list[int] = list(prompt_ids)
@@ -292,7 +300,7 @@ class RemoteSession:
             requests.put(open_request(SessionOpen(
                 tuple(self.committed), self.sampling,
                 max_new_tokens=0 if self.end is None else max(1, self.end - len(self.committed)),
-                request_id=self.request_id)))
+                request_id=self.request_id, states=self.state_request)))
             call = self.pool.stub(address).Session(iter(requests.get, _END), timeout=self._remaining())
             try:
                 opened = opened_from_response(next(call))
@@ -313,6 +321,10 @@ class RemoteSession:
             self.max_tree_nodes = opened.max_tree_nodes
             self.eos_token_ids = opened.eos_token_ids
             self.prefill_time_s += opened.prefill_time_s
+            if self.failovers:
+                self.resumed_states = opened.states
+            else:
+                self.prefill_states = opened.states
             return
 
     def _others_left(self, tried: set[str]) -> bool:

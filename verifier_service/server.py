@@ -7,6 +7,8 @@ Messages are built and read through `core.verifier_codec` only.
 
 One stream is one session (`verifier_service.session.VerifierSession`): the first message opens
 it (prompt ids and sampling; the prompt is prefilled), then each tree gets one verdict, in order.
+A session that asks for hidden states gets them with its opening and each verdict
+(`core.states`); others get none.
 The session lives exactly as long as its stream: a close message, a half-close, a client
 cancellation, a broken connection, an expired deadline or `idle_timeout_s` without a message end
 the handler, and its `finally` frees the session at once.
@@ -22,10 +24,12 @@ Every expected failure is a `core.errors.ServiceError` (`InvalidPromptError`, `I
 stream's status (`core.errors.grpc_status`) and message. Any other exception is a bug: it is
 logged and answered INTERNAL, never as the caller's fault. The statuses:
 - INVALID_ARGUMENT: a bad prompt (empty, beyond the context, ids outside the vocabulary), bad
-  sampling values, a malformed or invalid tree;
+  sampling values, a malformed or invalid tree, hidden states of a layer the target does not
+  have or in a dtype it does not offer;
 - RESOURCE_EXHAUSTED: `max_sessions` streams stayed open for `admission_wait_s` after a new one
-  asked (it carries a `retry-after-ms` hint), a message exceeds `max_message_bytes`, or the KV
-  pool (`max_kv_tokens`) cannot reserve room for a new session;
+  asked (it carries a `retry-after-ms` hint), a message exceeds `max_message_bytes` (the hidden
+  states a session asked for included), or the KV pool (`max_kv_tokens`) cannot reserve room
+  for a new session;
 - FAILED_PRECONDITION: messages out of order (a tree before the session is open, two opens);
 - UNAVAILABLE: the server is draining (being removed);
 - DEADLINE_EXCEEDED: the client's deadline passed (gRPC's own), or no message came for
@@ -59,6 +63,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core import cpus as cpu_affinity
 from core.contracts import SessionOpen, SessionOpened
+from core.states import HiddenStates, StateRequest
 from core.errors import Code, ServiceError, grpc_status
 from core.logs import request_scope
 from core.tls import TlsFiles
@@ -75,6 +80,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SERVICE_NAME = "specroute.v1.Verifier"
+STATES_HEADROOM_BYTES = 4096
+"""Room left in a message for its other fields when hidden states fill most of it."""
 RETRY_AFTER_MS = 100
 """The back-off a RESOURCE_EXHAUSTED answer suggests (a session usually frees within it)."""
 
@@ -159,8 +166,8 @@ class _Unbatched:
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._forward, fn, *args)
 
-    async def open(self, prompt_ids: list[int], sampling, max_new_tokens: int):
-        return await self._run(VerifierSession, self.target, prompt_ids, sampling, self.config.max_tree_nodes)
+    async def open(self, prompt_ids: list[int], sampling, max_new_tokens: int, states: StateRequest | None = None):
+        return await self._run(VerifierSession, self.target, prompt_ids, sampling, self.config.max_tree_nodes, states)
 
     async def verify(self, session, tree):
         submitted = time.perf_counter()
@@ -195,8 +202,8 @@ class _Batched:
         self.batcher = BatchedVerifier(target, config.max_batch_tokens, max_kv, config.prefill_chunk_tokens,
                                        config.batch_wait_ms, cpus=cpus, observer=observer)
 
-    async def open(self, prompt_ids: list[int], sampling, max_new_tokens: int):
-        session = self.batcher.open(prompt_ids, sampling, self.config.max_tree_nodes, max_new_tokens)
+    async def open(self, prompt_ids: list[int], sampling, max_new_tokens: int, states: StateRequest | None = None):
+        session = self.batcher.open(prompt_ids, sampling, self.config.max_tree_nodes, max_new_tokens, states)
         try:
             return await asyncio.wrap_future(session.ready)
         except BaseException:  # cancelled or failed while prefilling: free its room now
@@ -325,7 +332,7 @@ class VerifierServicer(VerifierServicerBase):
         start = time.perf_counter()
         try:
             session = await self._counted(self.backend.open(list(opening.prompt_ids), opening.sampling,
-                                                            opening.max_new_tokens))
+                                                            opening.max_new_tokens, opening.states))
         except ServiceError as err:
             self.observer.session_refused(refusal_reason(err))
             log.info("session refused: %s %s", err.code.name, err.message)
@@ -336,9 +343,10 @@ class VerifierServicer(VerifierServicerBase):
         reason = "error"
         try:
             self.sessions_served += 1
+            self._check_size(session.prefill_states)
             await context.write(opened_response(SessionOpened(
                 self.target.max_context, self.config.max_tree_nodes, frozenset(self.target.eos_token_ids),
-                time.perf_counter() - start, self.replica)))
+                time.perf_counter() - start, self.replica, session.prefill_states)))
             reason = await self._verify_trees(session, requests, context)
         except ServiceError as err:
             reason = err.code.name
@@ -375,7 +383,17 @@ class VerifierServicer(VerifierServicerBase):
                 raise ServiceError(Code.FAILED_PRECONDITION,
                                    f"a session is open: expected `tree` or `close`, got `{kind}`")
             verdict = await self._counted(self.backend.verify(session, tree_from_request(message)))
+            self._check_size(verdict.states)
             await context.write(verdict_response(verdict, self.tree_budget()))
+
+    def _check_size(self, states: HiddenStates | None) -> None:
+        """Hidden states count against the message-size limit: RESOURCE_EXHAUSTED, naming it, before
+        gRPC would fail the send with a less helpful message."""
+        limit = self.config.max_message_bytes
+        if states is not None and states.nbytes > limit - STATES_HEADROOM_BYTES:
+            raise ServiceError(Code.RESOURCE_EXHAUSTED,
+                               f"the hidden states of {states.rows} positions take {states.nbytes} bytes; messages "
+                               f"are limited to {limit} (ask for fewer layers, a smaller dtype or a shorter prompt)")
 
     async def _next(self, requests) -> SessionRequest | None:
         """The next message; None when the stream ends. DEADLINE_EXCEEDED after idle_timeout_s."""

@@ -13,6 +13,10 @@ caches in one pool, shares every check and the acceptance math with this one.
 Invariant: the cache holds exactly committed[:-1]; committed[-1] (the root, the last bonus) is
 not in the cache yet. A tree that fails `check` leaves the session unchanged.
 
+A session opened with a `core.states.StateRequest` returns the target's hidden states of those
+layers: the prefill's rows in `prefill_states`, and each verdict's rows (the root and the accepted
+nodes) in `Verdict.states`. Without one, no state is read or copied.
+
 A bad prompt raises `InvalidPromptError` (`ContextOverflowError` when it is too long for the
 context window) and a tree that fails `check` raises `core.contracts.InvalidTreeError`: both
 are `core.errors.ServiceError`s with code INVALID_ARGUMENT.
@@ -33,6 +37,7 @@ from core.contracts import NO_PARENT, DraftTree, InvalidTreeError, Verdict
 from core.errors import Code, ServiceError
 from core.kv_cache import keep_tree_nodes, truncate
 from core.sampling import SamplingParams, processed_probs
+from core.states import HiddenStates, StateRequest
 from verifier_service.target import TargetModel
 from core.tree_mask import tree_depths
 
@@ -58,7 +63,7 @@ class SessionState:
     the sampling settings and seeded RNG, the tree checks and the acceptance walk."""
 
     def __init__(self, target: TargetModel, prompt_ids: list[int], sampling: SamplingParams,
-                 max_tree_nodes: int = DEFAULT_MAX_TREE_NODES):
+                 max_tree_nodes: int = DEFAULT_MAX_TREE_NODES, states: StateRequest | None = None):
         if not prompt_ids:
             raise InvalidPromptError("the prompt is empty: it needs at least one token")
         if len(prompt_ids) > target.max_context:
@@ -71,6 +76,9 @@ class SessionState:
             raise ValueError("max_tree_nodes must be >= 1")
         self.target = target
         self.sampling = sampling
+        self.state_request = states
+        self.state_layers: tuple[int, ...] | None = states.resolve(target.num_layers) if states else None
+        self.prefill_states: HiddenStates | None = None  # set once the prompt is prefilled, if asked for
         self.max_tree_nodes = max_tree_nodes
         self.committed: list[int] = list(prompt_ids)
         self.rounds = 0  # trees committed
@@ -126,12 +134,22 @@ class SessionState:
             return greedy_walk(tree, logits.argmax(-1).tolist())
         return sample_walk(tree, processed_probs(logits, self.sampling), self.generator)
 
-    def commit(self, tree: DraftTree, walk: WalkResult) -> Verdict:
-        """Appends the accepted path and the bonus token to the committed tokens."""
+    def commit(self, tree: DraftTree, walk: WalkResult, states: torch.Tensor | None = None) -> Verdict:
+        """Appends the accepted path and the bonus token to the committed tokens. `states`: the tree's
+        hidden states [n, layers, H] when the session asked for them; the verdict carries the rows of
+        the root and the accepted nodes."""
         accepted_tokens = tuple(tree.tokens[i] for i in walk.accepted_nodes)
         self.committed.extend((*accepted_tokens, walk.bonus_token))
         self.rounds += 1
-        return Verdict(walk.accepted_nodes, accepted_tokens, walk.bonus_token, tree.num_drafted)
+        packed = None
+        if states is not None and self.state_request is not None:
+            packed = HiddenStates.pack(states[[0, *walk.accepted_nodes]], self.state_request.dtype)
+        return Verdict(walk.accepted_nodes, accepted_tokens, walk.bonus_token, tree.num_drafted, states=packed)
+
+    def pack_prefill(self, states: torch.Tensor) -> None:
+        """Adds prefilled rows [n, layers, H] to `prefill_states` (a prompt may prefill in chunks)."""
+        packed = HiddenStates.pack(states, self.state_request.dtype)
+        self.prefill_states = packed if self.prefill_states is None else self.prefill_states.concat(packed)
 
 
 class VerifierSession(SessionState):
@@ -139,12 +157,22 @@ class VerifierSession(SessionState):
     (`verifier_service.batching` keeps many sessions' caches in one pool instead.)"""
 
     def __init__(self, target: TargetModel, prompt_ids: list[int], sampling: SamplingParams,
-                 max_tree_nodes: int = DEFAULT_MAX_TREE_NODES):
-        super().__init__(target, prompt_ids, sampling, max_tree_nodes)
+                 max_tree_nodes: int = DEFAULT_MAX_TREE_NODES, states: StateRequest | None = None):
+        super().__init__(target, prompt_ids, sampling, max_tree_nodes, states)
         self.cache = target.new_cache()
         prefill = self.committed[:-1]
+        if self.state_layers is not None:
+            self.prefill_states = HiddenStates.empty(len(self.state_layers), target.hidden_size, states.dtype)
         if prefill:
-            target.forward_tree(prefill, [NO_PARENT, *range(len(prefill) - 1)], self.cache)
+            logits, hidden = self._forward(prefill, [NO_PARENT, *range(len(prefill) - 1)])
+            if hidden is not None:
+                self.pack_prefill(hidden)
+
+    def _forward(self, tokens, parents) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits [n, V], and the hidden states [n, layers, H] when the session asked for them."""
+        if self.state_layers is None:
+            return self.target.forward_tree(tokens, parents, self.cache), None
+        return self.target.forward_tree_states(tokens, parents, self.cache, self.state_layers)
 
     def verify(self, tree: DraftTree) -> Verdict:
         """One round: check, one target forward over all nodes, acceptance walk, commit."""
@@ -152,19 +180,20 @@ class VerifierSession(SessionState):
         start = time.perf_counter()
         prefix_len = self.prefix_len
         try:
-            logits = self.target.forward_tree(tree.tokens, tree.parents, self.cache)  # [n, V]
+            logits, hidden = self._forward(tree.tokens, tree.parents)  # [n, V], [n, layers, H] or None
         except BaseException:
             truncate(self.cache, prefix_len)  # a forward that failed part-way may have appended
             raise
-        return replace(self.accept(tree, logits), verify_time_s=time.perf_counter() - start)
+        return replace(self.accept(tree, logits, hidden), verify_time_s=time.perf_counter() - start)
 
     def decode_step(self) -> Verdict:
         """Plain target decoding: one token, through the same path as speculation."""
         return self.verify(DraftTree.root_only(self.root))
 
-    def accept(self, tree: DraftTree, logits: torch.Tensor) -> Verdict:
+    def accept(self, tree: DraftTree, logits: torch.Tensor, states: torch.Tensor | None = None) -> Verdict:
         """Acceptance walk over logits [n, V] of a checked tree whose nodes were just appended to
-        the cache; keeps the accepted path's cache entries and commits path and bonus."""
+        the cache; keeps the accepted path's cache entries and commits path and bonus (`states`:
+        the tree's hidden states, when the session asked for them)."""
         prefix_len = self.prefix_len
         try:
             walk = self.walk(tree, logits)
@@ -172,4 +201,4 @@ class VerifierSession(SessionState):
             truncate(self.cache, prefix_len)
             raise
         keep_tree_nodes(self.cache, prefix_len, [0, *walk.accepted_nodes])
-        return self.commit(tree, walk)
+        return self.commit(tree, walk, states)

@@ -8,16 +8,40 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class OpenSession(_message.Message):
-    __slots__ = ("prompt_ids", "sampling", "request_id", "max_new_tokens")
+    __slots__ = ("prompt_ids", "sampling", "request_id", "max_new_tokens", "states")
     PROMPT_IDS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
     prompt_ids: _containers.RepeatedScalarFieldContainer[int]
     sampling: _specroute_pb2.SamplingParams
     request_id: str
     max_new_tokens: int
-    def __init__(self, prompt_ids: _Optional[_Iterable[int]] = ..., sampling: _Optional[_Union[_specroute_pb2.SamplingParams, _Mapping]] = ..., request_id: _Optional[str] = ..., max_new_tokens: _Optional[int] = ...) -> None: ...
+    states: StateRequest
+    def __init__(self, prompt_ids: _Optional[_Iterable[int]] = ..., sampling: _Optional[_Union[_specroute_pb2.SamplingParams, _Mapping]] = ..., request_id: _Optional[str] = ..., max_new_tokens: _Optional[int] = ..., states: _Optional[_Union[StateRequest, _Mapping]] = ...) -> None: ...
+
+class StateRequest(_message.Message):
+    __slots__ = ("layers", "dtype")
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    layers: _containers.RepeatedScalarFieldContainer[int]
+    dtype: str
+    def __init__(self, layers: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ...) -> None: ...
+
+class HiddenStates(_message.Message):
+    __slots__ = ("data", "rows", "layers", "hidden", "dtype")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    rows: int
+    layers: int
+    hidden: int
+    dtype: str
+    def __init__(self, data: _Optional[bytes] = ..., rows: _Optional[int] = ..., layers: _Optional[int] = ..., hidden: _Optional[int] = ..., dtype: _Optional[str] = ...) -> None: ...
 
 class DraftDist(_message.Message):
     __slots__ = ("token_ids", "probs")
@@ -54,34 +78,38 @@ class SessionRequest(_message.Message):
     def __init__(self, open: _Optional[_Union[OpenSession, _Mapping]] = ..., tree: _Optional[_Union[Tree, _Mapping]] = ..., close: _Optional[_Union[CloseSession, _Mapping]] = ...) -> None: ...
 
 class SessionOpened(_message.Message):
-    __slots__ = ("max_context", "max_tree_nodes", "eos_token_ids", "prefill_ms", "replica")
+    __slots__ = ("max_context", "max_tree_nodes", "eos_token_ids", "prefill_ms", "replica", "states")
     MAX_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     MAX_TREE_NODES_FIELD_NUMBER: _ClassVar[int]
     EOS_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     PREFILL_MS_FIELD_NUMBER: _ClassVar[int]
     REPLICA_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
     max_context: int
     max_tree_nodes: int
     eos_token_ids: _containers.RepeatedScalarFieldContainer[int]
     prefill_ms: float
     replica: str
-    def __init__(self, max_context: _Optional[int] = ..., max_tree_nodes: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., prefill_ms: _Optional[float] = ..., replica: _Optional[str] = ...) -> None: ...
+    states: HiddenStates
+    def __init__(self, max_context: _Optional[int] = ..., max_tree_nodes: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., prefill_ms: _Optional[float] = ..., replica: _Optional[str] = ..., states: _Optional[_Union[HiddenStates, _Mapping]] = ...) -> None: ...
 
 class Verdict(_message.Message):
-    __slots__ = ("accepted_nodes", "accepted_tokens", "bonus_token", "num_drafted", "verify_ms", "max_tree_nodes")
+    __slots__ = ("accepted_nodes", "accepted_tokens", "bonus_token", "num_drafted", "verify_ms", "max_tree_nodes", "states")
     ACCEPTED_NODES_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     BONUS_TOKEN_FIELD_NUMBER: _ClassVar[int]
     NUM_DRAFTED_FIELD_NUMBER: _ClassVar[int]
     VERIFY_MS_FIELD_NUMBER: _ClassVar[int]
     MAX_TREE_NODES_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
     accepted_nodes: _containers.RepeatedScalarFieldContainer[int]
     accepted_tokens: _containers.RepeatedScalarFieldContainer[int]
     bonus_token: int
     num_drafted: int
     verify_ms: float
     max_tree_nodes: int
-    def __init__(self, accepted_nodes: _Optional[_Iterable[int]] = ..., accepted_tokens: _Optional[_Iterable[int]] = ..., bonus_token: _Optional[int] = ..., num_drafted: _Optional[int] = ..., verify_ms: _Optional[float] = ..., max_tree_nodes: _Optional[int] = ...) -> None: ...
+    states: HiddenStates
+    def __init__(self, accepted_nodes: _Optional[_Iterable[int]] = ..., accepted_tokens: _Optional[_Iterable[int]] = ..., bonus_token: _Optional[int] = ..., num_drafted: _Optional[int] = ..., verify_ms: _Optional[float] = ..., max_tree_nodes: _Optional[int] = ..., states: _Optional[_Union[HiddenStates, _Mapping]] = ...) -> None: ...
 
 class SessionResponse(_message.Message):
     __slots__ = ("opened", "verdict")
