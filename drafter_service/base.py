@@ -22,7 +22,9 @@ This module knows nothing about the verifier's cache or how trees are verified.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
@@ -125,6 +127,20 @@ class Drafter(ABC):
 
 
 _REGISTRY: dict[str, type[Drafter]] = {}
+
+DRAFTER_FILE = "specroute_drafter.json"
+"""A drafter directory that is not a plain HF model names its kind here: {"kind": ..., ...}."""
+
+
+def directory_kind(path: str | Path) -> str | None:
+    """The kind a drafter directory records in DRAFTER_FILE; None for a plain model directory."""
+    marker = Path(path) / DRAFTER_FILE
+    if not marker.is_file():
+        return None
+    kind = json.loads(marker.read_text()).get("kind")
+    if not isinstance(kind, str):
+        raise ValueError(f"{marker} names no drafter kind")
+    return kind
 
 
 def register_drafter(kind: str) -> Callable[[type[Drafter]], type[Drafter]]:

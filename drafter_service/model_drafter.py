@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from transformers import DynamicCache
 
 from drafter_service.base import DraftLimit, Drafter, DraftSession, Guess, register_drafter
@@ -54,8 +54,10 @@ from core.hf import DEFAULT_CONTEXT, ModelLoadConfig, context_window, forward_tr
 from core.tree_mask import additive_mask, ancestor_matrix
 
 
-class ModelDrafterConfig(ModelLoadConfig):
-    """A model drafter: where its weights are, and the shape of the trees it drafts."""
+class TreeConfig(BaseModel):
+    """The shape of the dynamic trees a model-backed drafter drafts (any kind that reuses this session)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     top_k: int = Field(4, ge=1, description="Frontier width and children per expanded node; 1 drafts a chain.")
     max_depth: int = Field(6, ge=1, description="Most drafted levels below the root.")
@@ -66,10 +68,14 @@ class ModelDrafterConfig(ModelLoadConfig):
                              "while the tree is verified, each with its next tree drafted meanwhile (0: off).")
 
     @model_validator(mode="after")
-    def _nodes_fit_depth(self) -> "ModelDrafterConfig":
+    def _nodes_fit_depth(self) -> "TreeConfig":
         if self.top_k == 1 and self.max_nodes < self.max_depth + 1:
             raise ValueError(f"a chain of depth {self.max_depth} needs max_nodes >= {self.max_depth + 1}")
         return self
+
+
+class ModelDrafterConfig(ModelLoadConfig, TreeConfig):
+    """A model drafter: where its weights are, and the shape of the trees it drafts."""
 
 
 @dataclass
@@ -118,8 +124,8 @@ class ModelDraftSession(DraftSession):
         self.drafter = drafter
         self.config = drafter.config
         self.budget = DraftBudget(self.config.budget, self.config.max_depth)
-        self.cache = DynamicCache(config=drafter.model.config)
-        self.num_run = 0  # context tokens already in the cache
+        self.cache = self._new_cache()
+        self.num_run = 0  # context entries already in the cache (`_context_entries`)
         seed = sampling.seed if sampling.seed is not None else random.getrandbits(62)
         # Its own stream, so the drafter's noise is not the verifier's under the same seed.
         self.generator = torch.Generator().manual_seed(derived_seed(seed, "drafter"))
@@ -191,20 +197,38 @@ class ModelDraftSession(DraftSession):
         before them; returns their logits [len(nodes), V]."""
         if not nodes:
             raise ValueError("no nodes to run: the caller must stop drafting at an empty level")
-        context_len = len(self.context)
+        cached = self._context_entries()
         known = self._run_order + nodes
         allowed = ancestor_matrix(cands.parents)
-        cols = torch.tensor(known)
-        mask_rows = torch.ones(len(nodes), context_len + len(known), dtype=torch.bool)
-        mask_rows[:, context_len:] = allowed[torch.tensor(nodes)][:, cols]
+        mask_rows = torch.ones(len(nodes), cached + len(known), dtype=torch.bool)
+        mask_rows[:, cached:] = allowed[torch.tensor(nodes)][:, torch.tensor(known)]
+        positions = [len(self.context) - 1 + cands.depths[i] for i in nodes]
+        logits = self._forward_nodes(cands, nodes, mask_rows, positions)
+        self._run_order = known
+        return logits
+
+    # --- what a subclass with another model changes ------------------------------------------
+
+    keeps_node_entries = True
+    """Whether the cache entries of accepted nodes are kept after a verdict (False: the context
+    is run again from the committed tokens, as a drafter that reads the target's states must)."""
+
+    def _new_cache(self):
+        return DynamicCache(config=self.drafter.model.config)
+
+    def _context_entries(self) -> int:
+        """Cache entries the whole context takes: one per token."""
+        return len(self.context)
+
+    def _forward_nodes(self, cands: _Candidates, nodes: list[int], mask_rows: torch.Tensor,
+                       positions: list[int]) -> torch.Tensor:
+        """One forward of `nodes` on top of the cache; mask_rows [n, cached + run nodes] (True: attend)."""
         model = self.drafter.model
         mask = additive_mask(mask_rows, model.dtype)  # [1, 1, len(nodes), context + run nodes]
-        positions = torch.tensor([[context_len - 1 + cands.depths[i] for i in nodes]])
         with torch.inference_mode():
             out = model(input_ids=torch.tensor([[cands.tokens[i] for i in nodes]], device=model.device),
-                        attention_mask=mask.to(model.device), position_ids=positions.to(model.device),
+                        attention_mask=mask.to(model.device), position_ids=torch.tensor([positions]).to(model.device),
                         past_key_values=self.cache, use_cache=True)
-        self._run_order = known
         return out.logits[0].float().cpu()
 
     def _select(self, cands: _Candidates, node_cap: int) -> DraftTree:
@@ -239,7 +263,7 @@ class ModelDraftSession(DraftSession):
         caller commits the tokens to the context."""
         accepted = [self._tree_to_candidate[i] for i in accepted_nodes]
         run_index = {c: i for i, c in enumerate(self._run_order)}
-        kept = [run_index[c] for c in accepted if c in run_index]  # a prefix of the path
+        kept = [run_index[c] for c in accepted if c in run_index] if self.keeps_node_entries else []  # a path prefix
         keep_tree_nodes(self.cache, self.num_run, kept)
         self.budget.observe(self._drafted_depth, len(accepted_nodes))
         self.num_run += len(kept)
@@ -298,7 +322,7 @@ class ModelDraftSession(DraftSession):
     def _rewind(self) -> None:
         """Drops the entries of nodes run for a proposal never observed (a rejected tree, say), and
         the last context token's, which then runs again: drafting starts from its logits."""
-        self.num_run = min(self.num_run, len(self.context) - 1)
+        self.num_run = min(self.num_run, self._context_entries() - 1)
         truncate(self.cache, self.num_run)
 
     def _run_context(self) -> torch.Tensor:

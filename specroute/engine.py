@@ -6,7 +6,8 @@
     for chunk in engine.stream("def fib(n):", max_new_tokens=64):
         print(chunk.text, end="")
 
-A drafter spec is "none" (plain target decoding), "ngram", a model directory, or a `Drafter`.
+A drafter spec is "none" (plain target decoding), "ngram", a drafter directory (a model, or a
+directory that records its kind, such as a feature drafter's), or a `Drafter`.
 This module wires the pieces together; it holds no algorithm of its own.
 """
 
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from drafter_service.base import Drafter, create_drafter, drafter_config_model
+from drafter_service.base import Drafter, create_drafter, directory_kind, drafter_config_model
 from core.reports import GenerationReport
 from drafter_service.generation import Chunk, Generation, StopConditions, collect, speculate
 from core.sampling import SamplingParams
@@ -30,7 +31,8 @@ MODEL_KIND = "model"  # the kind a model directory is loaded as
 def load_drafter(spec: str | Path | Drafter | None, device: str = "auto", dtype: str = "float32",
                  tree: dict | None = None) -> Drafter | None:
     """'none' or None -> None; a registered kind without a model ('ngram') -> that drafter;
-    a directory -> a model drafter. `tree` overrides the drafter's tree settings."""
+    a directory -> the drafter of the kind it records (a feature drafter, say), else a model
+    drafter. `tree` overrides the drafter's tree settings."""
     if spec is None or isinstance(spec, Drafter):
         return spec
     spec = str(spec)
@@ -43,10 +45,11 @@ def load_drafter(spec: str | Path | Drafter | None, device: str = "auto", dtype:
 
 
 def drafter_spec(spec: str | Path) -> tuple[str, dict]:
-    """A drafter spec's (kind, options): a directory -> (MODEL_KIND, {"path": DIR}); otherwise a
-    registered kind with its default settings (ValueError from the registry when it is none)."""
+    """A drafter spec's (kind, options): a directory -> (the kind it records, else MODEL_KIND,
+    {"path": DIR}); otherwise a registered kind with its default settings (ValueError from the
+    registry when it is none)."""
     if Path(spec).is_dir():
-        return MODEL_KIND, {"path": str(spec)}
+        return directory_kind(spec) or MODEL_KIND, {"path": str(spec)}
     drafter_config_model(str(spec))  # unknown kind: ValueError naming the known ones
     return str(spec), {}
 

@@ -10,6 +10,7 @@ import pytest
 
 from drafter_service.base import create_drafter, drafter_kinds
 from drafter_service.datastore import Datastore
+from drafter_service.feature_model import FeatureDraftConfig, FeatureDraftModel
 from specroute.engine import Engine
 from tests.conftest import PROMPTS
 from core.sampling import SamplingParams
@@ -29,9 +30,18 @@ def drafters(tiny_zoo, target, tmp_path_factory):
         "ngram": create_drafter("ngram", {}),
         "plain": create_drafter("plain", {}),
         "hybrid": create_drafter("hybrid", {"path": tiny_zoo.llama_drafter, "datastore": store, **DEEP}),
+        "feature": create_drafter("feature", {"path": _feature_dir(tiny_zoo, tmp_path_factory), **DEEP}),
     }
     assert set(made) == set(drafter_kinds()), "a new drafter kind must be added to this test"
     return made
+
+
+def _feature_dir(tiny_zoo, tmp_path_factory):
+    """An untrained feature drafter with position specialists: deep trees reach every specialist."""
+    out = tmp_path_factory.mktemp("feature") / "feature"
+    config = FeatureDraftConfig(position_specialists=2, train_depth=4)
+    FeatureDraftModel.from_target(tiny_zoo.target, config, seed=0).save(out)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +49,7 @@ def plain(target):
     return {p: Engine(target).generate(p, MAX_NEW).token_ids for p in PROMPTS[:3]}
 
 
-@pytest.mark.parametrize("kind", ["model", "ngram", "hybrid", "plain"])
+@pytest.mark.parametrize("kind", ["model", "ngram", "hybrid", "plain", "feature"])
 def test_every_node_budget_greedy_and_sampled(target, drafters, plain, kind):
     for budget in BUDGETS:
         engine = Engine(target, drafters[kind], max_tree_nodes=budget)

@@ -2,8 +2,9 @@
 
 On a target with an 8-token vocabulary, the empirical joint distribution of the first two
 generated tokens, over many seeded generations, is compared with the exact distribution computed
-from the target (chi-square). Multi-candidate trees drawn without replacement (a model drafter)
-and deterministic multi-branch trees (the ngram drafter) must pass; the same test must reject a
+from the target (chi-square). Multi-candidate trees drawn without replacement (a model drafter,
+a feature drafter reading the target's states) and deterministic multi-branch trees (the ngram
+drafter) must pass; the same test must reject a
 deliberately wrong acceptance rule.
 """
 
@@ -17,6 +18,7 @@ from scipy.stats import chisquare
 import verifier_service.acceptance as acceptance
 from drafter_service.base import create_drafter
 from drafter_service.base import DraftLimit
+from drafter_service.feature_model import FeatureDraftConfig, FeatureDraftModel
 from core.reports import GenerationReport
 from drafter_service.generation import StopConditions, speculate
 from tests import tiny_models
@@ -56,7 +58,7 @@ def empirical_joint(target, drafter):
     stop = StopConditions(max_new_tokens=3)  # round one may draft 2 levels
     for i in range(NUM_SAMPLES):
         params = PARAMS.model_copy(update={"seed": 1000 + i})
-        verifier = VerifierSession(target, PROMPT, params)
+        verifier = VerifierSession(target, PROMPT, params, states=drafter.state_request)
         draft = drafter.start(PROMPT, params)
         stats = GenerationReport()
         chunks = speculate(verifier, draft, target.tokenizer, PROMPT, stop, stats)
@@ -88,6 +90,20 @@ def model_drafter(path):
 def test_multi_candidate_model_drafter_is_lossless(small_vocab):
     target, drafter_dir = small_vocab
     observed, num_accepted = empirical_joint(target, model_drafter(drafter_dir))
+    assert num_accepted > NUM_SAMPLES // 2, "drafts must be accepted for the test to mean anything"
+    assert chi_square_p(observed, exact_joint(target)) > P_VALUE_FLOOR
+
+
+@pytest.mark.parametrize("options", [{}, {"position_specialists": 1, "feature_sampling": True}],
+                         ids=["eagle", "poss-fspad"])
+def test_multi_candidate_feature_drafter_is_lossless(small_vocab, tmp_path, options):
+    """A drafter that reads the target's states: trees from predicted features, same test."""
+    target, _ = small_vocab
+    model = FeatureDraftModel.from_target(target.config.path, FeatureDraftConfig(train_depth=2, **options), seed=3)
+    model.save(tmp_path / "feature")
+    drafter = create_drafter("feature", {"path": tmp_path / "feature", "top_k": 3, "max_depth": 2, "max_nodes": 13,
+                                         "proposal_support": 6, "budget": {"adaptive": False}})
+    observed, num_accepted = empirical_joint(target, drafter)
     assert num_accepted > NUM_SAMPLES // 2, "drafts must be accepted for the test to mean anything"
     assert chi_square_p(observed, exact_joint(target)) > P_VALUE_FLOOR
 
