@@ -3,8 +3,9 @@
 A small model drafts well where the next tokens follow from local statistics and poorly where
 the target copies: a span of the prompt (prompt lookup, Saxena 2023), its own earlier output, or
 text it learned by heart. Lookups draft those well and nothing else. The hybrid drafts the
-model's tree (`drafter_service.model_drafter`), then adds to the same tree, within `lookup_nodes`
-more nodes:
+model's tree (`drafter_service.model_drafter`, or a feature drafter's when `path` is one:
+`drafter_service.feature_drafter`; the hybrid then asks for the states its base reads and passes
+them on), then adds to the same tree, within `lookup_nodes` more nodes:
 1. continuations of the context's suffix found earlier in the context (`drafter_service.ngram`);
 2. with a `datastore`, the most frequent continuations of the suffix in a task's datastore
    (REST, He et al., 2024; `drafter_service.datastore`).
@@ -29,21 +30,37 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from drafter_service.base import DraftLimit, DraftSession, Drafter, register_drafter
+from drafter_service.base import (DRAFTER_FILE, DraftLimit, DraftSession, Drafter, create_drafter, directory_kind,
+                                  register_drafter)
 from drafter_service.datastore import Datastore
-from drafter_service.model_drafter import ModelDrafter, ModelDrafterConfig
+from drafter_service.model_drafter import TreeConfig
 from drafter_service.ngram import NgramConfig, NgramDrafter, Trie
 from core.contracts import DraftTree, Verdict
 from core.sampling import SamplingParams
+from core.states import HiddenStates
+
+MODEL_KIND = "model"
+"""The kind of a plain model directory (one that records no kind)."""
 
 
-class HybridConfig(ModelDrafterConfig):
-    """A model drafter's settings, and the lookups grafted onto its trees."""
+class HybridConfig(TreeConfig):
+    """A model-backed drafter's directory and tree settings, and the lookups grafted onto its trees."""
 
+    path: Path = Field(description="The drafter whose trees the lookups graft onto: a model directory, or a "
+                                   "directory that records its kind (a feature drafter's).")
+    device: str = Field("auto", description="'auto' (cuda when present, else cpu), 'cpu', 'cuda' or 'cuda:N'.")
+    dtype: str = Field("float32", description="One of float32, bfloat16, float16.")
     lookup: NgramConfig = Field(default_factory=NgramConfig, description="Prompt lookup in the context.")
     datastore: Path | None = Field(None, description="A task datastore file (`.npz`, written by `Datastore.save`).")
     datastore_matches: int = Field(64, ge=1, description="Occurrences of the suffix read from the datastore.")
     lookup_nodes: int = Field(16, ge=1, description="Most nodes the lookups add to the model's tree.")
+
+    @field_validator("path")
+    @classmethod
+    def _is_drafter_dir(cls, path: Path) -> Path:
+        if not (path / "config.json").is_file() and directory_kind(path) is None:
+            raise ValueError(f"{path} is not a drafter directory: it has neither config.json nor {DRAFTER_FILE}")
+        return path
 
     @field_validator("datastore")
     @classmethod
@@ -65,8 +82,13 @@ class HybridDrafter(Drafter):
 
     def __init__(self, config: HybridConfig):
         self.config = config
-        self.model = ModelDrafter(config)
+        base = directory_kind(config.path) or MODEL_KIND
+        if base == self.kind:
+            raise ValueError(f"{config.path}: a hybrid cannot graft onto another hybrid")
+        options = config.model_dump(include={"path", "device", "dtype", *TreeConfig.model_fields})
+        self.model = create_drafter(base, options)
         self.tokenizer = self.model.tokenizer
+        self.state_request = self.model.state_request
         self.lookup = NgramDrafter(config.lookup)
         self.datastore = Datastore.load(config.datastore) if config.datastore is not None else None
 
@@ -85,6 +107,9 @@ class HybridSession(DraftSession):
         self.model = drafter.model.start(prompt_ids, sampling)
         self.lookup = drafter.lookup.start(prompt_ids, sampling)
         self._model_nodes = 1  # nodes of the last proposed tree that the model drafted, root included
+
+    def prime(self, states: HiddenStates) -> None:
+        self.model.prime(states)
 
     def propose(self, limit: DraftLimit) -> DraftTree:
         tree = self.model.propose(limit)

@@ -13,6 +13,7 @@ import pytest
 from core.reports import GenerationReport
 from core.sampling import SamplingParams
 from drafter_service.base import DraftLimit, create_drafter, directory_kind
+from drafter_service.datastore import Datastore
 from drafter_service.generation import StopConditions, collect, speculate
 from drafter_service.feature_model import FeatureDraftConfig, FeatureDraftModel
 from specroute.engine import Engine, load_drafter
@@ -114,3 +115,16 @@ def test_over_grpc_greedy_output_is_unchanged(target, drafter, batching):
     finally:
         pool.close()
         server.stop(0)
+
+
+def test_lookups_graft_onto_a_feature_drafter(target, feature_dir, tmp_path):
+    """A hybrid whose base is a feature drafter asks for its base's states and stays lossless."""
+    store = tmp_path / "task.npz"
+    Datastore.from_documents([target.tokenizer.encode(p) for p in PROMPTS], target.tokenizer.eos_token_id).save(store)
+    hybrid = create_drafter("hybrid", {"path": feature_dir, "datastore": store, **TREE})
+    assert hybrid.state_request is not None and hybrid.model.kind == "feature"
+    engine = Engine(target, hybrid)
+    for prompt in PROMPTS[:4]:
+        assert engine.generate(prompt, MAX_NEW).token_ids == Engine(target).generate(prompt, MAX_NEW).token_ids
+    sampled = engine.generate(PROMPTS[0], MAX_NEW, SamplingParams(temperature=1.0, seed=3))
+    assert sampled.stats.num_generated == MAX_NEW or sampled.finish_reason != "length"
