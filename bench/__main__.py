@@ -6,6 +6,7 @@
     python -m bench target --variant NAME:steps=N,unlikelihood=W [...]
     python -m bench services [--zoo DIR]
     python -m bench scale [--zoo DIR] [--drafter NAME]
+    python -m bench drafters [--zoo DIR]
 
 Every benchmark has --zoo (built from --preset when it has no manifest) and --out (results).
 Each benchmark module is imported only when it runs, so `--help` is instant.
@@ -65,6 +66,14 @@ def _services(args: argparse.Namespace) -> int:
                        max_new_tokens=args.max_new_tokens, repeats=args.repeats, out=Path(args.out),
                        verifier_threads=args.verifier_threads, stream_interval_ms=args.stream_interval_ms,
                        draft_ahead=args.draft_ahead, ray_cpus=args.ray_cpus, compute_cpus=args.compute_cpus)
+    return 0
+
+
+def _drafters(args: argparse.Namespace) -> int:
+    from bench.drafters import run_drafters_bench
+    run_drafters_bench(zoo=Path(args.zoo), preset=args.preset, prompts_per_task=args.prompts,
+                       max_new_tokens=args.max_new_tokens, repeats=args.repeats, out=Path(args.out),
+                       **({"tree": args.tree} if args.tree else {}))
     return 0
 
 
@@ -139,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--verifier-threads", type=int, nargs="+", default=[1, 2],
                        help="torch thread counts of the verifier to try, each mode with each; "
                             "a mode's figure is its best.")
+    drafters = _bench_parser(sub, "drafters", "Token drafters vs feature drafters (EAGLE-style, PosS, FSPAD) "
+                             "per task: tau, acceptance by position, speedup, state bytes.", _drafters)
+    drafters.add_argument("--prompts", type=int, default=3, help="Test prompts per task.")
+    drafters.add_argument("--max-new-tokens", type=int, default=64)
+    drafters.add_argument("--repeats", type=int, default=2)
+    drafters.add_argument("--tree", type=_tree_shape, default=None,
+                          help="Tree shape TOP_K,DEPTH,NODES of every drafter (default: the engine bench's).")
     return parser
 
 

@@ -125,7 +125,7 @@ def _specialists(zoo: Path, manifest: dict, target: TargetModel, chain: dict) ->
     return methods if set(methods) == set(manifest["corpus"]["families"]) else {}
 
 
-def _prompts(zoo: Path, manifest: dict, tokenizer, per_task: int, max_prompt_tokens: int,
+def task_prompts(zoo: Path, manifest: dict, tokenizer, per_task: int, max_prompt_tokens: int,
              split: str = "test") -> dict[str, list[list[int]]]:
     examples = load_split(zoo / manifest["corpus"]["files"][split])
     prompts = {}
@@ -153,7 +153,7 @@ def run_engine_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_toke
     specialists = _specialists(zoo, manifest, target, chain)
     if specialists:
         methods["specialist"] = specialists
-    prompts = _prompts(zoo, manifest, target.tokenizer, prompts_per_task, max_prompt_tokens)
+    prompts = task_prompts(zoo, manifest, target.tokenizer, prompts_per_task, max_prompt_tokens)
     results = _tables(_measure(methods, prompts, max_new_tokens, repeats, temperatures), list(methods))
     results["setup"] = _setup(zoo, manifest, prompts_per_task, max_new_tokens, repeats, temperatures,
                               {"chain": chain, "tree": tree, "split": "test"})
@@ -170,7 +170,7 @@ def run_tree_sweep(zoo: Path, preset: str, prompts_per_task: int, max_new_tokens
     for top_k, depth, nodes in grid:
         spec = {"path": zoo / GENERIC_DRAFTER, "top_k": top_k, "max_depth": depth, "max_nodes": nodes}
         methods[f"k{top_k}-d{depth}-n{nodes}"] = _engine_method(Engine(target, create_drafter("model", spec)))
-    prompts = _prompts(zoo, manifest, target.tokenizer, prompts_per_task, max_prompt_tokens, split="validation")
+    prompts = task_prompts(zoo, manifest, target.tokenizer, prompts_per_task, max_prompt_tokens, split="validation")
     results = _tables(_measure(methods, prompts, max_new_tokens, repeats, temperatures), list(methods))
     results["setup"] = _setup(zoo, manifest, prompts_per_task, max_new_tokens, repeats, temperatures,
                               {"split": "validation"})
