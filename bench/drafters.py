@@ -42,7 +42,7 @@ from core.states import WIRE_DTYPES, StateRequest
 from drafter_service.base import create_drafter
 from specroute.engine import Engine
 from specroute.measure import TEMPERATURES, is_greedy, sampling_at, temperature_key
-from specroute.zoo.manifest import drafter_options
+from specroute.zoo.manifest import drafter_options, feature_drafters
 
 GENERIC = "generic-llama"
 FEATURE_VARIANTS = {"eagle": "feature-generic", "poss": "feature-poss", "fspad": "feature-fspad",
@@ -83,7 +83,7 @@ class Tally:
 def _methods(zoo: Path, manifest: dict, target, tree: dict) -> dict[str, dict[str, Engine]]:
     """{method: {task: engine}} for every method the zoo has drafters for."""
     tasks = manifest["corpus"]["families"]
-    entries = {d["name"]: d for d in manifest["drafters"]}
+    entries = {d["name"]: d for d in [*manifest["drafters"], *feature_drafters(manifest)]}
 
     def drafter(entry: dict, kind: str | None = None, **extra):
         options = {k: str(v) for k, v in drafter_options(zoo, entry).items()}
@@ -93,14 +93,14 @@ def _methods(zoo: Path, manifest: dict, target, tree: dict) -> dict[str, dict[st
     methods: dict[str, dict[str, Engine]] = {"plain": {t: Engine(target) for t in tasks}}
     generic = Engine(target, drafter(entries[GENERIC]))
     methods["generic"] = {t: generic for t in tasks}
-    specialists = {d["task"]: d for d in manifest["drafters"] if d.get("task") and d["kind"] != "feature"}
+    specialists = {d["task"]: d for d in manifest["drafters"] if d.get("task")}
     methods["specialist"] = {t: Engine(target, drafter(specialists[t])) if t in specialists else generic
                              for t in tasks}
     for method, name in FEATURE_VARIANTS.items():
         if name in entries:
             engine = Engine(target, drafter(entries[name]))
             methods[method] = {t: engine for t in tasks}
-    features = {d["task"]: d for d in manifest["drafters"] if d.get("task") and d["kind"] == "feature"}
+    features = {d["task"]: d for d in feature_drafters(manifest) if d.get("task")}
     if set(features) == set(tasks):
         methods["feature-specialist"] = {t: Engine(target, drafter(features[t])) for t in tasks}
         stores = {t: zoo / "datastores" / f"{t}.npz" for t in tasks}

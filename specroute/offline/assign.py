@@ -34,7 +34,7 @@ from drafter_service.base import create_drafter
 from router.assign import GREEDY, MODES, PLAIN_DRAFTER, SAMPLED, RoutingTable, Routes
 from specroute.engine import Engine
 from specroute.measure import PLAIN, compare_engines, fit_prompts, sampling_at
-from specroute.zoo.manifest import drafter_options, generic_drafter, load_manifest
+from specroute.zoo.manifest import drafter_options, generic_drafter, load_manifest, routed_drafters
 from verifier_service.target import TargetModel
 
 
@@ -54,10 +54,11 @@ class DrafterRef:
 
 
 def zoo_drafters(zoo: Path) -> tuple[Path, list[DrafterRef], str | None]:
-    """(target dir, every drafter of a built zoo, the generic drafter's name if it has one)."""
+    """(target dir, every routed drafter of a built zoo (its model, hybrid and ngram drafters, and the
+    feature specialists its build routed: `routed_drafters`), the generic drafter's name if it has one)."""
     zoo = Path(zoo)
     manifest = load_manifest(zoo)
-    refs = [DrafterRef(d["name"], d["kind"], drafter_options(zoo, d)) for d in manifest["drafters"]]
+    refs = [DrafterRef(d["name"], d["kind"], drafter_options(zoo, d)) for d in routed_drafters(manifest)]
     return zoo / manifest["target"]["path"], refs, generic_drafter(manifest)
 
 

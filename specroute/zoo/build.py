@@ -4,7 +4,9 @@ Stages: corpus -> tokenizer -> target (pretrained on the mixture) -> quality (th
 held-out loss and how much its output repeats itself, on test prompts: `specroute.zoo.quality`)
 -> on-policy data (target continuations of training and validation prompts, per task: sampled,
 and greedy on further training prompts, the distribution greedy decoding serves) -> teacher (the target's top-k
-distributions on them, `specroute.zoo.teacher`) -> one stage per drafter -> costs (every model
+distributions on them, `specroute.zoo.teacher`) -> one stage per drafter -> [feature drafters: the
+target's cached features, the generic feature drafter and its variants, per task a feature specialist and
+its trial against the task's specialist, `specroute.zoo.feature_stages`] -> costs (every model and feature
 drafter's decoding step against the target's, side by side: `specroute.zoo.cost`) -> manifest.json.
 
 A drafter stage pretrains a new drafter on its tasks' text, or starts from a copy of an earlier
@@ -47,7 +49,8 @@ from drafter_service.datastore import Datastore
 from specroute.engine import Engine
 from specroute.measure import PLAIN, compare_engines
 from specroute.zoo import corpus as corpus_mod
-from specroute.zoo.cost import step_cost_ratio
+from specroute.zoo import feature_stages as fs
+from specroute.zoo.cost import feature_step_ms, step_cost_ratio
 from specroute.zoo.manifest import MANIFEST, has_weights
 from specroute.zoo.presets import NGRAM, PRESETS, ArchSpec, DrafterSpec, FromDrafter, Preset, TrainSpec
 from specroute.zoo.progress import BuildProgress
@@ -146,8 +149,12 @@ class ZooBuilder:
                     lambda drafter=drafter: self._lookup(drafter))
             elif spec.lookup:
                 self._progress.drop(f"lookup-{spec.name}")  # sized to ngram: nothing to look up with
-        costs = self._run("costs", {"up": [d["key"] for d in drafters]}, lambda: self._costs(drafters))
-        manifest = self._manifest(drafters, costs["costs"], lookups)
+        features, trials = self._features(drafters, lookups, on_policy) if p.features is not None else ([], {})
+        costs_inputs = {"up": [d["key"] for d in drafters]}
+        if features:  # a zoo without feature drafters keeps its key
+            costs_inputs["features"] = [f["key"] for f in features]
+        costs = self._run("costs", costs_inputs, lambda: self._costs(drafters, features))
+        manifest = self._manifest(drafters, costs["costs"], lookups, features, trials)
         self._remove_stale(manifest)
         (self.out / MANIFEST).write_text(json.dumps(manifest, indent=2))
         return manifest
@@ -173,21 +180,28 @@ class ZooBuilder:
         this one no longer names: a drafter dropped from the preset, or sized to another candidate.
         Only names the builds recorded are touched (the previous manifest, the stage records), and
         only model directories directly inside the zoo."""
-        keep = {d["path"] for d in manifest["drafters"] if d["path"]}
+        keep = {d["path"] for d in [*manifest["drafters"], *manifest.get("feature_drafters", [])] if d["path"]}
         current = {f"{stage}-{spec.name}" for spec in self.preset.drafters for stage in ("drafter", "lookup")}
+        current |= set(fs.feature_plan(self.preset.features, self.preset.families))
         made: set[str] = set()
         if (self.out / MANIFEST).is_file():
-            made |= {d["path"] for d in json.loads((self.out / MANIFEST).read_text()).get("drafters", []) if d.get("path")}
-        for marker in sorted([*self.stage_dir.glob("drafter-*.json"), *self.stage_dir.glob("lookup-*.json")]):
+            previous = json.loads((self.out / MANIFEST).read_text())
+            made |= {d["path"] for d in [*previous.get("drafters", []), *previous.get("feature_drafters", [])]
+                     if d.get("path")}
+        markers = [*self.stage_dir.glob("drafter-*.json"), *self.stage_dir.glob("lookup-*.json"),
+                   *self.stage_dir.glob("feature-*.json")]
+        for marker in sorted(markers):
             info = self._done(marker.stem)
-            if has_weights(info.get("kind")):
+            if has_weights(info.get("kind")) or info.get("kind") == fs.FEATURE_KIND:
                 made.add(info["name"])
             if marker.stem not in current:
                 marker.unlink()
+        if self.preset.features is None and (self.out / fs.STATES_DIR).is_dir():
+            shutil.rmtree(self.out / fs.STATES_DIR)
         out = self.out.resolve()
         for name in sorted(made - keep):
             path = (self.out / name).resolve()
-            if path.parent == out and (path / "config.json").is_file():
+            if path.parent == out and ((path / "config.json").is_file() or (path / fs.CONFIG_FILE).is_file()):
                 shutil.rmtree(path)
                 self.log(f"[zoo] removed {name}: this build no longer makes it")
 
@@ -386,19 +400,28 @@ class ZooBuilder:
                 "arch": arch.model_dump(),
                 "heldout_divergence_before": before, "heldout_divergence_after": after}
 
-    def _costs(self, drafters: list[dict]) -> dict:
-        """Every model drafter's decoding step against the target's, measured side by side."""
+    def _costs(self, drafters: list[dict], features: list[dict]) -> dict:
+        """Every model drafter's decoding step, and every feature drafter's (one pair on a cache), against the
+        target's, measured side by side."""
         target = self._load("target")
         costs = {}
-        for d in drafters:
-            if has_weights(d["kind"]):
-                cost = step_cost_ratio(self._load(d["name"]), target)
-                costs[d["name"]] = {"step_cost_ratio": cost["ratio"], "step_ms": cost["drafter_ms"],
-                                    "target_step_ms": cost["target_ms"]}
-                bound = self.preset.max_step_cost_ratio
-                if bound is not None and cost["ratio"] > bound:
-                    self.log(f"[zoo] warning: {d['name']} costs {cost['ratio']:.3f} of a target step, "
-                             f"above the preset's bound {bound:.3f}")
+        measured = [(d["name"], lambda d=d: step_cost_ratio(self._load(d["name"]), target))
+                    for d in drafters if has_weights(d["kind"])]
+        # A feature specialist has its base's network (its weights differ, not its step): measured once.
+        measured += [(f["name"], lambda f=f: step_cost_ratio(fs.load_model(self.out, f["name"]), target,
+                                                              drafter_ms=feature_step_ms))
+                     for f in features if not f.get("base")]
+        for name, measure in measured:
+            cost = measure()
+            costs[name] = {"step_cost_ratio": cost["ratio"], "step_ms": cost["drafter_ms"],
+                           "target_step_ms": cost["target_ms"]}
+            bound = self.preset.max_step_cost_ratio
+            if bound is not None and cost["ratio"] > bound:
+                self.log(f"[zoo] warning: {name} costs {cost['ratio']:.3f} of a target step, "
+                         f"above the preset's bound {bound:.3f}")
+        for f in features:
+            if f.get("base"):
+                costs[f["name"]] = {**costs[f["base"]], "step_cost_of": f["base"]}
         return {"costs": costs}
 
     def _pretrained(self, spec: DrafterSpec, candidate: ArchSpec | FromDrafter, heldout: TeacherCache):
@@ -461,20 +484,35 @@ class ZooBuilder:
             else f"{t['candidate']} excluded" for t in trials))
         return trials
 
-    def _manifest(self, drafters: list[dict], costs: dict[str, dict], lookups: dict[str, dict]) -> dict:
+    @staticmethod
+    def _entry(d: dict, costs: dict[str, dict], lookups: dict[str, dict]) -> dict:
+        """A model/ngram drafter's manifest entry: its stage info, measured cost, and lookup trial (as a hybrid
+        where that was faster)."""
+        entry = {"path": d["name"] if has_weights(d["kind"]) else None,
+                 **{k: v for k, v in d.items() if k not in ("seconds", "key")}, **costs.get(d["name"], {})}
+        lookup = lookups.get(d["name"])
+        if lookup is not None:
+            entry["lookup"] = lookup["trials"]
+            if lookup["chosen"] == "hybrid":
+                entry |= {"kind": "hybrid", "datastore": lookup["datastore"]}
+        return entry
+
+    def _manifest(self, drafters: list[dict], costs: dict[str, dict], lookups: dict[str, dict],
+                  features: list[dict], trials: dict[str, dict]) -> dict:
         corpus = self._done("corpus")
         target = self._done("target")
         quality = self._done("quality")
-        entries = []
-        for d in drafters:
-            entry = {"path": d["name"] if has_weights(d["kind"]) else None,
-                     **{k: v for k, v in d.items() if k not in ("seconds", "key")}, **costs.get(d["name"], {})}
-            lookup = lookups.get(d["name"])
-            if lookup is not None:
-                entry["lookup"] = lookup["trials"]
-                if lookup["chosen"] == "hybrid":
-                    entry |= {"kind": "hybrid", "datastore": lookup["datastore"]}
-            entries.append(entry)
+        entries = [self._entry(d, costs, lookups) for d in drafters]
+        extra = {}
+        if self.preset.features is not None:
+            feature_entries = fs.feature_entries(features, trials, costs)
+            extra["feature_drafters"] = feature_entries
+            extra["task_drafters"] = {
+                task: {"specialist": self._specialist(drafters, task)["name"],
+                       "feature": fs.feature_name(task) if fs.feature_name(task) in trials else None,
+                       "routed": next((f["name"] for f in feature_entries if f["task"] == task and f.get("routed")),
+                                      self._specialist(drafters, task)["name"])}
+                for task in self.preset.families}
         return {
             "preset": self.preset.name,
             "seed": self.preset.seed,
@@ -486,7 +524,57 @@ class ZooBuilder:
             "drafters": entries + [{"path": None, "name": "ngram", "kind": "ngram", "family": None, "params": 0, "task": None}],
             "corpus": {"files": {s: f"corpus/{f}" for s, f in corpus["files"].items()}, "counts": corpus["counts"],
                        "families": list(self.preset.families)},
+            **extra,
         }
+
+    @staticmethod
+    def _specialist(drafters: list[dict], task: str) -> dict:
+        """The drafter the preset builds for the task (its stage info), or the first generic model drafter."""
+        return next((d for d in drafters if d["task"] == task),
+                    next(d for d in drafters if not d["task"] and has_weights(d["kind"])))
+
+    def _features(self, drafters: list[dict], lookups: dict[str, dict], on_policy: dict) -> tuple[list[dict], dict]:
+        """The feature stages (`specroute.zoo.feature_stages`): the target's cached features, the generic
+        feature drafter and its variants, and per task a feature specialist and its trial against the task's
+        current specialist. Returns the drafters' stage infos and the trials by feature drafter name."""
+        p, spec = self.preset, self.preset.features
+        states = self._run(fs.STATES_STAGE, {"up": on_policy["key"], "batch_size": spec.state_batch_size},
+                           lambda: fs.build_states(self._load("target"),
+                                                   json.loads((self.out / "on_policy.json").read_text()),
+                                                   p.families, self.out, spec.state_batch_size))
+        tasks = list(p.families)
+        made = []
+        for variant, options in [(None, spec.generic_options()),
+                                 *((v.name, v.options(spec.train_depth)) for v in spec.variants)]:
+            name = fs.feature_name(variant or "generic")
+            made.append(self._run(name, {"up": states["key"], "options": options.model_dump(),
+                                         "train": spec.generic.model_dump(), "seed": p.seed,
+                                         "heldout": spec.heldout_samples},
+                                  lambda name=name, options=options, variant=variant: fs.train_stage(
+                                      self.out, name, options, spec.generic, spec.train_depth, tasks, p.seed,
+                                      self.device, variant=variant, heldout_samples=spec.heldout_samples)))
+        trials = {}
+        if spec.specialist is None:
+            return made, trials
+        generic, tok = made[0], self._load_tokenizer()
+        validation = self._splits()["validation"]
+        for task in tasks:
+            name = fs.feature_name(task)
+            specialist = self._run(name, {"up": [states["key"], generic["key"]], "train": spec.specialist.model_dump(),
+                                          "seed": p.seed, "heldout": spec.heldout_samples},
+                                   lambda name=name, task=task: fs.train_stage(
+                                       self.out, name, None, spec.specialist, spec.train_depth, [task], p.seed,
+                                       self.device, base=generic["name"], heldout_samples=spec.heldout_samples))
+            made.append(specialist)
+            versus = self._specialist(drafters, task)
+            lookup = lookups.get(versus["name"])
+            prompts = [tok.encode(ex.prompt) for ex in validation if ex.task == task][: p.sizing.prompts]
+            trials[name] = self._run(
+                fs.trial_stage(task), {"up": [specialist["key"], versus["key"], *([lookup["key"]] if lookup else [])],
+                                       "sizing": p.sizing.model_dump(), "grafted": fs.GRAFTED_TRIAL},
+                lambda name=name, task=task, versus=versus, prompts=prompts: fs.trial_stage_run(
+                    self.out, name, self._entry(versus, {}, lookups), task, prompts, p.sizing, self.device, self.log))
+        return made, trials
 
 
 def build_plan(preset: Preset) -> list[str]:
@@ -495,7 +583,9 @@ def build_plan(preset: Preset) -> list[str]:
     drafters = [stage for spec in preset.drafters
                 for stage in [f"drafter-{spec.name}"] + ([f"lookup-{spec.name}"] if spec.lookup else [])]
     datastores = ["datastores"] if any(spec.lookup for spec in preset.drafters) else []
-    return ["corpus", "tokenizer", "target", "quality", "on_policy", "teacher", *datastores, *drafters, "costs"]
+    features = fs.feature_plan(preset.features, preset.families)
+    return ["corpus", "tokenizer", "target", "quality", "on_policy", "teacher", *datastores, *drafters, *features,
+            "costs"]
 
 
 def model_arch(model) -> ArchSpec:

@@ -1,8 +1,8 @@
 """What a zoo build makes: model architectures, training budgets, and the `tiny` and `bench` presets.
 
 - `tiny`: seconds of training; for tests, which need real artifacts, not good ones. It has all
-  six task families and a specialist per task, two of them sized, so tests cover the whole
-  pipeline.
+  six task families and a specialist per task, two of them sized, and feature drafters (a generic
+  one, a variant with both PosS and FSPAD, a specialist per task), so tests cover the whole pipeline.
 - `demo`: a few minutes of training; the README's demo, readable output on a laptop: code and
   prose capped to a similar size, a target trained on document-aligned blocks with unlikelihood
   training (`bench/results/demo_target/`).
@@ -11,7 +11,9 @@
   bandwidth does on a GPU, so verifying 16 tokens costs little more than 1); two generic drafters
   (Llama and GPT-2, of different widths and depths) distilled on every task, and a specialist
   per task fine-tuned from the generic base (or ngram) that measures fastest on that task, kept
-  as a hybrid with its task's datastore where that measures faster.
+  as a hybrid with its task's datastore where that measures faster; and feature drafters (EAGLE-style,
+  `FeatureZooSpec`): a generic one, its PosS and FSPAD variants, and a feature specialist per task, routed
+  for its task where it measures faster than the task's specialist.
 
 This module knows nothing about training loops or files; `specroute.zoo.build` runs a preset.
 """
@@ -22,6 +24,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+from drafter_service.feature_model import FeatureDraftConfig
+from specroute.zoo.feature import FeatureTrainSpec
 
 
 class ArchSpec(BaseModel):
@@ -146,6 +151,53 @@ class OnPolicySpec(BaseModel):
     heldout_prompts: int = Field(16, ge=1, description="Validation prompts for the held-out divergence.")
 
 
+class FeatureVariantSpec(BaseModel):
+    """A generic feature drafter with options of its own (PosS, FSPAD), trained like the plain one."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", description="Its directory is `feature-NAME`.")
+    position_specialists: int = Field(0, ge=0, description="PosS: draft steps per specialist layer; 0: one layer.")
+    feature_sampling: bool = Field(False, description="FSPAD: gate the target's feature by the emitted token.")
+    partial_alignment: float = Field(0.0, ge=0.0, le=1.0, description="FSPAD: share of feature dims regressed.")
+
+    def options(self, train_depth: int) -> FeatureDraftConfig:
+        return FeatureDraftConfig(**self.model_dump(exclude={"name"}), train_depth=train_depth)
+
+
+FEATURE_GENERIC = "generic"
+
+
+class FeatureZooSpec(BaseModel):
+    """The zoo's feature drafters (EAGLE-style, reading the target's last-layer features): a
+    generic one trained on every task's on-policy samples; variants of it with other options, for
+    comparison; and, TaskSpec's recipe, per task a copy of the generic one fine-tuned on that
+    task's samples, measured against the task's model specialist and routed where faster."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    train_depth: int = Field(4, ge=1, description="Draft steps trained (unrolled); also the held-out report's depth.")
+    generic: FeatureTrainSpec = Field(description="Training of the generic drafter and of every variant.")
+    variants: tuple[FeatureVariantSpec, ...] = Field((), description="Generic drafters with other options.")
+    specialist: FeatureTrainSpec | None = Field(None, description="Per-task fine-tuning of the generic drafter; "
+                                                                  "None: no feature specialists.")
+    state_batch_size: int = Field(8, ge=1, description="Samples per target forward when caching its features.")
+    heldout_samples: int | None = Field(None, ge=1, description="Held-out samples per task the reports read "
+                                                               "(the first of the task's; None: all).")
+
+    def generic_options(self) -> FeatureDraftConfig:
+        return FeatureDraftConfig(train_depth=self.train_depth)
+
+    @model_validator(mode="after")
+    def _names_are_distinct(self) -> "FeatureZooSpec":
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names) or FEATURE_GENERIC in names or "states" in names or any(
+                n.startswith("trial-") for n in names):
+            raise ValueError(f"feature variants need distinct names other than {FEATURE_GENERIC!r}, 'states' and "
+                             f"'trial-*': {names}")
+        return self
+
+
 class Preset(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -168,6 +220,7 @@ class Preset(BaseModel):
                                 "(measured); sizing skips candidates above it.")
     quality_prompts: int = Field(2, ge=1, description="Test prompts per task on which the build measures the "
                                                       "target's text quality (`specroute.zoo.quality`).")
+    features: FeatureZooSpec | None = Field(None, description="Feature drafters (EAGLE-style) to build; None: none.")
     stage_seconds: dict[str, float] | None = Field(
         None, description="Each stage's expected seconds on a 2-core CPU (by stage name: corpus, target, "
                           "drafter-NAME, ...): the build's estimate of the time left, scaled by the pace of the "
@@ -177,6 +230,18 @@ class Preset(BaseModel):
     def _sizing_when_needed(self) -> "Preset":
         if any(d.sized or d.lookup for d in self.drafters) and self.sizing is None:
             raise ValueError("a drafter has several candidates or a lookup to measure, so the preset needs `sizing`")
+        if self.features is not None and self.features.specialist is not None and self.sizing is None:
+            raise ValueError("feature specialists are measured against the task's specialist, so the preset "
+                             "needs `sizing`")
+        return self
+
+    @model_validator(mode="after")
+    def _feature_names_are_free(self) -> "Preset":
+        if self.features is not None:
+            clash = {v.name for v in self.features.variants} & set(self.families)
+            if clash:
+                raise ValueError(f"feature variants {sorted(clash)} are named like tasks, whose specialists' "
+                                 f"directories those names would take")
         return self
 
     @model_validator(mode="after")
@@ -244,6 +309,13 @@ TINY = Preset(
     ),
     on_policy=OnPolicySpec(prompts_per_task=24, greedy_prompts_per_task=8, max_new_tokens=24, heldout_prompts=8),
     sizing=SizingSpec(distill_steps=10, prompts=2, max_new_tokens=12),
+    # Feature drafters: the generic one, one variant with both PosS and FSPAD (so tests cover every
+    # option), and a specialist per task fine-tuned from the generic one.
+    features=FeatureZooSpec(
+        train_depth=2, generic=FeatureTrainSpec(steps=20, batch_size=4, lr=3e-3),
+        variants=(FeatureVariantSpec(name="poss-fspad", position_specialists=1, feature_sampling=True,
+                                     partial_alignment=0.5),),
+        specialist=FeatureTrainSpec(steps=5, batch_size=4, lr=3e-3)),
 )
 
 DEMO = Preset(
@@ -304,6 +376,31 @@ BENCH = Preset(
     sizing=SizingSpec(distill_steps=100, prompts=8, max_new_tokens=48),
     max_step_cost_ratio=1 / 8,
     quality_prompts=8,
+    # Feature drafters for the benchmark's comparison: EAGLE, PosS, FSPAD and both, trained alike on
+    # every task, and a feature specialist per task. Their step counts are what fits the half hour
+    # these stages may add to a build on a 2-core CPU (the expected seconds below).
+    features=FeatureZooSpec(
+        # Depth 3 (unrolled steps): a step of depth 4 cost about 1.5x one of depth 3 on a 2-core CPU, and
+        # within the half hour the feature stages may add, depth 3 sees 1.6x the data.
+        train_depth=3, generic=FeatureTrainSpec(steps=250, batch_size=16, lr=2e-3),
+        variants=(FeatureVariantSpec(name="poss", position_specialists=2),
+                  FeatureVariantSpec(name="fspad", feature_sampling=True, partial_alignment=0.5),
+                  FeatureVariantSpec(name="poss-fspad", position_specialists=2, feature_sampling=True,
+                                     partial_alignment=0.5)),
+        specialist=FeatureTrainSpec(steps=60, batch_size=16, lr=1e-3),
+        state_batch_size=16, heldout_samples=8),
+    # What each stage took when this preset was last built (the target adopted from `bench target`,
+    # so its own training is not counted; quality not recorded then), and the feature stages' estimates.
+    stage_seconds={
+        "corpus": 5, "tokenizer": 1, "target": 3, "on_policy": 994, "teacher": 259, "datastores": 619,
+        "drafter-generic-llama": 708, "drafter-generic-gpt2": 565, "drafter-code": 57, "lookup-code": 9,
+        "drafter-prose": 55, "lookup-prose": 13, "drafter-math": 40, "lookup-math": 8, "drafter-translation": 26,
+        "lookup-translation": 5, "drafter-extraction": 52, "lookup-extraction": 7, "drafter-structured": 77,
+        "lookup-structured": 9,
+        "feature-states": 130, "feature-generic": 230, "feature-poss": 200, "feature-fspad": 290,
+        "feature-poss-fspad": 260,
+        **{f"feature-{task}": 60 for task in ALL_FAMILIES}, **{f"feature-trial-{task}": 30 for task in ALL_FAMILIES},
+        "costs": 50},
 )
 
 PRESETS = {p.name: p for p in (TINY, DEMO, BENCH)}

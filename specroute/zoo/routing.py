@@ -2,7 +2,9 @@
 
 `ensure_routing(zoo)` runs task detection on a seeded sample of the zoo's training prompts
 (`specroute.offline.detect`), saves the artifact in `zoo/tasks`, and measures every zoo drafter on each
-detected task's validation prompts (`specroute.offline.assign`) into `zoo/tasks/routing.json`. If both
+detected task's validation prompts (`specroute.offline.assign`) into `zoo/tasks/routing.json`: every
+model, hybrid and ngram drafter, and the feature specialists the build routed (`manifest.routed_drafters`:
+those that measured faster than their task's specialist). If both
 exist and match the zoo, it does nothing; an artifact that exists is kept and only the table is
 measured again. `assign_zoo` is that measurement, which the router benchmark also uses (with more
 prompts, after its own detection); this is the quick version for `specroute serve --zoo` and the demo.
@@ -67,3 +69,4 @@ def assign_zoo(zoo: Path, tasks, prompts_per_task: int, max_new_tokens: int, see
                             device="cpu")
     table.save(zoo / "tasks" / ROUTING_FILE)
     return table
+

@@ -90,17 +90,18 @@ def _rebuild_with(built_zoo, tmp_path, name: str) -> tuple[set[str], list[str], 
 
 def test_a_changed_stage_is_redone_and_nothing_before_it(built_zoo, tmp_path):
     """Stages are keyed by the settings they use: editing one drafter's spec redoes that drafter
-    (with its lookup measurement, and the cost measurement that follows every drafter); the
-    corpus, tokenizer, target, on-policy data, teacher, datastores and other drafters are reused."""
+    (with its lookup measurement, its task's feature specialist trial against it, and the cost
+    measurement that follows every drafter); the corpus, tokenizer, target, on-policy data,
+    teacher, datastores, other drafters and the feature drafters are reused."""
     redone, logs, stages = _rebuild_with(built_zoo, tmp_path, "math-llama")
-    assert redone == {"drafter-math-llama.json", "lookup-math-llama.json", "costs.json"}
-    assert sum("skipped" in line for line in logs) == stages - 3
+    assert redone == {"drafter-math-llama.json", "lookup-math-llama.json", "feature-trial-math.json", "costs.json"}
+    assert sum("skipped" in line for line in logs) == stages - 4
 
 
 def test_a_changed_base_redoes_the_drafters_fine_tuned_from_it(built_zoo, tmp_path):
     redone, _, _ = _rebuild_with(built_zoo, tmp_path, "generic-llama")
     assert redone == {"drafter-generic-llama.json", "drafter-code.json", "lookup-code.json", "drafter-extraction.json",
-                      "costs.json"}
+                      "feature-trial-code.json", "feature-trial-extraction.json", "costs.json"}
 
 
 def test_a_drafter_dropped_from_the_preset_is_removed_and_nothing_else(built_zoo, tmp_path):
@@ -245,12 +246,14 @@ def test_routing_is_made_again_for_a_rebuilt_zoos_drafters(built_zoo, tmp_path):
     """A routing table naming drafters the zoo no longer has (the zoo was rebuilt with others)
     is stale: serving the zoo makes it again rather than route to missing drafters."""
     from router.assign import ROUTING_FILE, RoutingTable
+    from specroute.zoo.manifest import routed_drafters
     from specroute.zoo.routing import ensure_routing
     zoo = tmp_path / "zoo"
     shutil.copytree(built_zoo, zoo)
     tasks_dir = ensure_routing(zoo)
     table = RoutingTable.load(tasks_dir / ROUTING_FILE)
-    names = {d["name"] for d in load_manifest(zoo)["drafters"]} | {"plain"}  # plain: no drafting, always routable
+    # Every drafter and the feature specialists the build routed; plain: no drafting, always routable.
+    names = {d["name"] for d in routed_drafters(load_manifest(zoo))} | {"plain"}
     assert set(table.drafters) == names
     stale = json.loads((tasks_dir / ROUTING_FILE).read_text())
     stale["drafters"]["gone-llama-128x2"] = stale["drafters"].pop("generic-gpt2")
