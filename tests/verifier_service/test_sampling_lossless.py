@@ -23,6 +23,8 @@ from core.reports import GenerationReport
 from drafter_service.generation import StopConditions, speculate
 from tests import tiny_models
 from core.sampling import SamplingParams, processed_probs
+from verifier_service.client import VerifierPool
+from verifier_service.server import VerifierServer, VerifierServerConfig
 from verifier_service.session import VerifierSession
 from verifier_service.target import TargetModel
 
@@ -52,17 +54,23 @@ def exact_joint(target):
     return (first[:, None] * second).numpy()
 
 
-def empirical_joint(target, drafter):
-    """Counts of (x1, x2) over NUM_SAMPLES seeded generations, and the drafted tokens accepted."""
+def empirical_joint(target, drafter, open_verifier=None):
+    """Counts of (x1, x2) over NUM_SAMPLES seeded generations, and the drafted tokens accepted.
+    open_verifier(params, states): the verifier session (default: in process)."""
     counts, num_accepted = Counter(), 0
     stop = StopConditions(max_new_tokens=3)  # round one may draft 2 levels
     for i in range(NUM_SAMPLES):
         params = PARAMS.model_copy(update={"seed": 1000 + i})
-        verifier = VerifierSession(target, PROMPT, params, states=drafter.state_request)
+        if open_verifier is None:
+            verifier = VerifierSession(target, PROMPT, params, states=drafter.state_request)
+        else:
+            verifier = open_verifier(params, drafter.state_request)
         draft = drafter.start(PROMPT, params)
         stats = GenerationReport()
         chunks = speculate(verifier, draft, target.tokenizer, PROMPT, stop, stats)
         tokens = [t for chunk in chunks for t in chunk.token_ids]
+        if open_verifier is not None:
+            verifier.close()
         counts[tokens[0], tokens[1]] += 1
         num_accepted += stats.num_accepted
     observed = np.zeros((V, V))
@@ -104,6 +112,25 @@ def test_multi_candidate_feature_drafter_is_lossless(small_vocab, tmp_path, opti
     drafter = create_drafter("feature", {"path": tmp_path / "feature", "top_k": 3, "max_depth": 2, "max_nodes": 13,
                                          "proposal_support": 6, "budget": {"adaptive": False}})
     observed, num_accepted = empirical_joint(target, drafter)
+    assert num_accepted > NUM_SAMPLES // 2, "drafts must be accepted for the test to mean anything"
+    assert chi_square_p(observed, exact_joint(target)) > P_VALUE_FLOOR
+
+
+def test_feature_drafter_is_lossless_through_the_verifier_service(small_vocab, tmp_path):
+    """The same test over gRPC on loopback: the states travel in the verdicts, the batched verifier
+    verifies, and the distribution is still the target's."""
+    target, _ = small_vocab
+    FeatureDraftModel.from_target(target.config.path, FeatureDraftConfig(train_depth=2), seed=3).save(tmp_path / "f")
+    drafter = create_drafter("feature", {"path": tmp_path / "f", "top_k": 3, "max_depth": 2, "max_nodes": 13,
+                                         "proposal_support": 6, "budget": {"adaptive": False}})
+    server = VerifierServer(target, VerifierServerConfig(), replica="v0").start()
+    pool = VerifierPool.static([server.address], failover_timeout_s=5.0)
+    try:
+        observed, num_accepted = empirical_joint(
+            target, drafter, lambda params, states: pool.open(PROMPT, params, states=states))
+    finally:
+        pool.close()
+        server.stop(0)
     assert num_accepted > NUM_SAMPLES // 2, "drafts must be accepted for the test to mean anything"
     assert chi_square_p(observed, exact_joint(target)) > P_VALUE_FLOOR
 
