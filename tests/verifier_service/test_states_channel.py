@@ -55,9 +55,20 @@ class Recording(DraftSession):
 
 
 def reference_states(target, ids: list[int], layers: tuple[int, ...]) -> torch.Tensor:
-    """The target's states of ids in one chain forward: [len(ids), layers, H]."""
-    _, states = target.forward_tree_states(ids, [NO_PARENT, *range(len(ids) - 1)], target.new_cache(), layers)
-    return states.float()
+    """The target's states of ids from a plain HF forward (`output_hidden_states`): [len(ids), layers, H].
+    HF's last entry is after the final norm while the channel's layer L is before it, so layer L comes
+    from a hooked chain forward, checked against HF's entry through the final norm."""
+    with torch.no_grad():
+        out = target.model(input_ids=torch.tensor([ids]), output_hidden_states=True)
+    last = target.num_layers
+    rows = [out.hidden_states[i][0] for i in layers if i != last]
+    if last in layers:  # before the final norm: the input of the head, un-normed, from one more chain forward
+        _, pre_norm = target.forward_tree_states(ids, [NO_PARENT, *range(len(ids) - 1)], target.new_cache(), (last,))
+        norm = target.model.base_model.norm
+        assert torch.allclose(norm(pre_norm[:, 0].clone()), out.hidden_states[last][0], atol=1e-4), \
+            "layer L is the last decoder layer's output: the final norm of it is HF's last hidden state"
+        rows.insert(list(layers).index(last), pre_norm[:, 0].float())
+    return torch.stack(rows, dim=1).float()
 
 
 @pytest.fixture(scope="module")
