@@ -85,6 +85,13 @@ class DeploymentOptions(_Strict):
             AutoscalingConfig(**autoscaling)
         return autoscaling
 
+    def starting_cpus(self) -> float:
+        """Logical CPUs its replicas ask for when the app starts (autoscaling: its initial or minimum count)."""
+        replicas = self.num_replicas
+        if self.autoscaling is not None:
+            replicas = self.autoscaling.get("initial_replicas") or self.autoscaling.get("min_replicas", 1)
+        return self.num_cpus * max(1, replicas)
+
     def serve_options(self) -> dict:
         """Keyword arguments for `Deployment.options`."""
         actor: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
@@ -224,6 +231,11 @@ class SystemConfig(_Strict):
 
     def drafter(self, name: str) -> DrafterSettings:
         return next(d for d in self.drafters if d.name == name)
+
+    def starting_cpus(self) -> float:
+        """Logical CPUs every deployment's replicas ask for when the app starts."""
+        parts = [self.router.deployment, self.verifier.deployment, *(d.deployment for d in self.drafters)]
+        return sum(options.starting_cpus() for options in parts)
 
 
 def _format(err: ValidationError) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -123,8 +124,10 @@ class LocalSystem:
             repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
             env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)}}
             if self.address is None:
-                # Logical CPUs: deployments ask for fractions; a laptop's cores are shared, not split.
-                ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=False,
+                # Logical CPUs: deployments ask for fractions; a laptop's cores are shared, not split. At
+                # least what the app's replicas ask for, so that a zoo with many drafters still starts.
+                logical = max(4, os.cpu_count() or 1, math.ceil(self.config.starting_cpus()))
+                ray.init(num_cpus=num_cpus or logical, include_dashboard=False,
                          runtime_env=env, logging_level=logging.WARNING, log_to_driver=False,
                          _metrics_export_port=self.config.endpoints.metrics_port)
                 self.started_ray = True
