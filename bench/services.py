@@ -95,7 +95,10 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
             d["options"]["draft_ahead"] = draft_ahead
     config = SystemConfig.model_validate(data)
     families = manifest["corpus"]["families"]
-    specialist = {d.specialised_for: d for d in config.drafters if d.specialised_for}
+    specialist: dict = {}
+    for d in config.drafters:  # the task's own specialist: listed before any feature specialist routed for it
+        if d.specialised_for:
+            specialist.setdefault(d.specialised_for, d)
     tests = load_split(zoo / manifest["corpus"]["files"]["test"])
     prompts = {f: [ex.prompt for ex in tests if ex.task == f][:prompts_per_task] for f in families}
     engines = {f: Engine(target, create_drafter(specialist[f].kind, specialist[f].options)) for f in families}

@@ -57,12 +57,10 @@ def start_tiny_system(built_zoo, drafters: tuple[str, ...], drafter_updates: dic
                       drafter_options: dict | None = None, ready_timeout_s: float = 600.0, **overrides):
     """`LocalSystem` serving the tiny zoo with only `drafters` deployed (the routing default among
     them), and `plain` (no drafting; where the zoo's table routes when no drafter is faster), on
-    free ports. A name may be a feature drafter of the zoo that its build did not route (the
-    generic one, say): it is deployed as kind `feature`. overrides: config sections (as for `config_for_zoo`); drafter_updates:
+    free ports. overrides: config sections (as for `config_for_zoo`); drafter_updates:
     {drafter name: fields to replace in its settings}; drafter_options: {drafter name: options to
     add to its kind's options}."""
     from specroute.config import DrafterSettings
-    from specroute.zoo.manifest import feature_drafters, load_manifest
     from specroute.zoo.serving import local_config_for_zoo
     from specroute.serve import LocalSystem
     if SHARED.endpoints is not None:
@@ -75,11 +73,7 @@ def start_tiny_system(built_zoo, drafters: tuple[str, ...], drafter_updates: dic
     for name, options in (drafter_options or {}).items():
         base = next(d.options for d in config.drafters if d.name == name)
         updates.setdefault(name, {})["options"] = {**base, **options}
-    known = {d.name for d in config.drafters}
-    extra = [DrafterSettings(name=e["name"], kind="feature", options={"path": str(Path(built_zoo).resolve() / e["path"])},
-                             specialised_for=e["task"], family=e["family"], params=e["params"])
-             for e in feature_drafters(load_manifest(built_zoo)) if e["name"] in drafters and e["name"] not in known]
-    chosen = [d.model_copy(update=updates.get(d.name, {})) for d in [*config.drafters, *extra]
+    chosen = [d.model_copy(update=updates.get(d.name, {})) for d in config.drafters
               if d.name in drafters and d.kind != "plain"]
     chosen.append(DrafterSettings(name="plain", kind="plain"))
     return LocalSystem.start(config.model_copy(update={"drafters": chosen}), num_cpus=RAY_CPUS,

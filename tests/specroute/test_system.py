@@ -1,11 +1,10 @@
 """The whole system on a real local Ray cluster: Serve deployments, gRPC on loopback, real Redis.
 
 One system serves the tiny zoo for the whole module (started once: Ray, Serve with its gRPC
-proxy, the router, four drafters of different kinds, two verifier replicas, embedded Redis).
+proxy, the router, three drafters of different kinds, two verifier replicas, embedded Redis).
 Through the SDK and the openai client: greedy output equals the target's own, streaming,
-concurrent requests, every bad input, and replicas killed mid-stream. A feature drafter (which
-reads the target's states from its verdicts) runs as its own deployment beside them. The Llama
-drafter drafts ahead (guesses each verdict and drafts the next tree while the verifier works), so every greedy
+concurrent requests, every bad input, and replicas killed mid-stream. The Llama drafter drafts
+ahead (guesses each verdict and drafts the next tree while the verifier works), so every greedy
 check covers that path too.
 """
 
@@ -24,7 +23,7 @@ from tests.specroute.systems import served_drafters, start_tiny_system
 
 pytestmark = pytest.mark.integration
 
-DRAFTERS = ("generic-llama", "prose-gpt2", "ngram", "feature-generic")
+DRAFTERS = ("generic-llama", "prose-gpt2", "ngram")
 MAX_NEW = 24
 KEY = "test-key"  # api_keys are on: every call below but the health check needs it
 
@@ -123,7 +122,7 @@ def test_health_and_drafters(client, built_zoo):
     served = served_drafters(DRAFTERS)  # and `plain` (no drafting)
     assert {d.name for d in listing.drafters} == served
     assert listing.default_drafter == table.routes(GREEDY).default
-    assert {d.kind for d in listing.drafters} == {"model", "ngram", "plain", "feature"}
+    assert {d.kind for d in listing.drafters} == {"model", "ngram", "plain"}
     assert {d.family for d in listing.drafters if d.kind == "model"} == {"llama", "gpt2"}
 
 
@@ -288,15 +287,13 @@ def test_a_client_that_goes_away_frees_its_session(system, client, prompts):
     assert _wait_sessions_closed(system, timeout_s=15) == 0
 
 
-@pytest.mark.parametrize("drafter", ["generic-llama", "feature-generic"])
-def test_verifier_replica_killed_mid_stream_resumes_elsewhere(system, client, built_zoo, prompts, drafter):
-    """A feature drafter too: the new replica sends the prefix's states again, and no row is lost."""
+def test_verifier_replica_killed_mid_stream_resumes_elsewhere(system, client, built_zoo, prompts):
     import ray
 
     from specroute.engine import Engine
     long_new = 120
     expected = Engine.load(built_zoo / "target", device="cpu").generate(prompts[3], long_new).token_ids
-    stream = client.stream(prompts[3], max_new_tokens=long_new, drafter=drafter)
+    stream = client.stream(prompts[3], max_new_tokens=long_new, drafter="generic-llama")
     first = next(stream)
     replica = first.metadata.verifier_replica if first.metadata and first.metadata.verifier_replica else None
     victim = _replica_actor("Verifier", replica) if replica else _replica_actor("Verifier")
