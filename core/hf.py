@@ -23,7 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from core.tree_mask import is_chain, tree_attention_mask, tree_position_ids
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_device(device: str) -> str:
@@ -52,14 +52,14 @@ class ModelLoadConfig(BaseModel):
     @field_validator("dtype")
     @classmethod
     def _known_dtype(cls, dtype: str) -> str:
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         return dtype
 
     def load(self):
         """(model, tokenizer), the model in eval mode on the configured device."""
         device = resolve_device(self.device)
-        model = AutoModelForCausalLM.from_pretrained(self.path, dtype=_DTYPES[self.dtype]).to(device)
+        model = AutoModelForCausalLM.from_pretrained(self.path, dtype=DTYPES[self.dtype]).to(device)
         model.eval()
         tokenizer = AutoTokenizer.from_pretrained(self.path)
         return model, tokenizer

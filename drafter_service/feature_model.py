@@ -53,12 +53,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
-from core.hf import decoder_layers
+from core.hf import DTYPES, decoder_layers
 from drafter_service.base import DRAFTER_FILE
 
 CONFIG_FILE = DRAFTER_FILE
 WEIGHTS_FILE = "feature_model.safetensors"
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _FROZEN = "target_parts."
 
 
@@ -130,7 +129,7 @@ class FeatureDraftModel(torch.nn.Module):
     def _load_target(target_dir: Path, dtype: str):
         if not (Path(target_dir) / "config.json").is_file():
             raise ValueError(f"the feature drafter's target {target_dir} is missing: it has no config.json")
-        return AutoModelForCausalLM.from_pretrained(target_dir, dtype=_DTYPES[dtype])
+        return AutoModelForCausalLM.from_pretrained(target_dir, dtype=DTYPES[dtype])
 
     @classmethod
     def from_target(cls, target_dir: str | Path, options: FeatureDraftConfig | None = None, seed: int = 0,
@@ -140,7 +139,7 @@ class FeatureDraftModel(torch.nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = cls(target, options or FeatureDraftConfig(), Path(target_dir))
-        return model.to(device=device, dtype=_DTYPES[dtype]).eval()
+        return model.to(device=device, dtype=DTYPES[dtype]).eval()
 
     @classmethod
     def from_dir(cls, path: str | Path, device: str = "cpu", dtype: str = "float32") -> "FeatureDraftModel":
@@ -165,7 +164,7 @@ class FeatureDraftModel(torch.nn.Module):
         options = FeatureDraftConfig(**record.model_dump(include=set(FeatureDraftConfig.model_fields)))
         model = cls(target, options, target_dir)
         model.load_state_dict(load_file(path / WEIGHTS_FILE), strict=False)
-        return model.to(device=device, dtype=_DTYPES[dtype]).eval()
+        return model.to(device=device, dtype=DTYPES[dtype]).eval()
 
     def own_state_dict(self) -> dict[str, torch.Tensor]:
         """The drafter's own weights (fc, specialist layers, FSPAD gate): no frozen target part."""
