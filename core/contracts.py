@@ -8,8 +8,8 @@ floats, strings, bytes, no tensors), so each serialises to one proto message
 A session that asks for the target's hidden states (`SessionOpen.states`, a
 `core.states.StateRequest`) gets them packed (`core.states.HiddenStates`): with `SessionOpened`,
 one row per prefilled token (every prompt token but the last); with each `Verdict`, one row per
-processed position on the committed path (the root, then the accepted nodes). A session that
-asks for none gets `None` in both, and no bytes on the wire.
+processed position on the committed path (the root, then the accepted nodes); with
+`StateRequest.last_only`, only the last row of each. A session that asks for none gets `None` in both, and no bytes on the wire.
 
 Vocabulary:
 - committed tokens: the prompt and every token the verifier has emitted so far.
@@ -220,7 +220,8 @@ class Verdict:
     accepted_nodes: tree indices of the accepted drafted nodes, root excluded, root to leaf.
     accepted_tokens: their tokens. bonus_token: the token after them; it is committed, and it is
     the next tree's root. num_emitted counts the bonus. states: the target's hidden states of the
-    root and the accepted nodes (num_accepted + 1 rows), when the session asked for them.
+    root and the accepted nodes (num_accepted + 1 rows; 1 with `StateRequest.last_only`), when the
+    session asked for them.
     """
 
     accepted_nodes: tuple[int, ...]

@@ -4,6 +4,8 @@ A drafter that reads the target (a feature drafter, EAGLE-style; a steered draft
 states when it opens a session (`StateRequest`): which layers, and the dtype on the wire. The
 verifier then returns `HiddenStates` with the prefill (one row per prefilled token) and with each
 verdict (one row per processed position on the committed path: the root, then the accepted nodes).
+With `last_only`, each of those holds only its last row (none for an empty prefill): a drafter that
+reads the target at the last committed position only (SD², Berdoz et al. 2026) gets one row per message.
 
 Layer numbering, for a target of L decoder layers: 0 is the embedding output (the first layer's
 input), k in 1..L is the output of decoder layer k, before the final norm; negative numbers count
@@ -39,10 +41,17 @@ class InvalidStateRequestError(ServiceError):
 
 @dataclass(frozen=True)
 class StateRequest:
-    """Which of the target's hidden states a session wants with every verdict, and in what dtype."""
+    """Which of the target's hidden states a session wants with every verdict, and in what dtype;
+    `last_only`: just the last row of each (`last_rows`)."""
 
     layers: tuple[int, ...] = (-1,)
     dtype: str = "float16"
+    last_only: bool = False
+
+    def last_rows(self, rows: list[int]) -> list[int]:
+        """The rows of a message to send, of the rows it covers: all of them, or with `last_only` the
+        last one (none of none)."""
+        return rows[-1:] if self.last_only else rows
 
     def resolve(self, num_layers: int) -> tuple[int, ...]:
         """The layers as indices into 0..num_layers; raises InvalidStateRequestError if one is not there

@@ -13,7 +13,8 @@ Per message:
   `verdict_from_response`;
 - `SamplingParams`, `DraftTree`, `Verdict`, `StateRequest` and `HiddenStates` have their
   `*_to_proto` / `*_from_proto` pairs. Hidden states travel as one bytes field with their shape
-  (no per-value encoding), and only when the session asked for them.
+  (no per-value encoding), and only when the session asked for them; `StateRequest.last_only`
+  travels as a proto3 bool, so its default adds no byte.
 
 Decoding checks nothing beyond what is needed to rebuild a value; the verifier session
 validates a decoded tree as it would any tree. A malformed message (a distribution list of the
@@ -108,12 +109,12 @@ DEFAULT_WIRE_DTYPE = "float16"
 
 
 def state_request_to_proto(request: StateRequest) -> verifier_pb2.StateRequest:
-    return verifier_pb2.StateRequest(layers=request.layers, dtype=request.dtype)
+    return verifier_pb2.StateRequest(layers=request.layers, dtype=request.dtype, last_only=request.last_only)
 
 
 def state_request_from_proto(msg: verifier_pb2.StateRequest) -> StateRequest:
-    """Unset fields take the defaults ([-1], float16); the verifier checks the layers and dtype."""
-    return StateRequest(tuple(msg.layers) or (-1,), msg.dtype or DEFAULT_WIRE_DTYPE)
+    """Unset fields take the defaults ([-1], float16, every row); the verifier checks the layers and dtype."""
+    return StateRequest(tuple(msg.layers) or (-1,), msg.dtype or DEFAULT_WIRE_DTYPE, msg.last_only)
 
 
 def states_to_proto(states: HiddenStates) -> verifier_pb2.HiddenStates:

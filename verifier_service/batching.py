@@ -27,7 +27,8 @@ if it does not say), and an open that would over-commit the pool fails at once w
 Sessions that asked for hidden states (`core.states`) get their rows from the same forward: the
 states of the layers any session in the batch asked for are read by hooks (none when no session
 asked), and each session takes its own rows: every prefill chunk's, and each tree's root and
-accepted nodes.
+accepted nodes. A session that asked for `last_only` keeps the last row of its final chunk (the
+whole prefill's last, not each chunk's) and of each tree's committed path.
 
 What the loop does is reported to a `ForwardObserver` (trees and tree tokens per forward, how long
 each tree queued, the pool's slots in use and free after each iteration); the default observer

@@ -17,8 +17,9 @@ itself. If its replica fails mid-stream (UNAVAILABLE, a broken stream, a replica
 it reopens the session on another live replica with every committed token as the prompt, and
 re-sends the tree: greedy output is unchanged, and sampled output keeps the target's exact
 distribution (the new replica draws from a fresh seeded stream). A session that asked for hidden
-states gets its whole prefix's again from the new replica (`resumed_states`); the re-sent tree's
-verdict carries its rows as any verdict does, so a drafter reading states misses none. If no replica can take it
+states gets its whole prefix's again from the new replica (`resumed_states`; with `last_only`, the
+prefix's last row); the re-sent tree's verdict carries its rows as any verdict does, so a drafter
+reading states misses none. If no replica can take it
 within `failover_timeout_s`, it raises `core.errors.ServiceError` with code UNAVAILABLE: retryable, never
 a hang.
 
@@ -203,7 +204,8 @@ class RemoteSession:
         self.pool, self.sampling, self.request_id = pool, sampling, request_id
         self.state_request = states
         self.prefill_states: HiddenStates | None = None  # the first opening's
-        self.resumed_states: HiddenStates | None = None  # the last failover's: every committed token but the root
+        # the last failover's: every committed token but the root (with `last_only`, the last of them)
+        self.resumed_states: HiddenStates | None = None
         self.end = len(prompt_ids) + max_new_tokens if max_new_tokens > 0 else None
         self.deadline = None if timeout_s is None else time.monotonic() + timeout_s
         self.committed: list[int] = list(prompt_ids)

@@ -8,7 +8,7 @@ Messages are built and read through `core.verifier_codec` only.
 One stream is one session (`verifier_service.session.VerifierSession`): the first message opens
 it (prompt ids and sampling; the prompt is prefilled), then each tree gets one verdict, in order.
 A session that asks for hidden states gets them with its opening and each verdict
-(`core.states`); others get none.
+(`core.states`; with `last_only`, one row each); others get none.
 The session lives exactly as long as its stream: a close message, a half-close, a client
 cancellation, a broken connection, an expired deadline or `idle_timeout_s` without a message end
 the handler, and its `finally` frees the session at once.

@@ -15,7 +15,8 @@ not in the cache yet. A tree that fails `check` leaves the session unchanged.
 
 A session opened with a `core.states.StateRequest` returns the target's hidden states of those
 layers: the prefill's rows in `prefill_states`, and each verdict's rows (the root and the accepted
-nodes) in `Verdict.states`. Without one, no state is read or copied.
+nodes) in `Verdict.states`; with `last_only`, only the last row of each. Without one, no state is
+read or copied.
 
 A bad prompt raises `InvalidPromptError` (`ContextOverflowError` when it is too long for the
 context window) and a tree that fails `check` raises `core.contracts.InvalidTreeError`: both
@@ -137,17 +138,24 @@ class SessionState:
     def commit(self, tree: DraftTree, walk: WalkResult, states: torch.Tensor | None = None) -> Verdict:
         """Appends the accepted path and the bonus token to the committed tokens. `states`: the tree's
         hidden states [n, layers, H] when the session asked for them; the verdict carries the rows of
-        the root and the accepted nodes."""
+        the root and the accepted nodes (`last_only`: the last of them)."""
         accepted_tokens = tuple(tree.tokens[i] for i in walk.accepted_nodes)
         self.committed.extend((*accepted_tokens, walk.bonus_token))
         self.rounds += 1
         packed = None
         if states is not None and self.state_request is not None:
-            packed = HiddenStates.pack(states[[0, *walk.accepted_nodes]], self.state_request.dtype)
+            rows = self.state_request.last_rows([0, *walk.accepted_nodes])
+            packed = HiddenStates.pack(states[rows], self.state_request.dtype)
         return Verdict(walk.accepted_nodes, accepted_tokens, walk.bonus_token, tree.num_drafted, states=packed)
 
     def pack_prefill(self, states: torch.Tensor) -> None:
-        """Adds prefilled rows [n, layers, H] to `prefill_states` (a prompt may prefill in chunks)."""
+        """Adds prefilled rows [n, layers, H] to `prefill_states` (a prompt may prefill in chunks, in
+        order). With `last_only` a chunk's last row replaces what is there, so the whole prefill
+        leaves its own last row."""
+        if self.state_request.last_only:
+            if len(states):
+                self.prefill_states = HiddenStates.pack(states[-1:], self.state_request.dtype)
+            return
         packed = HiddenStates.pack(states, self.state_request.dtype)
         self.prefill_states = packed if self.prefill_states is None else self.prefill_states.concat(packed)
 

@@ -8,7 +8,9 @@ import torch
 from core import verifier_codec as codec
 from core.contracts import SessionOpen, SessionOpened, Verdict
 from core.errors import Code
+from core.sampling import SamplingParams
 from core.states import HiddenStates, InvalidStateRequestError, StateRequest
+from protos.specroute.v1 import verifier_pb2
 
 
 def test_layers_resolve_from_either_end():
@@ -62,6 +64,27 @@ def test_codec_round_trip_and_nothing_on_the_wire_when_not_asked():
 
     opened = SessionOpened(64, 16, frozenset({0}), 0.01, "v0", states)
     assert codec.opened_from_response(codec.opened_response(opened)) == opened
+
+
+def test_last_only_keeps_the_last_row_of_each_message():
+    assert StateRequest().last_rows([0, 3, 4]) == [0, 3, 4], "the default: every row"
+    assert StateRequest(last_only=True).last_rows([0, 3, 4]) == [4]
+    assert StateRequest(last_only=True).last_rows([0]) == [0], "nothing accepted: the root's row"
+    assert StateRequest(last_only=True).last_rows([]) == [], "an empty prefill: no row"
+
+
+def test_codec_carries_last_only_and_the_default_adds_no_byte():
+    opening = SessionOpen((1, 2, 3), states=StateRequest(layers=(0, 1, -1), dtype="float32", last_only=True))
+    message = codec.open_request(opening)
+    assert message.open.states.last_only
+    assert codec.open_from_request(type(message).FromString(message.SerializeToString())) == opening
+    default = codec.open_request(SessionOpen((1, 2, 3), states=StateRequest(layers=(0, 1, -1), dtype="float32")))
+    assert codec.open_from_request(default).states.last_only is False
+    without_field = codec.SessionRequest(open=verifier_pb2.OpenSession(
+        prompt_ids=(1, 2, 3), sampling=codec.sampling_to_proto(SamplingParams()),
+        states=verifier_pb2.StateRequest(layers=(0, 1, -1), dtype="float32")))
+    assert default.SerializeToString() == without_field.SerializeToString(), "default off: the same bytes as before"
+    assert message.ByteSize() == default.ByteSize() + 2, "on: one tag byte and one value byte"
 
 
 def test_an_empty_state_request_on_the_wire_means_the_defaults():

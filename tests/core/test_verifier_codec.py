@@ -8,6 +8,7 @@ import pytest
 from core.contracts import NO_PARENT, DraftTree, InvalidTreeError, SessionOpen, SessionOpened, SparseDist, Verdict
 from core.errors import Code, ServiceError
 from core.sampling import SEED_MAX, SEED_MIN, SamplingParams
+from core.states import StateRequest
 from core import verifier_codec as codec
 from protos.specroute.v1 import specroute_pb2, verifier_pb2
 
@@ -75,6 +76,13 @@ def test_opening_and_opened_round_trip():
     opened = SessionOpened(max_context=160, max_tree_nodes=64, eos_token_ids=frozenset({2, 0}),
                            prefill_time_s=0.125, replica="v0")
     assert codec.opened_from_response(wire(codec.opened_response(opened))) == opened
+
+
+@pytest.mark.parametrize("request_", [StateRequest(), StateRequest(layers=(0, 2, -1), dtype="float32", last_only=True)])
+def test_state_requests_round_trip_with_last_only(request_):
+    assert codec.state_request_from_proto(wire(codec.state_request_to_proto(request_))) == request_
+    opening = SessionOpen((1, 2), states=request_)
+    assert codec.open_from_request(wire(codec.open_request(opening))) == opening
 
 
 def test_close_and_empty_requests():

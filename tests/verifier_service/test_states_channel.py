@@ -4,7 +4,8 @@ A session that asks for states gets one row per prefilled token, then one per pr
 on each committed path (the root and the accepted nodes): together, the target's own states of
 every committed token but the last, as one forward over the whole sequence computes them. Output
 is unchanged, a session that asks for nothing gets nothing, and bad requests are refused with
-INVALID_ARGUMENT (RESOURCE_EXHAUSTED beyond the message size).
+INVALID_ARGUMENT (RESOURCE_EXHAUSTED beyond the message size). With `last_only`, each message holds
+the last row it would otherwise hold.
 """
 
 from __future__ import annotations
@@ -29,14 +30,16 @@ from verifier_service.session import VerifierSession
 
 MAX_NEW = 24
 ALL_LAYERS = StateRequest(layers=(0, 1, -1), dtype="float32")
+LAST_ONLY = StateRequest(layers=(0, 1, -1), dtype="float32", last_only=True)
 
 
 class Recording(DraftSession):
-    """A model drafter's session that keeps every state row it is given."""
+    """A model drafter's session that keeps every state row it is given (one tensor per message)."""
 
-    def __init__(self, inner: DraftSession):
+    def __init__(self, inner: DraftSession, last_only: bool = False):
         super().__init__(inner.context, inner.sampling)
-        self.inner, self.rows = inner, []
+        self.inner, self.rows, self.last_only = inner, [], last_only
+        self.emitted: list[int] = []  # tokens each verdict committed
 
     def prime(self, states: HiddenStates) -> None:
         self.rows.append(states.tensor())
@@ -45,8 +48,9 @@ class Recording(DraftSession):
         return self.inner.propose(limit)
 
     def observe(self, verdict) -> None:
-        assert verdict.states is not None and verdict.states.rows == verdict.num_accepted + 1
+        assert verdict.states is not None and verdict.states.rows == (1 if self.last_only else verdict.num_accepted + 1)
         self.rows.append(verdict.states.tensor())
+        self.emitted.append(verdict.num_emitted)
         self.inner.observe(verdict)
         super().observe(verdict)
 
@@ -76,8 +80,8 @@ def drafter(tiny_zoo):
     return create_drafter("model", {"path": tiny_zoo.llama_drafter})
 
 
-def run(verifier, drafter, target, ids, sampling=SamplingParams()):
-    session = Recording(drafter.start(ids, sampling))
+def run(verifier, drafter, target, ids, sampling=SamplingParams(), last_only=False):
+    session = Recording(drafter.start(ids, sampling), last_only)
     stats = GenerationReport()
     result = collect(speculate(verifier, session, target.tokenizer, ids, StopConditions(MAX_NEW), stats), stats)
     return result, session
@@ -224,3 +228,127 @@ def test_sampled_output_unchanged_by_asking_for_states(target, drafter):
     plain = Engine(target, drafter).generate(PROMPTS[8], MAX_NEW, sampling)
     with_states, _ = run(VerifierSession(target, ids, sampling, states=StateRequest()), drafter, target, ids, sampling)
     assert with_states.token_ids == plain.token_ids, "states change no draw"
+
+
+def last_positions(prompt_len: int, emitted: list[int]) -> list[int]:
+    """The position each message's last row is of: the last prefilled token (none for a one-token
+    prompt), then each verdict's last committed path node (the committed tokens so far, less two)."""
+    positions = [prompt_len - 2]
+    for n in emitted:
+        positions.append(positions[-1] + n)
+    return [p for p in positions if p >= 0]
+
+
+def assert_last_rows(full: Recording, last: Recording, atol: float = 0.0):
+    """Every message of `last` is the last row of the same message of `full`."""
+    assert len(last.rows) == len(full.rows) and last.emitted == full.emitted
+    for whole, row in zip(full.rows, last.rows):
+        assert row.shape == whole[-1:].shape, "one row per message (none for an empty prefill)"
+        assert torch.allclose(row, whole[-1:], rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("prompt", [PROMPTS[0], PROMPTS[21]])
+def test_in_process_last_only_is_the_last_row_of_each_message(target, drafter, prompt):
+    ids = target.tokenizer.encode(prompt)
+    full_result, full = run(VerifierSession(target, ids, SamplingParams(), states=ALL_LAYERS), drafter, target, ids)
+    result, last = run(VerifierSession(target, ids, SamplingParams(), states=LAST_ONLY), drafter, target, ids,
+                       last_only=True)
+    assert result.token_ids == full_result.token_ids, "greedy output is unchanged with last_only"
+    assert_last_rows(full, last)
+    reference = reference_states(target, (ids + result.token_ids)[:-1], (0, 1, 2))
+    assert torch.allclose(last.states(), reference[last_positions(len(ids), last.emitted)], atol=1e-4)
+
+
+def test_last_only_of_an_empty_prefill_is_no_row(target):
+    root = target.tokenizer.encode(PROMPTS[0])[:1]
+    session = VerifierSession(target, root, SamplingParams(), states=LAST_ONLY)
+    assert session.prefill_states.rows == 0
+    assert session.decode_step().states.rows == 1, "nothing accepted: the root's row"
+    batcher = BatchedVerifier(target)
+    try:
+        paged = batcher.open(root, SamplingParams(), states=LAST_ONLY)
+        assert paged.ready.result(timeout=30).prefill_states.rows == 0
+        batcher.close(paged)
+    finally:
+        batcher.stop()
+
+
+def test_batched_last_only_keeps_the_whole_prefills_last_row_across_chunks(target, drafter):
+    batcher = BatchedVerifier(target, prefill_chunk_tokens=4, max_batch_tokens=64)
+    try:
+        for prompt in (PROMPTS[0], PROMPTS[10]):
+            ids = target.tokenizer.encode(prompt)
+            assert len(ids) - 1 > 2 * 4, "the prompt prefills in several chunks"
+            opened = [batcher.open(ids, SamplingParams(), 16, states=asked) for asked in (ALL_LAYERS, LAST_ONLY, None)]
+            full, last, plain = (paged.ready.result(timeout=30) for paged in opened)
+            assert plain.prefill_states is None
+            assert last.prefill_states.rows == 1
+            assert torch.allclose(last.prefill_states.tensor(), full.prefill_states.tensor()[-1:], atol=1e-5)
+            for _ in range(3):
+                tree = drafter.start(list(full.committed), SamplingParams()).propose(DraftLimit(16, 4))
+                whole, only = (batcher.verify(paged, tree).result(timeout=30) for paged in (full, last))
+                assert only.accepted_nodes == whole.accepted_nodes and only.states.rows == 1
+                assert torch.allclose(only.states.tensor(), whole.states.tensor()[-1:], atol=1e-5)
+            for paged in (full, last, plain):
+                batcher.close(paged)
+    finally:
+        batcher.stop()
+
+
+def test_last_only_over_grpc_is_the_last_row_of_each_message(target, drafter, server):
+    pool = VerifierPool.static([server.address], max_message_bytes=1 << 16, failover_timeout_s=2.0)
+    try:
+        ids = target.tokenizer.encode(PROMPTS[2])
+        runs = []
+        for last_only in (False, True):
+            with pool.open(ids, SamplingParams(), states=StateRequest(last_only=last_only)) as remote:
+                runs.append(run(remote, drafter, target, ids, last_only=last_only))
+        (full_result, full), (result, last) = runs
+        assert result.token_ids == full_result.token_ids
+        assert_last_rows(full, last)
+        # every layer in float32 of a long prompt is beyond the 64 KiB limit (see above), but not its last row
+        long_prompt = target.tokenizer.encode((PROMPTS[0] + " ") * 5)
+        with pool.open(long_prompt, SamplingParams(), states=LAST_ONLY) as remote:
+            assert remote.prefill_states.rows == 1
+    finally:
+        pool.close()
+
+
+def test_a_resumed_last_only_session_gets_its_prefixs_last_row(target, drafter):
+    first = VerifierServer(target, replica="a").start()
+    second = VerifierServer(target, replica="b").start()
+    pool = VerifierPool.static([first.address, second.address], failover_timeout_s=5.0)
+    try:
+        ids = target.tokenizer.encode(PROMPTS[4])
+        remote = pool.open(ids, SamplingParams(), states=LAST_ONLY)
+        victim = {"a": first, "b": second}[remote.replica]
+
+        class Marking(Recording):
+            """Notes the first message after the failover."""
+            resumed_at = None
+
+            def observe(self, verdict) -> None:
+                if self.resumed_at is None and remote.failovers:
+                    self.resumed_at = len(self.rows)
+                super().observe(verdict)
+
+        session = Marking(drafter.start(ids, SamplingParams()), last_only=True)
+        tokens = []
+        stats = GenerationReport()
+        for i, chunk in enumerate(speculate(remote, session, target.tokenizer, ids, StopConditions(40), stats)):
+            tokens.extend(chunk.token_ids)
+            if i == 1:
+                victim.stop(grace_s=0)
+        assert remote.failovers == 1 and session.resumed_at is not None
+        assert tokens == Engine(target, drafter).generate(PROMPTS[4], 40).token_ids
+        reference = reference_states(target, (ids + tokens)[:-1], (0, 1, 2))
+        assert torch.allclose(session.states(), reference[last_positions(len(ids), session.emitted)], atol=1e-4)
+        resumed = remote.resumed_states
+        assert resumed.rows == 1, "the prefix's last row only"
+        before = session.rows[session.resumed_at - 1]  # the last row the session had before the failover
+        assert torch.allclose(resumed.tensor(), before, atol=1e-4)
+        remote.close()
+    finally:
+        pool.close()
+        first.stop(0)
+        second.stop(0)

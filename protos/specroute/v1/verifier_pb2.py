@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos.specroute.v1 import specroute_pb2 as protos_dot_specroute_dot_v1_dot_specroute__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"protos/specroute/v1/verifier.proto\x12\x0cspecroute.v1\x1a#protos/specroute/v1/specroute.proto\"\xa9\x01\n\x0bOpenSession\x12\x12\n\nprompt_ids\x18\x01 \x03(\x05\x12.\n\x08sampling\x18\x02 \x01(\x0b\x32\x1c.specroute.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x16\n\x0emax_new_tokens\x18\x04 \x01(\x05\x12*\n\x06states\x18\x05 \x01(\x0b\x32\x1a.specroute.v1.StateRequest\"-\n\x0cStateRequest\x12\x0e\n\x06layers\x18\x01 \x03(\x05\x12\r\n\x05\x64type\x18\x02 \x01(\t\"Y\n\x0cHiddenStates\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0c\n\x04rows\x18\x02 \x01(\x05\x12\x0e\n\x06layers\x18\x03 \x01(\x05\x12\x0e\n\x06hidden\x18\x04 \x01(\x05\x12\r\n\x05\x64type\x18\x05 \x01(\t\"-\n\tDraftDist\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\r\n\x05probs\x18\x02 \x03(\x01\"f\n\x04Tree\x12\x0e\n\x06tokens\x18\x01 \x03(\x05\x12\x0f\n\x07parents\x18\x02 \x03(\x05\x12&\n\x05\x64ists\x18\x03 \x03(\x0b\x32\x17.specroute.v1.DraftDist\x12\x15\n\rdeterministic\x18\x04 \x01(\x08\"\x0e\n\x0c\x43loseSession\"\x94\x01\n\x0eSessionRequest\x12)\n\x04open\x18\x01 \x01(\x0b\x32\x19.specroute.v1.OpenSessionH\x00\x12\"\n\x04tree\x18\x02 \x01(\x0b\x32\x12.specroute.v1.TreeH\x00\x12+\n\x05\x63lose\x18\x03 \x01(\x0b\x32\x1a.specroute.v1.CloseSessionH\x00\x42\x06\n\x04kind\"\xa4\x01\n\rSessionOpened\x12\x13\n\x0bmax_context\x18\x01 \x01(\x05\x12\x16\n\x0emax_tree_nodes\x18\x02 \x01(\x05\x12\x15\n\reos_token_ids\x18\x03 \x03(\x05\x12\x12\n\nprefill_ms\x18\x04 \x01(\x01\x12\x0f\n\x07replica\x18\x05 \x01(\t\x12*\n\x06states\x18\x06 \x01(\x0b\x32\x1a.specroute.v1.HiddenStates\"\xbb\x01\n\x07Verdict\x12\x16\n\x0e\x61\x63\x63\x65pted_nodes\x18\x01 \x03(\x05\x12\x17\n\x0f\x61\x63\x63\x65pted_tokens\x18\x02 \x03(\x05\x12\x13\n\x0b\x62onus_token\x18\x03 \x01(\x05\x12\x13\n\x0bnum_drafted\x18\x04 \x01(\x05\x12\x11\n\tverify_ms\x18\x05 \x01(\x01\x12\x16\n\x0emax_tree_nodes\x18\x06 \x01(\x05\x12*\n\x06states\x18\x07 \x01(\x0b\x32\x1a.specroute.v1.HiddenStates\"r\n\x0fSessionResponse\x12-\n\x06opened\x18\x01 \x01(\x0b\x32\x1b.specroute.v1.SessionOpenedH\x00\x12(\n\x07verdict\x18\x02 \x01(\x0b\x32\x15.specroute.v1.VerdictH\x00\x42\x06\n\x04kind2V\n\x08Verifier\x12J\n\x07Session\x12\x1c.specroute.v1.SessionRequest\x1a\x1d.specroute.v1.SessionResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"protos/specroute/v1/verifier.proto\x12\x0cspecroute.v1\x1a#protos/specroute/v1/specroute.proto\"\xa9\x01\n\x0bOpenSession\x12\x12\n\nprompt_ids\x18\x01 \x03(\x05\x12.\n\x08sampling\x18\x02 \x01(\x0b\x32\x1c.specroute.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x16\n\x0emax_new_tokens\x18\x04 \x01(\x05\x12*\n\x06states\x18\x05 \x01(\x0b\x32\x1a.specroute.v1.StateRequest\"@\n\x0cStateRequest\x12\x0e\n\x06layers\x18\x01 \x03(\x05\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\x11\n\tlast_only\x18\x03 \x01(\x08\"Y\n\x0cHiddenStates\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0c\n\x04rows\x18\x02 \x01(\x05\x12\x0e\n\x06layers\x18\x03 \x01(\x05\x12\x0e\n\x06hidden\x18\x04 \x01(\x05\x12\r\n\x05\x64type\x18\x05 \x01(\t\"-\n\tDraftDist\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\r\n\x05probs\x18\x02 \x03(\x01\"f\n\x04Tree\x12\x0e\n\x06tokens\x18\x01 \x03(\x05\x12\x0f\n\x07parents\x18\x02 \x03(\x05\x12&\n\x05\x64ists\x18\x03 \x03(\x0b\x32\x17.specroute.v1.DraftDist\x12\x15\n\rdeterministic\x18\x04 \x01(\x08\"\x0e\n\x0c\x43loseSession\"\x94\x01\n\x0eSessionRequest\x12)\n\x04open\x18\x01 \x01(\x0b\x32\x19.specroute.v1.OpenSessionH\x00\x12\"\n\x04tree\x18\x02 \x01(\x0b\x32\x12.specroute.v1.TreeH\x00\x12+\n\x05\x63lose\x18\x03 \x01(\x0b\x32\x1a.specroute.v1.CloseSessionH\x00\x42\x06\n\x04kind\"\xa4\x01\n\rSessionOpened\x12\x13\n\x0bmax_context\x18\x01 \x01(\x05\x12\x16\n\x0emax_tree_nodes\x18\x02 \x01(\x05\x12\x15\n\reos_token_ids\x18\x03 \x03(\x05\x12\x12\n\nprefill_ms\x18\x04 \x01(\x01\x12\x0f\n\x07replica\x18\x05 \x01(\t\x12*\n\x06states\x18\x06 \x01(\x0b\x32\x1a.specroute.v1.HiddenStates\"\xbb\x01\n\x07Verdict\x12\x16\n\x0e\x61\x63\x63\x65pted_nodes\x18\x01 \x03(\x05\x12\x17\n\x0f\x61\x63\x63\x65pted_tokens\x18\x02 \x03(\x05\x12\x13\n\x0b\x62onus_token\x18\x03 \x01(\x05\x12\x13\n\x0bnum_drafted\x18\x04 \x01(\x05\x12\x11\n\tverify_ms\x18\x05 \x01(\x01\x12\x16\n\x0emax_tree_nodes\x18\x06 \x01(\x05\x12*\n\x06states\x18\x07 \x01(\x0b\x32\x1a.specroute.v1.HiddenStates\"r\n\x0fSessionResponse\x12-\n\x06opened\x18\x01 \x01(\x0b\x32\x1b.specroute.v1.SessionOpenedH\x00\x12(\n\x07verdict\x18\x02 \x01(\x0b\x32\x15.specroute.v1.VerdictH\x00\x42\x06\n\x04kind2V\n\x08Verifier\x12J\n\x07Session\x12\x1c.specroute.v1.SessionRequest\x1a\x1d.specroute.v1.SessionResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,23 +35,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OPENSESSION']._serialized_start=90
   _globals['_OPENSESSION']._serialized_end=259
   _globals['_STATEREQUEST']._serialized_start=261
-  _globals['_STATEREQUEST']._serialized_end=306
-  _globals['_HIDDENSTATES']._serialized_start=308
-  _globals['_HIDDENSTATES']._serialized_end=397
-  _globals['_DRAFTDIST']._serialized_start=399
-  _globals['_DRAFTDIST']._serialized_end=444
-  _globals['_TREE']._serialized_start=446
-  _globals['_TREE']._serialized_end=548
-  _globals['_CLOSESESSION']._serialized_start=550
-  _globals['_CLOSESESSION']._serialized_end=564
-  _globals['_SESSIONREQUEST']._serialized_start=567
-  _globals['_SESSIONREQUEST']._serialized_end=715
-  _globals['_SESSIONOPENED']._serialized_start=718
-  _globals['_SESSIONOPENED']._serialized_end=882
-  _globals['_VERDICT']._serialized_start=885
-  _globals['_VERDICT']._serialized_end=1072
-  _globals['_SESSIONRESPONSE']._serialized_start=1074
-  _globals['_SESSIONRESPONSE']._serialized_end=1188
-  _globals['_VERIFIER']._serialized_start=1190
-  _globals['_VERIFIER']._serialized_end=1276
+  _globals['_STATEREQUEST']._serialized_end=325
+  _globals['_HIDDENSTATES']._serialized_start=327
+  _globals['_HIDDENSTATES']._serialized_end=416
+  _globals['_DRAFTDIST']._serialized_start=418
+  _globals['_DRAFTDIST']._serialized_end=463
+  _globals['_TREE']._serialized_start=465
+  _globals['_TREE']._serialized_end=567
+  _globals['_CLOSESESSION']._serialized_start=569
+  _globals['_CLOSESESSION']._serialized_end=583
+  _globals['_SESSIONREQUEST']._serialized_start=586
+  _globals['_SESSIONREQUEST']._serialized_end=734
+  _globals['_SESSIONOPENED']._serialized_start=737
+  _globals['_SESSIONOPENED']._serialized_end=901
+  _globals['_VERDICT']._serialized_start=904
+  _globals['_VERDICT']._serialized_end=1091
+  _globals['_SESSIONRESPONSE']._serialized_start=1093
+  _globals['_SESSIONRESPONSE']._serialized_end=1207
+  _globals['_VERIFIER']._serialized_start=1209
+  _globals['_VERIFIER']._serialized_end=1295
 # @@protoc_insertion_point(module_scope)

@@ -22,12 +22,14 @@ class OpenSession(_message.Message):
     def __init__(self, prompt_ids: _Optional[_Iterable[int]] = ..., sampling: _Optional[_Union[_specroute_pb2.SamplingParams, _Mapping]] = ..., request_id: _Optional[str] = ..., max_new_tokens: _Optional[int] = ..., states: _Optional[_Union[StateRequest, _Mapping]] = ...) -> None: ...
 
 class StateRequest(_message.Message):
-    __slots__ = ("layers", "dtype")
+    __slots__ = ("layers", "dtype", "last_only")
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
+    LAST_ONLY_FIELD_NUMBER: _ClassVar[int]
     layers: _containers.RepeatedScalarFieldContainer[int]
     dtype: str
-    def __init__(self, layers: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ...) -> None: ...
+    last_only: bool
+    def __init__(self, layers: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., last_only: _Optional[bool] = ...) -> None: ...
 
 class HiddenStates(_message.Message):
     __slots__ = ("data", "rows", "layers", "hidden", "dtype")
