@@ -116,16 +116,18 @@ def decoder_layers(model) -> torch.nn.ModuleList:
 
 
 @contextmanager
-def captured_states(model, layers: tuple[int, ...]) -> Iterator[dict[int, torch.Tensor]]:
+def captured_states(model, layers: tuple[int, ...], all_rows: bool = False) -> Iterator[dict[int, torch.Tensor]]:
     """While open, every forward of `model` records the hidden states of `layers` (indices in 0..L,
-    resolved) of its first batch row: {layer: [tokens, hidden]}, overwritten by each forward."""
+    resolved) of its first batch row: {layer: [tokens, hidden]}, overwritten by each forward
+    (`all_rows`: of every batch row, {layer: [batch, tokens, hidden]})."""
     blocks = decoder_layers(model)
     captured: dict[int, torch.Tensor] = {}
 
     def keep(index):
         def hook(module, args, kwargs, output=None):
             value = output if output is not None else (args[0] if args else kwargs["hidden_states"])
-            captured[index] = (value[0] if isinstance(value, tuple) else value)[0]
+            value = value[0] if isinstance(value, tuple) else value
+            captured[index] = value if all_rows else value[0]
         return hook
 
     handles = []

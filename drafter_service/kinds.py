@@ -6,6 +6,6 @@ are reached. A new kind is a new module with `@register_drafter("kind")`, added 
 This module knows nothing about what the kinds do.
 """
 
-from drafter_service import feature_drafter, hybrid, model_drafter, ngram, plain
+from drafter_service import feature_drafter, hybrid, model_drafter, ngram, plain, steered_drafter
 
-KIND_MODULES = (feature_drafter, hybrid, model_drafter, ngram, plain)
+KIND_MODULES = (feature_drafter, hybrid, model_drafter, ngram, plain, steered_drafter)

@@ -39,13 +39,13 @@ import copy
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from transformers import DynamicCache
 
-from drafter_service.base import DraftLimit, Drafter, DraftSession, Guess, register_drafter
+from drafter_service.base import DraftLimit, Drafter, DraftSession, Guess, directory_kind, register_drafter
 from drafter_service.budget import BudgetConfig, DraftBudget, draft_confidence
 from core.contracts import NO_PARENT, DraftTree, SparseDist, Verdict
 from core.kv_cache import keep_tree_nodes, truncate
@@ -76,6 +76,17 @@ class TreeConfig(BaseModel):
 
 class ModelDrafterConfig(ModelLoadConfig, TreeConfig):
     """A model drafter: where its weights are, and the shape of the trees it drafts."""
+
+    directory_kind: ClassVar[str | None] = None
+    """The kind the directory must record (`drafter_service.base.directory_kind`); None: a plain model."""
+
+    @model_validator(mode="after")
+    def _directory_of_this_kind(self) -> "ModelDrafterConfig":
+        recorded = directory_kind(self.path)
+        if recorded != self.directory_kind:
+            raise ValueError(f"{self.path} is a {recorded or 'plain model'} drafter directory; load it as kind "
+                             f"{recorded or 'model'!r}, not {self.directory_kind or 'model'!r}")
+        return self
 
 
 @dataclass

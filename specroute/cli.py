@@ -6,6 +6,7 @@
     specroute zoo eval --zoo DIR
     specroute zoo quality --zoo DIR
     specroute distill --target DIR --prompts FILE --student CONFIG_OR_DIR --out DIR
+    specroute steer --target DIR --drafter DIR --prompts FILE --out DIR
     specroute tasks detect (--prompts FILE | --from-redis URL) --out DIR
     specroute tasks assign --tasks DIR (--zoo DIR | --target DIR --drafter NAME=DIR|ngram ...)
     specroute tasks route --tasks DIR --prompt TEXT [--task T] [--drafter D] [--redis-url URL]
@@ -123,6 +124,21 @@ def _distill(args: argparse.Namespace) -> int:
                                max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                heldout_fraction=args.heldout_fraction, device=args.device, seed=args.seed)
         run_distill(Path(args.target), Path(args.prompts), args.student, Path(args.out), config)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _steer(args: argparse.Namespace) -> int:
+    from specroute.zoo.steer import SteerConfig, SteerTrainSpec, run_steer
+    try:
+        train = SteerTrainSpec(steps=args.steps, batch_size=args.batch_size, lr=args.lr, max_offset=args.max_offset,
+                               freeze_drafter=args.freeze_drafter)
+        config = SteerConfig(train=train, layers=tuple(args.layers) if args.layers else None,
+                             max_new_tokens=args.max_new_tokens, heldout_fraction=args.heldout_fraction,
+                             device=args.device, seed=args.seed)
+        run_steer(Path(args.target), Path(args.drafter), Path(args.prompts), Path(args.out), config)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -376,6 +392,28 @@ def _distill_command(sub) -> None:
     distill.set_defaults(func=_distill)
 
 
+def _steer_command(sub) -> None:
+    """`specroute steer`: steer a model drafter with the target's hidden states (SD²)."""
+    steer = sub.add_parser("steer", help="Steer a drafter with the target's hidden states (SD²).")
+    steer.add_argument("--target", required=True, help="Target model directory.")
+    steer.add_argument("--drafter", required=True, help="Model drafter directory to start from (pretrained or distilled).")
+    steer.add_argument("--prompts", required=True, help="Prompts: JSONL with a 'prompt' field, or one per line.")
+    steer.add_argument("--out", required=True, help="Where the steered drafter directory is written.")
+    steer.add_argument("--layers", type=int, nargs=3, metavar=("LOW", "MID", "HIGH"),
+                       help="Target layers read (0: embeddings, k: decoder layer k; default: spread over its depth).")
+    steer.add_argument("--steps", type=int, default=200)
+    steer.add_argument("--batch-size", type=int, default=16)
+    steer.add_argument("--lr", type=float, default=1e-3)
+    steer.add_argument("--max-offset", type=int, default=8, help="k: position t is steered by the state of t - e, "
+                                                                 "e in [1, k].")
+    steer.add_argument("--freeze-drafter", action="store_true", help="Train the steering maps only.")
+    steer.add_argument("--max-new-tokens", type=int, default=64, help="Continuation length (sampled and greedy).")
+    steer.add_argument("--heldout-fraction", type=float, default=0.1)
+    steer.add_argument("--device", default="auto")
+    steer.add_argument("--seed", type=int, default=0)
+    steer.set_defaults(func=_steer)
+
+
 def _zoo_commands(sub) -> None:
     """`specroute zoo build|eval|quality`: the offline model zoo."""
     zoo = sub.add_parser("zoo", help="Build the offline model zoo.")
@@ -474,6 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serving_commands(sub)
     _generate_command(sub)
     _distill_command(sub)
+    _steer_command(sub)
     _zoo_commands(sub)
     _tasks_commands(sub)
     _loadtest_command(sub)

@@ -6,7 +6,9 @@ held-out loss and how much its output repeats itself, on test prompts: `specrout
 and greedy on further training prompts, the distribution greedy decoding serves) -> teacher (the target's top-k
 distributions on them, `specroute.zoo.teacher`) -> one stage per drafter -> [feature drafters: the
 target's cached features, the generic feature drafter and its variants, per task a feature specialist and
-its trial against the task's specialist, `specroute.zoo.feature_stages`] -> costs (every model and feature
+its trial against the task's specialist, `specroute.zoo.feature_stages`] -> [steered drafters (SD²): the
+target's states at three layers, the generic drafters' pretrained bases made again, each steered from its
+distilled and its pretrained form, `specroute.zoo.steer_stages`] -> costs (every model and feature
 drafter's decoding step against the target's, side by side: `specroute.zoo.cost`) -> manifest.json.
 
 A drafter stage pretrains a new drafter on its tasks' text, or starts from a copy of an earlier
@@ -50,6 +52,7 @@ from specroute.engine import Engine
 from specroute.measure import PLAIN, compare_engines
 from specroute.zoo import corpus as corpus_mod
 from specroute.zoo import feature_stages as fs
+from specroute.zoo import steer_stages as ss
 from specroute.zoo.cost import feature_step_ms, step_cost_ratio
 from specroute.zoo.manifest import MANIFEST, has_weights
 from specroute.zoo.presets import NGRAM, PRESETS, ArchSpec, DrafterSpec, FromDrafter, Preset, TrainSpec
@@ -150,11 +153,14 @@ class ZooBuilder:
             elif spec.lookup:
                 self._progress.drop(f"lookup-{spec.name}")  # sized to ngram: nothing to look up with
         features, trials = self._features(drafters, lookups, on_policy) if p.features is not None else ([], {})
+        pretrained, steered = self._steering(drafters, teacher) if p.steering is not None else ([], [])
         costs_inputs = {"up": [d["key"] for d in drafters]}
         if features:  # a zoo without feature drafters keeps its key
             costs_inputs["features"] = [f["key"] for f in features]
         costs = self._run("costs", costs_inputs, lambda: self._costs(drafters, features))
         manifest = self._manifest(drafters, costs["costs"], lookups, features, trials)
+        if p.steering is not None:
+            manifest |= {"pretrained_drafters": pretrained, "steered_drafters": steered}
         self._remove_stale(manifest)
         (self.out / MANIFEST).write_text(json.dumps(manifest, indent=2))
         return manifest
@@ -577,6 +583,45 @@ class ZooBuilder:
         return made, trials
 
 
+    def _steering(self, drafters: list[dict], teacher: dict) -> tuple[list[dict], list[dict]]:
+        """The steering stages (`specroute.zoo.steer_stages`): the states, the pretrained bases, the steered
+        drafters. Returns the pretrained bases' and the steered drafters' manifest entries."""
+        p, spec = self.preset, self.preset.steering
+        states = self._run(ss.STATES_STAGE, {"up": teacher["key"], "layers": spec.layers,
+                                             "samples": [spec.samples_per_task, spec.heldout_samples],
+                                             "batch_size": spec.state_batch_size},
+                           lambda: ss.build_states(self._load("target"), self.out / TEACHER_FILE, p.families, spec,
+                                                   self._load_tokenizer().pad_token_id or 0, self.out))
+        by_name = {d["name"]: d for d in drafters}
+        specs = {s.name: s for s in p.drafters}
+        keys = {name: by_name[name]["key"] for name in spec.drafters}
+        pretrained = []
+        for name in spec.drafters if spec.from_pretrained else ():
+            info = self._run(ss.pretrained_stage(name), {"up": by_name[name]["key"]},
+                             lambda name=name: self._pretrained_base(specs[name], by_name[name]))
+            keys[ss.pretrained_name(name)] = info["key"]
+            pretrained.append({k: v for k, v in info.items() if k not in ("key", "seconds")})
+        steered = []
+        for name, start, origin in ss.starts(spec):
+            info = self._run(ss.steer_stage(start), {"up": [states["key"], keys[start]],
+                                                     "train": spec.train.model_dump(), "seed": p.seed},
+                             lambda name=name, start=start, origin=origin: ss.steer_stage_run(
+                                 self.out, name, start, origin, spec, p.seed, self.device))
+            steered.append({k: v for k, v in info.items() if k not in ("key", "seconds")})
+        return pretrained, steered
+
+    def _pretrained_base(self, spec: DrafterSpec, distilled: dict) -> dict:
+        """A generic drafter as it was before distillation, made again by its own pretraining."""
+        _, heldout = self._teachers(list(self.preset.families))
+        model, divergence = self._pretrained(spec, spec.candidates[0], heldout)
+        name = ss.pretrained_name(spec.name)
+        self._save(model, name)
+        recorded = distilled.get("heldout_divergence_before")
+        return {"name": name, "path": name, "kind": "model", "family": model_arch(model).family,
+                "distilled": spec.name, "heldout_divergence": divergence,
+                "matches_recorded_base": recorded is not None and abs(divergence - recorded) < 1e-4}
+
+
 def build_plan(preset: Preset) -> list[str]:
     """The stages a build of the preset runs, in order: corpus, tokenizer, target, quality,
     on_policy, teacher, [datastores], a stage per drafter and per lookup trial, costs."""
@@ -584,8 +629,9 @@ def build_plan(preset: Preset) -> list[str]:
                 for stage in [f"drafter-{spec.name}"] + ([f"lookup-{spec.name}"] if spec.lookup else [])]
     datastores = ["datastores"] if any(spec.lookup for spec in preset.drafters) else []
     features = fs.feature_plan(preset.features, preset.families)
+    steering = ss.steering_plan(preset.steering)
     return ["corpus", "tokenizer", "target", "quality", "on_policy", "teacher", *datastores, *drafters, *features,
-            "costs"]
+            *steering, "costs"]
 
 
 def model_arch(model) -> ArchSpec:

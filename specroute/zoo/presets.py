@@ -198,6 +198,37 @@ class FeatureZooSpec(BaseModel):
         return self
 
 
+class SteerTrainSpec(BaseModel):
+    """How a steered drafter (SD², `specroute.zoo.steer`) trains."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    steps: int = Field(200, ge=1, description="Optimizer steps.")
+    batch_size: int = Field(16, ge=1, description="Sequences per step.")
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate of the drafter and the steering maps (AdamW, "
+                                              "warmup and cosine decay).")
+    max_offset: int = Field(8, ge=1, description="k: position t is steered by the state of t - e, e in [1, k].")
+    freeze_drafter: bool = Field(False, description="Train the steering maps only (the paper's ablation).")
+
+
+class SteeringZooSpec(BaseModel):
+    """Steered versions (SD²) of generic model drafters: each steered from its distilled form and,
+    with `from_pretrained`, from its pretrained base before distillation (kept as `NAME-pretrained`,
+    the paper's comparison). Trained on every task's on-policy samples (sampled and greedy)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    drafters: tuple[str, ...] = Field(min_length=1, description="The preset's generic (unsized, new-model) drafters "
+                                                                "to steer.")
+    from_pretrained: bool = Field(False, description="Also steer each one's pretrained base.")
+    train: SteerTrainSpec
+    layers: tuple[int, int, int] | None = Field(None, description="The target's low, middle and high layers; None: "
+                                                                  "spread over its depth.")
+    samples_per_task: int | None = Field(None, ge=1, description="Training samples per task read (None: all).")
+    heldout_samples: int | None = Field(None, ge=1, description="Held-out samples per task the reports read.")
+    state_batch_size: int = Field(16, ge=1, description="Samples per target forward when caching its states.")
+
+
 class Preset(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -221,6 +252,7 @@ class Preset(BaseModel):
     quality_prompts: int = Field(2, ge=1, description="Test prompts per task on which the build measures the "
                                                       "target's text quality (`specroute.zoo.quality`).")
     features: FeatureZooSpec | None = Field(None, description="Feature drafters (EAGLE-style) to build; None: none.")
+    steering: SteeringZooSpec | None = Field(None, description="Steered drafters (SD²) to build; None: none.")
     stage_seconds: dict[str, float] | None = Field(
         None, description="Each stage's expected seconds on a 2-core CPU (by stage name: corpus, target, "
                           "drafter-NAME, ...): the build's estimate of the time left, scaled by the pace of the "
@@ -242,6 +274,17 @@ class Preset(BaseModel):
             if clash:
                 raise ValueError(f"feature variants {sorted(clash)} are named like tasks, whose specialists' "
                                  f"directories those names would take")
+        return self
+
+    @model_validator(mode="after")
+    def _steered_drafters_are_generic_models(self) -> "Preset":
+        if self.steering is not None:
+            specs = {d.name: d for d in self.drafters}
+            for name in self.steering.drafters:
+                spec = specs.get(name)
+                if spec is None or spec.task or spec.sized or not isinstance(spec.candidates[0], ArchSpec):
+                    raise ValueError(f"steering {name!r}: it must be one of the preset's generic, unsized "
+                                     "new-model drafters")
         return self
 
     @model_validator(mode="after")
@@ -316,6 +359,10 @@ TINY = Preset(
         variants=(FeatureVariantSpec(name="poss-fspad", position_specialists=1, feature_sampling=True,
                                      partial_alignment=0.5),),
         specialist=FeatureTrainSpec(steps=5, batch_size=4, lr=3e-3)),
+    # One small steered drafter (SD²), from the distilled generic Llama.
+    steering=SteeringZooSpec(drafters=("generic-llama",), train=SteerTrainSpec(steps=10, batch_size=4, lr=3e-3,
+                                                                                max_offset=4),
+                             samples_per_task=8, heldout_samples=4),
 )
 
 DEMO = Preset(
@@ -389,6 +436,10 @@ BENCH = Preset(
                                      partial_alignment=0.5)),
         specialist=FeatureTrainSpec(steps=60, batch_size=16, lr=1e-3),
         state_batch_size=16, heldout_samples=8),
+    # Steered drafters (SD²) of both generic drafters, from their distilled and their pretrained forms.
+    steering=SteeringZooSpec(drafters=("generic-llama", "generic-gpt2"), from_pretrained=True,
+                             train=SteerTrainSpec(steps=400, batch_size=16, lr=1e-3, max_offset=8),
+                             samples_per_task=200, heldout_samples=16),
     # What each stage took when this preset was last built (the target adopted from `bench target`,
     # so its own training is not counted; quality not recorded then), and the feature stages' estimates.
     stage_seconds={
@@ -400,7 +451,9 @@ BENCH = Preset(
         "feature-states": 130, "feature-generic": 230, "feature-poss": 200, "feature-fspad": 290,
         "feature-poss-fspad": 260,
         **{f"feature-{task}": 60 for task in ALL_FAMILIES}, **{f"feature-trial-{task}": 30 for task in ALL_FAMILIES},
-        "costs": 50},
+        "costs": 50,
+        "steer-states": 90, "pretrained-generic-llama": 250, "pretrained-generic-gpt2": 200,
+        **{f"steer-{name}{start}": 180 for name in ("generic-llama", "generic-gpt2") for start in ("", "-pretrained")}},
 )
 
 PRESETS = {p.name: p for p in (TINY, DEMO, BENCH)}

@@ -3,6 +3,7 @@ expected stage costs scaled by the build's pace; pretraining on document-aligned
 
 from specroute.zoo.build import build_plan
 from specroute.zoo.feature_stages import feature_plan
+from specroute.zoo.steer_stages import steering_plan
 from specroute.zoo.presets import BENCH, DEMO, TINY, TrainSpec
 from specroute.zoo.progress import BuildProgress
 from specroute.zoo.training import document_starts
@@ -43,7 +44,8 @@ def test_the_demo_preset_expects_every_stage_it_plans():
     assert plan[:3] == ["corpus", "tokenizer", "target"] and plan[-1] == "costs"
     assert set(plan) == set(DEMO.stage_seconds)
     assert len(build_plan(TINY)) == (7 + 1 + len(TINY.drafters) + sum(d.lookup for d in TINY.drafters)
-                                     + len(feature_plan(TINY.features, TINY.families)))
+                                     + len(feature_plan(TINY.features, TINY.families))
+                                     + len(steering_plan(TINY.steering)))
     assert TINY.stage_seconds is None
     assert set(BENCH.stage_seconds) <= set(build_plan(BENCH)), "estimates only for stages the build plans"
 

@@ -3,7 +3,7 @@
 On a target with an 8-token vocabulary, the empirical joint distribution of the first two
 generated tokens, over many seeded generations, is compared with the exact distribution computed
 from the target (chi-square). Multi-candidate trees drawn without replacement (a model drafter,
-a feature drafter reading the target's states) and deterministic multi-branch trees (the ngram
+a feature drafter reading the target's states, a drafter steered by them) and deterministic multi-branch trees (the ngram
 drafter) must pass; the same test must reject a
 deliberately wrong acceptance rule.
 """
@@ -19,6 +19,7 @@ import verifier_service.acceptance as acceptance
 from drafter_service.base import create_drafter
 from drafter_service.base import DraftLimit
 from drafter_service.feature_model import FeatureDraftConfig, FeatureDraftModel
+from specroute.zoo.steer import SteeredModel
 from core.reports import GenerationReport
 from drafter_service.generation import StopConditions, speculate
 from tests import tiny_models
@@ -43,6 +44,25 @@ def small_vocab(tmp_path_factory):
         tiny_models.build_llama(root / name, V, hidden=32, layers=1, seed=seed, max_positions=32,
                                 eos_id=None, sharpen=6.0)
     return TargetModel.from_dir(root / "target"), root / "drafter"
+
+
+@pytest.fixture(scope="module")
+def steered_small_vocab(tmp_path_factory):
+    """A two-layer target (three state layers to read: 0, 1, 2) and a drafter with a random, non-zero
+    steering: its q depends on the states every round."""
+    root = tmp_path_factory.mktemp("steered_small_vocab")
+    for name, seed, layers in (("target", 21, 2), ("drafter", 22, 1)):
+        tiny_models.build_word_tokenizer(root / name, V)
+        tiny_models.build_llama(root / name, V, hidden=32, layers=layers, seed=seed, max_positions=32,
+                                eos_id=None, sharpen=6.0)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    model = SteeredModel.around(AutoModelForCausalLM.from_pretrained(root / "drafter"), target_hidden=32)
+    torch.manual_seed(0)
+    torch.nn.init.normal_(model.steering.w_s.weight, std=0.5)
+    model.save(root / "steered", AutoTokenizer.from_pretrained(root / "drafter"), (0, 1, 2), 4, base=None)
+    drafter = create_drafter("steered", {"path": root / "steered", "top_k": 3, "max_depth": 2, "max_nodes": 13,
+                                         "proposal_support": 6, "budget": {"adaptive": False}})
+    return TargetModel.from_dir(root / "target"), drafter
 
 
 def exact_joint(target):
@@ -77,6 +97,17 @@ def empirical_joint(target, drafter, open_verifier=None):
     for (a, b), n in counts.items():
         observed[a, b] = n
     return observed, num_accepted
+
+
+def empirical_joint_through_the_service(target, drafter):
+    """`empirical_joint` with the verifier sessions opened over gRPC on loopback (the batched verifier)."""
+    server = VerifierServer(target, VerifierServerConfig(), replica="v0").start()
+    pool = VerifierPool.static([server.address], failover_timeout_s=5.0)
+    try:
+        return empirical_joint(target, drafter, lambda params, states: pool.open(PROMPT, params, states=states))
+    finally:
+        pool.close()
+        server.stop(0)
 
 
 def chi_square_p(observed, expected_probs):
@@ -123,14 +154,7 @@ def test_feature_drafter_is_lossless_through_the_verifier_service(small_vocab, t
     FeatureDraftModel.from_target(target.config.path, FeatureDraftConfig(train_depth=2), seed=3).save(tmp_path / "f")
     drafter = create_drafter("feature", {"path": tmp_path / "f", "top_k": 3, "max_depth": 2, "max_nodes": 13,
                                          "proposal_support": 6, "budget": {"adaptive": False}})
-    server = VerifierServer(target, VerifierServerConfig(), replica="v0").start()
-    pool = VerifierPool.static([server.address], failover_timeout_s=5.0)
-    try:
-        observed, num_accepted = empirical_joint(
-            target, drafter, lambda params, states: pool.open(PROMPT, params, states=states))
-    finally:
-        pool.close()
-        server.stop(0)
+    observed, num_accepted = empirical_joint_through_the_service(target, drafter)
     assert num_accepted > NUM_SAMPLES // 2, "drafts must be accepted for the test to mean anything"
     assert chi_square_p(observed, exact_joint(target)) > P_VALUE_FLOOR
 
@@ -167,3 +191,16 @@ def test_wrong_acceptance_rule_fails_the_same_test(small_vocab, monkeypatch):
     monkeypatch.setattr(acceptance, "recursive_rejection", _rejection_without_residual)
     observed, _ = empirical_joint(target, model_drafter(drafter_dir))
     assert chi_square_p(observed, exact_joint(target)) < 1e-6
+
+
+def test_steered_drafter_is_lossless_in_process_and_through_the_verifier_service(steered_small_vocab):
+    """A drafter whose q moves with the verdict's states (SD² steering): in process, then over gRPC with
+    the batched verifier sending the last rows only."""
+    target, drafter = steered_small_vocab
+    expected = exact_joint(target)
+    observed, num_accepted = empirical_joint(target, drafter)
+    assert num_accepted > NUM_SAMPLES // 2, "drafts must be accepted for the test to mean anything"
+    assert chi_square_p(observed, expected) > P_VALUE_FLOOR
+    observed, num_accepted = empirical_joint_through_the_service(target, drafter)
+    assert num_accepted > NUM_SAMPLES // 2, "drafts must be accepted for the test to mean anything"
+    assert chi_square_p(observed, expected) > P_VALUE_FLOOR
