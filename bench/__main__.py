@@ -7,6 +7,7 @@
     python -m bench services [--zoo DIR]
     python -m bench scale [--zoo DIR] [--drafter NAME]
     python -m bench drafters [--zoo DIR]
+    python -m bench steering [--zoo DIR]
 
 Every benchmark has --zoo (built from --preset when it has no manifest) and --out (results).
 Each benchmark module is imported only when it runs, so `--help` is instant.
@@ -72,6 +73,14 @@ def _services(args: argparse.Namespace) -> int:
 def _drafters(args: argparse.Namespace) -> int:
     from bench.drafters import run_drafters_bench
     run_drafters_bench(zoo=Path(args.zoo), preset=args.preset, prompts_per_task=args.prompts,
+                       max_new_tokens=args.max_new_tokens, repeats=args.repeats, out=Path(args.out),
+                       **({"tree": args.tree} if args.tree else {}))
+    return 0
+
+
+def _steering(args: argparse.Namespace) -> int:
+    from bench.steering import run_steering_bench
+    run_steering_bench(zoo=Path(args.zoo), preset=args.preset, prompts_per_task=args.prompts_per_task,
                        max_new_tokens=args.max_new_tokens, repeats=args.repeats, out=Path(args.out),
                        **({"tree": args.tree} if args.tree else {}))
     return 0
@@ -154,6 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     drafters.add_argument("--max-new-tokens", type=int, default=64)
     drafters.add_argument("--repeats", type=int, default=2)
     drafters.add_argument("--tree", type=_tree_shape, default=None,
+                          help="Tree shape TOP_K,DEPTH,NODES of every drafter (default: the engine bench's).")
+    steering = _bench_parser(sub, "steering", "Steered drafters (SD²) vs the pretrained and distilled drafters they "
+                             "started from, per task and out of distribution: tau, speedup, steering cost.", _steering)
+    steering.add_argument("--prompts-per-task", type=int, default=4, help="Test prompts per task.")
+    steering.add_argument("--max-new-tokens", type=int, default=64)
+    steering.add_argument("--repeats", type=int, default=2)
+    steering.add_argument("--tree", type=_tree_shape, default=None,
                           help="Tree shape TOP_K,DEPTH,NODES of every drafter (default: the engine bench's).")
     return parser
 
