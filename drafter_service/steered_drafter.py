@@ -7,9 +7,12 @@ size). Its sessions ask the verifier for those layers, the last row only
 (`core.states.StateRequest.last_only`): the states at the last position the verifier returned,
 which is the position just before the root of the next tree. From them the session computes one
 bias per drafter layer when the states arrive (with the prefill, `prime`, then with each verdict,
-`observe`), and every forward of the next draft block adds it inside the drafter's MLPs
-(`drafter_service.steering`). So the root runs steered by the state one position back, and a node
-at depth d by the state d + 1 positions back, the offsets the training samples.
+`observe`), and the next draft block adds it inside the drafter's MLPs (`drafter_service.steering`).
+So the root runs steered by the state one position back, and a node at depth d by the state d + 1
+positions back, the offsets the training samples. Committed tokens run before the root (the prompt,
+an accepted leaf the drafter never ran) get the bias they were drafted under, the block before's
+(the prompt: none), so no token is steered by a state at or after its own position, which training
+never shows.
 
 Everything else is the model drafter's (`drafter_service.model_drafter`): EAGLE-2 dynamic trees,
 lossless sampling (the bias changes q, and q is what the tree sends), adaptive depth, the cache
@@ -98,21 +101,34 @@ class SteeredDraftSession(ModelDraftSession):
     def __init__(self, drafter: SteeredDrafter, prompt_ids: list[int], sampling: SamplingParams):
         super().__init__(drafter, prompt_ids, sampling)
         self.max_guesses = 0
-        self._bias: torch.Tensor | None = None
+        self._bias: torch.Tensor | None = None  # this block's: from the last state the verifier returned
+        self._previous_bias: torch.Tensor | None = None  # the block before's
 
     def prime(self, states: HiddenStates) -> None:
-        self._bias = self.drafter.bias(states)
+        self._previous_bias, self._bias = None, self.drafter.bias(states)
 
     def observe(self, verdict: Verdict) -> None:
         if verdict.states is None:
             raise ValueError("a steered drafter needs the target's states with every verdict: open the verifier "
                              "session with the drafter's state_request")
-        self._bias = self.drafter.bias(verdict.states)
+        self._previous_bias, self._bias = self._bias, self.drafter.bias(verdict.states)
         super().observe(verdict)
 
     def _run_context(self) -> torch.Tensor:
-        with self.drafter.hooks.steer(self._bias):
+        """Runs the committed tokens the cache lacks. The root gets this block's bias; the tokens before
+        it (the prompt at the start, an accepted leaf never run) the bias they were drafted under, the
+        previous block's (none for the prompt), so no token is steered by a state at or after its own
+        position, as in training."""
+        pending = len(self.context) - self.num_run
+        with self.drafter.hooks.steer(self._context_bias(pending)):
             return super()._run_context()
+
+    def _context_bias(self, pending: int) -> torch.Tensor | None:
+        if pending <= 1 or self._previous_bias is self._bias:
+            return self._bias
+        current = self._bias if self._bias is not None else torch.zeros_like(self._previous_bias)
+        earlier = self._previous_bias if self._previous_bias is not None else torch.zeros_like(current)
+        return torch.cat([earlier.expand(pending - 1, *earlier.shape), current.unsqueeze(0)]).unsqueeze(0)
 
     def _forward_nodes(self, cands: _Candidates, nodes: list[int], mask_rows: torch.Tensor,
                        positions: list[int]) -> torch.Tensor:

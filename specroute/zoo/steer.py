@@ -14,7 +14,8 @@ positions after the state. Positions with no state before them (t - e < 0) run u
 layers ([T, 3, d_V], float16), beside the `specroute.zoo.teacher.TeacherCache` of the same
 samples, so a training step costs the drafter's forward and backward only. The held-out report
 is the same divergence with the offsets drawn from a fixed seed, before training (the zero
-map: exactly the unsteered drafter) and after.
+map: exactly the unsteered drafter) and after, and after with the bias left out (the fine-tuned
+drafter alone: how much of the gain is steering and how much fine-tuning).
 
 `run_steer` is the CLI's job: the target continues the user's prompts (sampled and greedy, as
 the paper trains on both), the caches are built, the drafter is steered and saved as a steered
@@ -105,9 +106,11 @@ class SteeredModel(torch.nn.Module):
         steering = SteeringModule(target_hidden, hooks.n_layers, hooks.d_ff).to(drafter.device)
         return cls(drafter, steering, hooks)
 
-    def logits(self, ids, attention, predicting, states: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        """The drafter's logits at the predicting positions [N, V], position t steered by states[t - offsets[t]]."""
-        biases = offset_biases(self.steering(states), offsets)
+    def logits(self, ids, attention, predicting, states: torch.Tensor, offsets: torch.Tensor,
+               steered: bool = True) -> torch.Tensor:
+        """The drafter's logits at the predicting positions [N, V], position t steered by states[t - offsets[t]]
+        (`steered=False`: the same drafter with no bias, to tell steering from fine-tuning)."""
+        biases = offset_biases(self.steering(states), offsets) if steered else None
         with self.hooks.steer(biases):
             return logits_at(self.drafter, ids, attention, predicting)
 
@@ -123,11 +126,11 @@ class SteeredModel(torch.nn.Module):
 
 
 def _kl_on(model: SteeredModel, teacher: TeacherCache, states: SteeringStateCache, indices: list[int], pad_id: int,
-           max_offset: int, generator: torch.Generator) -> torch.Tensor:
+           max_offset: int, generator: torch.Generator, steered: bool = True) -> torch.Tensor:
     device = model.drafter.device
     ids, attention, predicting = (t.to(device) for t in pad_batch([teacher.samples[i] for i in indices], pad_id))
     offsets = sample_offsets(ids.shape[1], max_offset, generator, batch=len(indices)).to(device)
-    logits = model.logits(ids, attention, predicting, states.batch(indices, device), offsets)
+    logits = model.logits(ids, attention, predicting, states.batch(indices, device), offsets, steered)
     return forward_kl(teacher.dense(indices).to(device), logits).mean()
 
 
@@ -158,15 +161,16 @@ def train_steering(model: SteeredModel, teacher: TeacherCache, states: SteeringS
 
 @torch.no_grad()
 def heldout_kl(model: SteeredModel, teacher: TeacherCache, states: SteeringStateCache, pad_id: int,
-               max_offset: int, batch_size: int = 16, seed: int = 0) -> float:
-    """Mean per-position KL(target || steered drafter) on held-out samples, offsets drawn from `seed`."""
+               max_offset: int, batch_size: int = 16, seed: int = 0, steered: bool = True) -> float:
+    """Mean per-position KL(target || steered drafter) on held-out samples, offsets drawn from `seed`
+    (`steered=False`: the drafter's own, with no bias)."""
     _check_aligned(teacher, states)
     generator = torch.Generator().manual_seed(seed)
     total, count = 0.0, 0
     for i in range(0, len(teacher), batch_size):
         indices = list(range(i, min(len(teacher), i + batch_size)))
         positions = sum(len(teacher.samples[j].continuation) for j in indices)
-        total += float(_kl_on(model, teacher, states, indices, pad_id, max_offset, generator)) * positions
+        total += float(_kl_on(model, teacher, states, indices, pad_id, max_offset, generator, steered)) * positions
         count += positions
     return total / max(1, count)
 
@@ -179,8 +183,9 @@ def steer_from_caches(drafter, target_hidden: int, layers: tuple[int, int, int],
     before = heldout_kl(model, *caches["heldout"], pad_id, spec.max_offset)
     losses = train_steering(model, *caches["train"], spec, pad_id, seed, desc=desc)
     after = heldout_kl(model, *caches["heldout"], pad_id, spec.max_offset)
+    unsteered = heldout_kl(model, *caches["heldout"], pad_id, spec.max_offset, steered=False)
     return model, {"layers": list(layers), "train": spec.model_dump(), "final_loss": losses[-1],
-                   "heldout_kl_before": before, "heldout_kl_after": after,
+                   "heldout_kl_before": before, "heldout_kl_after": after, "heldout_kl_after_unsteered": unsteered,
                    "train_positions": sum(len(s.continuation) for s in caches["train"][0].samples),
                    "heldout_positions": sum(len(s.continuation) for s in caches["heldout"][0].samples)}
 
