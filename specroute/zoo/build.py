@@ -582,7 +582,6 @@ class ZooBuilder:
                     self.out, name, self._entry(versus, {}, lookups), task, prompts, p.sizing, self.device, self.log))
         return made, trials
 
-
     def _steering(self, drafters: list[dict], teacher: dict) -> tuple[list[dict], list[dict]]:
         """The steering stages (`specroute.zoo.steer_stages`): the states, the pretrained bases, the steered
         drafters. Returns the pretrained bases' and the steered drafters' manifest entries."""
@@ -624,7 +623,8 @@ class ZooBuilder:
 
 def build_plan(preset: Preset) -> list[str]:
     """The stages a build of the preset runs, in order: corpus, tokenizer, target, quality,
-    on_policy, teacher, [datastores], a stage per drafter and per lookup trial, costs."""
+    on_policy, teacher, [datastores], a stage per drafter and per lookup trial, [feature stages],
+    [steering stages], costs."""
     drafters = [stage for spec in preset.drafters
                 for stage in [f"drafter-{spec.name}"] + ([f"lookup-{spec.name}"] if spec.lookup else [])]
     datastores = ["datastores"] if any(spec.lookup for spec in preset.drafters) else []

@@ -161,3 +161,29 @@ def test_its_bias_is_computed_from_the_last_row(drafter, target):
                            states=type(drafter.state_request)(layers=drafter.state_request.layers)).prefill_states
     last = VerifierSession(target, ids, SamplingParams(), states=drafter.state_request).prefill_states
     assert torch.equal(drafter.bias(full), drafter.bias(last))
+
+
+def test_a_verifier_replica_stopped_mid_stream_changes_nothing(target, drafter):
+    """Failover: the session resumes on the other replica, its next verdict carries the last row again,
+    and the greedy output is the target's own."""
+    first = VerifierServer(target, replica="a").start()
+    second = VerifierServer(target, replica="b").start()
+    pool = VerifierPool.static([first.address, second.address], failover_timeout_s=5.0)
+    try:
+        ids = target.tokenizer.encode(PROMPTS[4])
+        remote = pool.open(ids, SamplingParams(), states=drafter.state_request)
+        victim = {"a": first, "b": second}[remote.replica]
+        tokens, stats = [], GenerationReport()
+        session = drafter.start(ids, SamplingParams())
+        for i, chunk in enumerate(speculate(remote, session, target.tokenizer, ids, StopConditions(40), stats)):
+            tokens.extend(chunk.token_ids)
+            if i == 1:
+                victim.stop(grace_s=0)
+        assert remote.failovers == 1 and remote.resumed_states.rows == 1
+        assert tokens == Engine(target).generate(PROMPTS[4], 40).token_ids
+        assert session._bias is not None
+        remote.close()
+    finally:
+        pool.close()
+        first.stop(0)
+        second.stop(0)
