@@ -7,11 +7,15 @@ children all missed the node cap left an empty frontier, and drafting below it c
 """
 
 import pytest
+import torch
+from transformers import AutoModelForCausalLM
 
 from drafter_service.base import create_drafter, drafter_kinds
 from drafter_service.datastore import Datastore
 from drafter_service.feature_model import FeatureDraftConfig, FeatureDraftModel
+from drafter_service.steering import default_layers
 from specroute.engine import Engine
+from specroute.zoo.steer import SteeredModel
 from tests.conftest import PROMPTS
 from core.sampling import SamplingParams
 
@@ -31,6 +35,7 @@ def drafters(tiny_zoo, target, tmp_path_factory):
         "plain": create_drafter("plain", {}),
         "hybrid": create_drafter("hybrid", {"path": tiny_zoo.llama_drafter, "datastore": store, **DEEP}),
         "feature": create_drafter("feature", {"path": _feature_dir(tiny_zoo, tmp_path_factory), **DEEP}),
+        "steered": create_drafter("steered", {"path": _steered_dir(tiny_zoo, target, tmp_path_factory), **DEEP}),
     }
     assert set(made) == set(drafter_kinds()), "a new drafter kind must be added to this test"
     return made
@@ -44,12 +49,22 @@ def _feature_dir(tiny_zoo, tmp_path_factory):
     return out
 
 
+def _steered_dir(tiny_zoo, target, tmp_path_factory):
+    """The self drafter with a random, non-zero steering (its trees move with the verdicts' states)."""
+    out = tmp_path_factory.mktemp("steered") / "steered"
+    model = SteeredModel.around(AutoModelForCausalLM.from_pretrained(tiny_zoo.self_drafter), target.hidden_size)
+    torch.manual_seed(0)
+    torch.nn.init.normal_(model.steering.w_s.weight, std=0.05)
+    model.save(out, target.tokenizer, default_layers(target.num_layers), max_offset=4, base=None)
+    return out
+
+
 @pytest.fixture(scope="module")
 def plain(target):
     return {p: Engine(target).generate(p, MAX_NEW).token_ids for p in PROMPTS[:3]}
 
 
-@pytest.mark.parametrize("kind", ["model", "ngram", "hybrid", "plain", "feature"])
+@pytest.mark.parametrize("kind", ["model", "ngram", "hybrid", "plain", "feature", "steered"])
 def test_every_node_budget_greedy_and_sampled(target, drafters, plain, kind):
     for budget in BUDGETS:
         engine = Engine(target, drafters[kind], max_tree_nodes=budget)
