@@ -28,56 +28,27 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from bench.common import load_zoo, provenance, provenance_lines, write_results
 from bench.engine import TREE, task_prompts
+from bench.tally import POSITIONS, Tally, measure_interleaved
 from core.contracts import NO_PARENT
 from core.kv_cache import truncate
 from core.states import WIRE_DTYPES, StateRequest
 from drafter_service.base import create_drafter
 from specroute.engine import Engine
-from specroute.measure import TEMPERATURES, is_greedy, sampling_at, temperature_key
+from specroute.measure import TEMPERATURES, is_greedy
 from specroute.zoo.manifest import drafter_options, feature_drafters
 
 GENERIC = "generic-llama"
 FEATURE_VARIANTS = {"eagle": "feature-generic", "poss": "feature-poss", "fspad": "feature-fspad",
                     "poss-fspad": "feature-poss-fspad"}
-POSITIONS = 8
 WIRE_DTYPE = "float16"
 COST_TREE_NODES = (1, 12)
 COST_REPEATS = 30
-
-
-@dataclass
-class Tally:
-    """One method's figures on one task in one repeat."""
-
-    tokens: int = 0
-    seconds: float = 0.0
-    rounds: int = 0
-    emitted: int = 0
-    draft_s: float = 0.0
-    per_position: list[int] = field(default_factory=lambda: [0] * POSITIONS)
-    outputs: list[list[int]] = field(default_factory=list)
-
-    def add(self, tokens: list[int], seconds: float, stats) -> None:
-        self.tokens += len(tokens)
-        self.seconds += seconds
-        self.outputs.append(tokens)
-        self.rounds += stats.rounds
-        self.emitted += stats.num_emitted
-        self.draft_s += stats.draft_time_s
-        for i, n in enumerate(stats.accepted_per_position[:POSITIONS]):
-            self.per_position[i] += n
-
-    @property
-    def tau(self) -> float:
-        return self.emitted / self.rounds if self.rounds else 0.0
 
 
 def _methods(zoo: Path, manifest: dict, target, tree: dict) -> dict[str, dict[str, Engine]]:
@@ -116,7 +87,7 @@ def run_drafters_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
     manifest, target = load_zoo(zoo, preset, check_sampling=False)
     methods = _methods(zoo, manifest, target, tree)
     prompts = task_prompts(zoo, manifest, target.tokenizer, prompts_per_task, max_prompt_tokens)
-    runs = _measure(methods, prompts, max_new_tokens, repeats, temperatures)
+    runs = measure_interleaved(methods, prompts, max_new_tokens, repeats, temperatures, "bench drafters")
     hidden = target.hidden_size
     results = {
         "setup": {**provenance("drafters", zoo), "zoo_preset": manifest["preset"],
@@ -131,39 +102,11 @@ def run_drafters_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
     return results
 
 
-# {temperature key: [one repeat: {task: {method: Tally}}]}
-Runs = dict[str, list[dict[str, dict[str, Tally]]]]
-
-
-def _measure(methods: dict[str, dict[str, Engine]], prompts: dict[str, list[list[int]]], max_new_tokens: int,
-             repeats: int, temperatures: tuple[float, ...]) -> Runs:
-    for task, task_ids in prompts.items():  # warm-up, unmeasured
-        for t in temperatures:
-            for engines in methods.values():
-                engines[task].generate(task_ids[0], 8, sampling=sampling_at(t, 0))
-    flat = [(task, ids) for task, task_ids in prompts.items() for ids in task_ids]
-    runs: Runs = {temperature_key(t): [] for t in temperatures}
-    with tqdm(total=repeats * len(flat) * len(temperatures) * len(methods), desc="bench drafters") as bar:
-        for _ in range(repeats):
-            rep = {temperature_key(t): {task: {m: Tally() for m in methods} for task in prompts} for t in temperatures}
-            for seed, (task, ids) in enumerate(flat):
-                for t in temperatures:
-                    for name, engines in methods.items():
-                        start = time.perf_counter()
-                        result = engines[task].generate(ids, max_new_tokens, sampling=sampling_at(t, seed))
-                        rep[temperature_key(t)][task][name].add(result.token_ids, time.perf_counter() - start,
-                                                               result.stats)
-                        bar.update()
-            for key, tables in rep.items():
-                runs[key].append(tables)
-    return runs
-
-
 def _summarise(reps: list[dict[str, dict[str, Tally]]], methods: list[str], hidden: int, greedy: bool) -> dict:
     """{scope: {method: row}} per task and over all tasks: medians over repeats."""
     tasks = list(reps[0])
     scopes = {task: [r[task] for r in reps] for task in tasks}
-    scopes["all"] = [{m: _merged([r[t][m] for t in tasks]) for m in methods} for r in reps]
+    scopes["all"] = [{m: Tally.merged([r[t][m] for t in tasks]) for m in methods} for r in reps]
     itemsize = torch.empty((), dtype=WIRE_DTYPES[WIRE_DTYPE]).element_size()
     table = {}
     for scope, scope_reps in scopes.items():
@@ -185,19 +128,6 @@ def _summarise(reps: list[dict[str, dict[str, Tally]]], methods: list[str], hidd
             }
         table[scope] = rows
     return table
-
-
-def _merged(tallies: list[Tally]) -> Tally:
-    merged = Tally()
-    for t in tallies:
-        merged.tokens += t.tokens
-        merged.seconds += t.seconds
-        merged.rounds += t.rounds
-        merged.emitted += t.emitted
-        merged.draft_s += t.draft_s
-        merged.per_position = [a + b for a, b in zip(merged.per_position, t.per_position)]
-        merged.outputs += t.outputs
-    return merged
 
 
 @torch.inference_mode()

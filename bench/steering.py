@@ -35,18 +35,18 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from bench.common import load_zoo, provenance, provenance_lines, temperature_keys, write_results
 from bench.engine import TREE, task_prompts
+from bench.tally import Tally, measure_interleaved
 from core.states import WIRE_DTYPES, HiddenStates, StateRequest
 from drafter_service.base import create_drafter
 from specroute.engine import Engine
-from specroute.measure import PLAIN, TEMPERATURES, is_greedy, sampling_at, temperature_key
+from specroute.measure import PLAIN, TEMPERATURES, is_greedy
 from specroute.zoo.manifest import drafter_options
 
 FAMILIES = ("llama", "gpt2")
@@ -139,7 +139,8 @@ def run_steering_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
     engines = _engines(zoo, target, methods, tree)
     prompts = task_prompts(zoo, manifest, target.tokenizer, prompts_per_task, max_prompt_tokens)
     prompts[OOD] = [target.tokenizer.encode(t)[-max_prompt_tokens:] for t in load_ood_prompts(ood_prompts)]
-    runs = _measure(engines, prompts, max_new_tokens, repeats, temperatures)
+    runs = measure_interleaved({name: {scope: engine for scope in prompts} for name, engine in engines.items()},
+                               prompts, max_new_tokens, repeats, temperatures, "bench steering")
     by_temperature = {key: summarise(reps, list(methods), is_greedy(float(key))) for key, reps in runs.items()}
     hidden = target.hidden_size
     overhead = {name: {"bias_ms": time_bias(engines[name].drafter, hidden, bias_calls),
@@ -162,73 +163,6 @@ def run_steering_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
     results["goals"] = goal_verdicts(by_temperature, results["cost"], methods)
     write_results(out, "steering", results, markdown(results), _plot)
     return results
-
-
-@dataclass
-class Tally:
-    """One method's figures on one scope in one repeat."""
-
-    tokens: int = 0
-    seconds: float = 0.0
-    loop_s: float = 0.0
-    rounds: int = 0
-    emitted: int = 0
-    draft_s: float = 0.0
-    outputs: list[list[int]] = field(default_factory=list)
-
-    def add(self, tokens: list[int], seconds: float, stats) -> None:
-        self.tokens += len(tokens)
-        self.seconds += seconds
-        self.loop_s += stats.wall_time_s
-        self.outputs.append(list(tokens))
-        self.rounds += stats.rounds
-        self.emitted += stats.num_emitted
-        self.draft_s += stats.draft_time_s
-
-    def merge(self, other: "Tally") -> None:
-        for name in ("tokens", "seconds", "loop_s", "rounds", "emitted", "draft_s"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.outputs += other.outputs
-
-    @property
-    def tau(self) -> float:
-        return self.emitted / self.rounds if self.rounds else 0.0
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.tokens / self.seconds if self.seconds else 0.0
-
-    def per_round_ms(self, seconds: float) -> float:
-        return 1e3 * seconds / self.rounds if self.rounds else 0.0
-
-
-# {temperature key: [one repeat: {scope: {method: Tally}}]}
-Runs = dict[str, list[dict[str, dict[str, Tally]]]]
-
-
-def _measure(engines: dict[str, Engine], prompts: dict[str, list[list[int]]], max_new_tokens: int, repeats: int,
-             temperatures: tuple[float, ...]) -> Runs:
-    for scope_ids in prompts.values():  # warm-up, unmeasured
-        for t in temperatures:
-            for engine in engines.values():
-                if scope_ids:
-                    engine.generate(scope_ids[0], 8, sampling=sampling_at(t, 0))
-    flat = [(scope, ids) for scope, scope_ids in prompts.items() for ids in scope_ids]
-    runs: Runs = {temperature_key(t): [] for t in temperatures}
-    with tqdm(total=repeats * len(flat) * len(temperatures) * len(engines), desc="bench steering") as bar:
-        for _ in range(repeats):
-            rep = {temperature_key(t): {s: {m: Tally() for m in engines} for s in prompts} for t in temperatures}
-            for seed, (scope, ids) in enumerate(flat):
-                for t in temperatures:
-                    for name, engine in engines.items():
-                        start = time.perf_counter()
-                        result = engine.generate(ids, max_new_tokens, sampling=sampling_at(t, seed))
-                        rep[temperature_key(t)][scope][name].add(result.token_ids, time.perf_counter() - start,
-                                                                 result.stats)
-                        bar.update()
-            for key, tables in rep.items():
-                runs[key].append(tables)
-    return runs
 
 
 def summarise(reps: list[dict[str, dict[str, Tally]]], methods: list[str], greedy: bool) -> dict:
