@@ -195,12 +195,19 @@ class BatchedVerifier:
             return self._submit(session, tree)
 
     def close(self, session: PagedSession) -> None:
-        """Ends the session: drops its queued work, frees its slots and reservation. Idempotent."""
+        """Ends the session: drops its queued work, frees its slots and reservation. Idempotent.
+
+        The reservation is returned here, at once, so a session opened right after this close
+        (a client that cancels and retries) finds the room. Its slots are freed by the loop
+        thread before that thread allocates for anyone else, so the pool still never holds more
+        than the reservations allow."""
         with self._cv:
             if session.closed:
                 return
             session.closed = True
             self._open.discard(session)
+            self.reserved -= session.reserved
+            session.reserved = 0
             self._closing.append(session)
             self._cv.notify()
 
@@ -233,7 +240,6 @@ class BatchedVerifier:
                 for session in closing:
                     self.pool.free(session.slots)
                     session.slots = []
-                    self.reserved -= session.reserved
                 batch = self._take()
             if batch:
                 self._step(batch)

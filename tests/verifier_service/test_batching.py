@@ -140,6 +140,23 @@ def test_memory_is_bounded_by_reservations(target):
         batcher.stop()
 
 
+def test_a_session_opened_right_after_a_close_gets_its_room(target):
+    """A client that cancels and retries at once: the closed session's reservation is free the
+    moment close returns, not when the loop thread next runs."""
+    batcher = BatchedVerifier(target, max_kv_tokens=200)
+    try:
+        session = batcher.open([1] * 50, GREEDY, max_tree_nodes=16, max_new_tokens=50)  # 116 of 200
+        for _ in range(20):
+            batcher.close(session)
+            session = batcher.open([1] * 50, GREEDY, max_tree_nodes=16, max_new_tokens=50)
+        session.ready.result(timeout=30)
+        assert batcher.reserved == 116
+        batcher.close(session)
+        assert wait_for(lambda: batcher.reserved == 0 and batcher.pool.used == 0)
+    finally:
+        batcher.stop()
+
+
 def test_closing_with_work_queued_cancels_it_and_frees_slots(target):
     batcher = BatchedVerifier(target, prefill_chunk_tokens=8)
     try:
