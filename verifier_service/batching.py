@@ -49,7 +49,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 
@@ -61,7 +61,7 @@ from core.sampling import SamplingParams
 from core.states import HiddenStates, StateRequest
 from verifier_service.session import DEFAULT_MAX_TREE_NODES, SessionState
 from verifier_service.target import TargetModel
-from core.tree_mask import ancestor_matrix, tree_depths
+from core.tree_mask import AncestorRows, tree_depths
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,8 @@ class PagedSession(SessionState):
         if self.state_layers is not None:
             self.prefill_states = HiddenStates.empty(len(self.state_layers), target.hidden_size, states.dtype)
         self.slots: list[int] = []  # pool slots of committed[:-1], in order
+        # its trees' ancestor matrices, sliced from one pre-built matrix (it grows for larger trees)
+        self.ancestors = AncestorRows(min(max_tree_nodes, DEFAULT_MAX_TREE_NODES))
         self.reserved = reserved
         self.closed = False
         self.busy = False  # a work item of this session is queued or running
@@ -123,12 +125,15 @@ class _Work:
 class BatchedVerifier:
     def __init__(self, target: TargetModel, max_batch_tokens: int = 512, max_kv_tokens: int = 1 << 16,
                  prefill_chunk_tokens: int = 256, batch_wait_ms: float = 10.0, cpus: list[int] | None = None,
-                 observer: ForwardObserver | None = None):
-        """observer: told about every forward, queue wait and the pool's slots (on the loop thread)."""
+                 observer: ForwardObserver | None = None, on_forward: Callable[[int, float], None] | None = None):
+        """observer: told about every forward, queue wait and the pool's slots (on the loop thread).
+        on_forward(tokens, seconds): called after each forward with its new tokens and its time (a
+        cost model's input; on the loop thread, so it must return quickly)."""
         if max_batch_tokens < 1 or prefill_chunk_tokens < 1:
             raise ValueError("max_batch_tokens and prefill_chunk_tokens must be >= 1")
         self.target = target
         self.observer: ForwardObserver = observer or NoForwardObserver()
+        self.on_forward = on_forward
         self.max_batch_tokens, self.prefill_chunk_tokens = max_batch_tokens, prefill_chunk_tokens
         self.batch_wait_s = batch_wait_ms / 1e3
         self._open: set[PagedSession] = set()
@@ -301,7 +306,7 @@ class BatchedVerifier:
                     new_tokens, parents = list(work.tree.tokens), list(work.tree.parents)
                     depth = [session.prefix_len + d for d in tree_depths(parents)]
                     keep_rows.extend(range(len(tokens), len(tokens) + n))
-                    ancestors = ancestor_matrix(parents)
+                    ancestors = session.ancestors.rows(parents)  # a view, read by this step's pool_mask
                 else:
                     start = len(session.slots)
                     new_tokens = session.committed[start:start + n]
@@ -321,6 +326,7 @@ class BatchedVerifier:
                 self._finish(work, error=err)
             return
         layers = sorted({i for work, _ in batch for i in (work.session.state_layers or ())})
+        forward_start = time.perf_counter()
         try:
             logits, captured = self._forward(rows, tokens, positions, slots, keep_rows, tuple(layers))
         except BaseException as err:
@@ -331,6 +337,8 @@ class BatchedVerifier:
                 self._finish(work, error=err)
             return
         self.forwards += 1
+        if self.on_forward is not None:
+            self.on_forward(len(tokens), time.perf_counter() - forward_start)
         if trees:
             self.observer.forward(len(trees), sum(n for _, n in trees))
         row = 0

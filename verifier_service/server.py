@@ -13,6 +13,10 @@ The session lives exactly as long as its stream: a close message, a half-close, 
 cancellation, a broken connection, an expired deadline or `idle_timeout_s` without a message end
 the handler, and its `finally` frees the session at once.
 
+Each verdict also carries the node budget of its session's next tree (`tree_budget`): the open
+sessions share `step_tokens` evenly, or by each one's predicted acceptance (`split="weighted"`,
+`verifier_service.split`, whose estimates the server keeps per open session).
+
 Target forwards run off the event loop, so it stays free to accept, cancel and answer health
 checks while a forward runs. With `batching` (the default) they run on the continuous batcher's
 thread (`verifier_service.batching`): concurrent sessions' trees share one forward. Without it,
@@ -50,6 +54,7 @@ This module knows nothing about drafters, routing or Ray.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import socket
 import threading
@@ -74,6 +79,8 @@ from core.verifier_codec import VerifierServicer as VerifierServicerBase
 from verifier_service.batching import BatchedVerifier, ForwardObserver, NoForwardObserver
 from verifier_service.kv_pool import PoolFullError
 from verifier_service.session import DEFAULT_MAX_TREE_NODES, VerifierSession
+from verifier_service.split import (AcceptanceEstimate, ForwardCost, ForwardCostFit, Split, allocate, even_budget,
+                                    tree_depth)
 from verifier_service.target import TargetModel
 
 log = logging.getLogger(__name__)
@@ -107,10 +114,18 @@ class VerifierServerConfig(BaseModel):
     batch_wait_ms: float = Field(10.0, ge=0, description="A batched forward waits up to this long for sessions "
                                                          "that are drafting to send their trees.")
     step_tokens: int | None = Field(128, ge=1, description="Under load, each verdict gives its session a node budget "
-                                                           "of step_tokens / open sessions for the next tree (at least "
-                                                           "min_tree_nodes), so a forward stays near this many tokens; "
+                                                           "for the next tree, the open sessions sharing step_tokens "
+                                                           "as `split` says, so a forward stays near this many tokens; "
                                                            "None: only max_tree_nodes bounds trees.")
-    min_tree_nodes: int = Field(4, ge=1, description="The smallest node budget a verdict gives.")
+    min_tree_nodes: int = Field(4, ge=1, description="The smallest node budget a verdict gives (even split).")
+    split: Split = Field("even", description="How open sessions share step_tokens (`verifier_service.split`): "
+                                             "`even`, or `weighted` by each session's predicted acceptance, "
+                                             "a session whose next node does not pay for its verify cost "
+                                             "getting a root-only tree (plain decoding).")
+    forward_base_ms: float = Field(20.0, ge=0, description="Weighted split: the fixed time of one batched forward "
+                                                           "(a in a + b * tokens), until measured forwards replace it.")
+    forward_per_token_ms: float = Field(0.25, ge=0, description="Weighted split: a batched forward's time per tree "
+                                                                "token (b in a + b * tokens), until measured.")
     tls: TlsFiles | None = Field(None, description="Serve the drafter-verifier channel over TLS (mutual TLS with "
                                                    "`ca`); drafters then dial with the same files.")
     admission_wait_s: float = Field(0.5, ge=0, description="At the session limit, a new session waits this long for "
@@ -196,11 +211,11 @@ class _Batched:
     """Sessions in one KV pool; their trees share forwards (`verifier_service.batching`)."""
 
     def __init__(self, target: TargetModel, config: VerifierServerConfig, cpus: list[int] | None = None,
-                 observer: VerifierObserver | None = None):
+                 observer: VerifierObserver | None = None, on_forward=None):
         max_kv = config.max_kv_tokens or config.max_sessions * (target.max_context + config.max_tree_nodes)
         self.config = config
         self.batcher = BatchedVerifier(target, config.max_batch_tokens, max_kv, config.prefill_chunk_tokens,
-                                       config.batch_wait_ms, cpus=cpus, observer=observer)
+                                       config.batch_wait_ms, cpus=cpus, observer=observer, on_forward=on_forward)
 
     async def open(self, prompt_ids: list[int], sampling, max_new_tokens: int, states: StateRequest | None = None):
         session = self.batcher.open(prompt_ids, sampling, self.config.max_tree_nodes, max_new_tokens, states)
@@ -238,7 +253,16 @@ class VerifierServicer(VerifierServicerBase):
         self.sessions_served = 0
         self.waiting = 0  # opens and trees waiting for a forward: the autoscaler's queue signal
         self.draining = False
-        self.backend = (_Batched if config.batching else _Unbatched)(target, config, cpus, self.observer)
+        # The weighted split's bookkeeping, on the server's loop: each open session's acceptance
+        # estimate (by a key of its own), and the forward cost (the config's until batched forwards of
+        # different sizes are observed).
+        self.estimates: dict[int, AcceptanceEstimate] = {}
+        self.forward_cost = ForwardCostFit(ForwardCost(config.forward_base_ms, config.forward_per_token_ms))
+        self._keys = itertools.count()
+        if config.batching:
+            self.backend = _Batched(target, config, cpus, self.observer, on_forward=self.observe_forward)
+        else:
+            self.backend = _Unbatched(target, config, cpus, self.observer)
         self._closed = asyncio.Event()  # set (then cleared) whenever a session closes; on the server's loop
 
     async def _admit(self) -> None:
@@ -275,18 +299,33 @@ class VerifierServicer(VerifierServicerBase):
         """Counters since start: sessions served, forwards and trees verified (batched mode)."""
         return {"sessions_served": self.sessions_served, "waiting": self.waiting, **self.backend.stats()}
 
-    def tree_budget(self) -> int:
-        """Nodes the next tree of a session may have: the open sessions share `step_tokens`.
+    def tree_budget(self, key: int | None = None) -> int:
+        """Nodes the next tree of the session `key` may have: the open sessions share `step_tokens`
+        (`verifier_service.split`).
 
         Verification compute is what concurrent sessions share, and most drafted nodes are
         rejected: under load, smaller trees buy more accepted tokens per forward (goodput-driven
         speculation length, Liu et al. 2024, "Optimizing Speculative Decoding for Serving Large
-        Language Models Using Goodput"). One session alone keeps the whole max_tree_nodes."""
+        Language Models Using Goodput"). With the `even` split each session gets step_tokens /
+        open sessions (at least min_tree_nodes); one session alone keeps the whole max_tree_nodes.
+        With `weighted`, the nodes go to the sessions whose next nodes are most likely to be
+        accepted, while a node pays for its verify cost (`split.allocate`, DSpark's scheduler): under
+        heavy load that is a root-only tree, plain decoding. Either way the budget bounds the next
+        tree before it is drafted and never depends on drawn values: greedy output is unchanged and
+        sampling stays lossless. key: the session's (None, or one without an estimate: the even split)."""
         config = self.config
+        if config.split == "weighted" and key in self.estimates:
+            step = config.step_tokens or config.max_tree_nodes * len(self.estimates)
+            alphas = {k: estimate.alpha for k, estimate in self.estimates.items()}
+            return allocate(alphas, step, config.max_tree_nodes, self.forward_cost.cost())[key]
         if config.step_tokens is None:
             return config.max_tree_nodes
-        share = config.step_tokens // max(1, self.active_sessions)
-        return max(min(config.min_tree_nodes, config.max_tree_nodes), min(config.max_tree_nodes, share))
+        return even_budget(self.active_sessions, config.step_tokens, config.min_tree_nodes, config.max_tree_nodes)
+
+    def observe_forward(self, tokens: int, seconds: float) -> None:
+        """One batched forward over `tokens` new tokens took `seconds`: the weighted split's cost
+        model learns from it (any thread; a few float updates)."""
+        self.forward_cost.observe(tokens, seconds)
 
     async def Session(self, request_iterator, context):
         """One stream, one session. Every expected failure is a ServiceError, answered with its
@@ -341,13 +380,15 @@ class VerifierServicer(VerifierServicerBase):
         log.info("session opened: %d prompt tokens, %s, max_new_tokens %d", len(opening.prompt_ids), mode,
                  opening.max_new_tokens)
         reason = "error"
+        key = next(self._keys)
+        self.estimates[key] = AcceptanceEstimate()
         try:
             self.sessions_served += 1
             self._check_size(session.prefill_states)
             await context.write(opened_response(SessionOpened(
                 self.target.max_context, self.config.max_tree_nodes, frozenset(self.target.eos_token_ids),
                 time.perf_counter() - start, self.replica, session.prefill_states)))
-            reason = await self._verify_trees(session, requests, context)
+            reason = await self._verify_trees(session, requests, context, key)
         except ServiceError as err:
             reason = err.code.name
             raise
@@ -358,6 +399,7 @@ class VerifierServicer(VerifierServicerBase):
             reason = type(err).__name__
             raise
         finally:
+            self.estimates.pop(key, None)
             self.backend.close(session)
             log.info("session closed: %d rounds, %d tokens committed, %s", session.rounds,
                      len(session.committed) - len(opening.prompt_ids), reason)
@@ -371,9 +413,10 @@ class VerifierServicer(VerifierServicerBase):
             raise ServiceError(Code.FAILED_PRECONDITION, "the first message of a session must be `open`")
         return open_from_request(first)
 
-    async def _verify_trees(self, session, requests, context) -> str:
+    async def _verify_trees(self, session, requests, context, key: int) -> str:
         """Answers each tree with its verdict, in order, until a close or a half-close (returns
-        which) or an error."""
+        which) or an error; each verdict updates the session's acceptance estimate (key: its
+        key in `estimates`) before its next tree's budget is set."""
         while True:
             message = await self._next(requests)
             kind = None if message is None else request_kind(message)
@@ -382,9 +425,11 @@ class VerifierServicer(VerifierServicerBase):
             if kind != TREE:
                 raise ServiceError(Code.FAILED_PRECONDITION,
                                    f"a session is open: expected `tree` or `close`, got `{kind}`")
-            verdict = await self._counted(self.backend.verify(session, tree_from_request(message)))
+            tree = tree_from_request(message)
+            verdict = await self._counted(self.backend.verify(session, tree))
             self._check_size(verdict.states)
-            await context.write(verdict_response(verdict, self.tree_budget()))
+            self.estimates[key].update(tree_depth(tree.parents), verdict.num_accepted)
+            await context.write(verdict_response(verdict, self.tree_budget(key)))
 
     def _check_size(self, states: HiddenStates | None) -> None:
         """Hidden states count against the message-size limit: RESOURCE_EXHAUSTED, naming it, before

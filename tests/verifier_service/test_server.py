@@ -310,6 +310,32 @@ def test_verdicts_carry_a_tree_budget_shared_among_open_sessions(target):
         srv.stop(grace_s=0.5)
 
 
+def test_the_weighted_split_keeps_concurrent_budgets_within_the_step_and_greedy_output(target):
+    config = VerifierServerConfig(step_tokens=8, max_tree_nodes=16, split="weighted", max_sessions=3)
+    srv = VerifierServer(target, config, replica="weighted").start()
+    pool = VerifierPool.static([srv.address], failover_timeout_s=2.0)
+    servicer, splits = srv.servicer, []
+    budget = servicer.tree_budget
+
+    def recorded(key=None):  # on the server's loop: every open session's budget at this verdict
+        splits.append({k: budget(k) for k in servicer.estimates})
+        return budget(key)
+    servicer.tree_budget = recorded
+    try:
+        drafter = create_drafter("ngram", {})
+        prompts = PROMPTS[:3]
+        expected = [Engine(target, drafter).generate(p, MAX_NEW).token_ids for p in prompts]
+        with ThreadPoolExecutor(3) as ex:
+            outputs = list(ex.map(lambda p: remote_generate(pool, target, drafter, p)[0].token_ids, prompts))
+        assert outputs == expected  # the split sizes trees; it never changes what is accepted
+        assert splits and all(all(b >= 1 for b in split.values()) and sum(split.values()) <= 8 for split in splits)
+        assert max(len(split) for split in splits) >= 2 and max(max(split.values()) for split in splits) > 1
+        assert wait_for(lambda: not servicer.estimates)  # closed sessions leave no estimate behind
+    finally:
+        pool.close()
+        srv.stop(grace_s=0.5)
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
                     reason="pinning needs Linux and a second CPU to tell pinned threads apart")
 @pytest.mark.parametrize("batching", [True, False], ids=["batched", "unbatched"])
