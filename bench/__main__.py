@@ -8,6 +8,8 @@
     python -m bench scale [--zoo DIR] [--drafter NAME]
     python -m bench drafters [--zoo DIR]
     python -m bench steering [--zoo DIR]
+    python -m bench mask [--zoo DIR]
+    python -m bench stopping [--zoo DIR]
 
 Every benchmark has --zoo (built from --preset when it has no manifest) and --out (results).
 Each benchmark module is imported only when it runs, so `--help` is instant.
@@ -83,6 +85,20 @@ def _steering(args: argparse.Namespace) -> int:
     run_steering_bench(zoo=Path(args.zoo), preset=args.preset, prompts_per_task=args.prompts_per_task,
                        max_new_tokens=args.max_new_tokens, repeats=args.repeats, out=Path(args.out),
                        **({"tree": args.tree} if args.tree else {}))
+    return 0
+
+
+def _stopping(args: argparse.Namespace) -> int:
+    from bench.stopping import run_stopping_bench
+    run_stopping_bench(zoo=Path(args.zoo), preset=args.preset, prompts_per_task=args.prompts_per_task,
+                       max_new_tokens=args.max_new_tokens, repeats=args.repeats, out=Path(args.out))
+    return 0
+
+
+def _mask(args: argparse.Namespace) -> int:
+    from bench.mask import run_mask_bench
+    run_mask_bench(out=Path(args.out), zoo=Path(args.zoo), rounds=args.rounds, repeats=args.repeats,
+                   target_forward=not args.no_target_forward, shared_machine=args.shared_machine)
     return 0
 
 
@@ -171,6 +187,19 @@ def build_parser() -> argparse.ArgumentParser:
     steering.add_argument("--repeats", type=int, default=2)
     steering.add_argument("--tree", type=_tree_shape, default=None,
                           help="Tree shape TOP_K,DEPTH,NODES of every drafter (default: the engine bench's).")
+    stopping = _bench_parser(sub, "stopping", "When to stop drafting: static tree, adaptive budget, decision models "
+                             "(mlp, hard) and the survival rule, per task: tau, nodes, rejected share, speedup.",
+                             _stopping)
+    stopping.add_argument("--prompts-per-task", type=int, default=3, help="Test prompts per task.")
+    stopping.add_argument("--max-new-tokens", type=int, default=64)
+    stopping.add_argument("--repeats", type=int, default=2)
+    mask = _bench_parser(sub, "mask", "Tree attention masks: built per tree vs sliced from a pre-built one "
+                         "(DynaSD), with one target forward for scale.", _mask)
+    mask.add_argument("--rounds", type=int, default=200, help="Trees per shape, one session seeing them in turn.")
+    mask.add_argument("--repeats", type=int, default=7)
+    mask.add_argument("--no-target-forward", action="store_true", help="Skip timing the zoo target's forward.")
+    mask.add_argument("--shared-machine", action="store_true",
+                      help="Note in the results that other work shared the machine while it ran.")
     return parser
 
 

@@ -32,6 +32,8 @@ class Tally:
     rounds: int = 0
     emitted: int = 0
     draft_s: float = 0.0
+    drafted: int = 0  # drafted nodes (root excluded)
+    accepted: int = 0  # drafted nodes accepted
     per_position: list[int] = field(default_factory=lambda: [0] * POSITIONS)
     outputs: list[list[int]] = field(default_factory=list)
 
@@ -43,11 +45,13 @@ class Tally:
         self.rounds += stats.rounds
         self.emitted += stats.num_emitted
         self.draft_s += stats.draft_time_s
+        self.drafted += stats.num_drafted
+        self.accepted += stats.num_accepted
         for i, n in enumerate(stats.accepted_per_position[:POSITIONS]):
             self.per_position[i] += n
 
     def merge(self, other: "Tally") -> None:
-        for name in ("tokens", "seconds", "loop_s", "rounds", "emitted", "draft_s"):
+        for name in ("tokens", "seconds", "loop_s", "rounds", "emitted", "draft_s", "drafted", "accepted"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.per_position = [a + b for a, b in zip(self.per_position, other.per_position)]
         self.outputs += other.outputs
@@ -62,6 +66,15 @@ class Tally:
     @property
     def tau(self) -> float:
         return self.emitted / self.rounds if self.rounds else 0.0
+
+    @property
+    def nodes_per_round(self) -> float:
+        return self.drafted / self.rounds if self.rounds else 0.0
+
+    @property
+    def rejected_share(self) -> float:
+        """The share of drafted nodes the verifier rejected."""
+        return 1 - self.accepted / self.drafted if self.drafted else 0.0
 
     @property
     def tokens_per_s(self) -> float:

@@ -7,12 +7,15 @@ forward over a set of tree nodes on top of a KV cache, with the tree attention o
 `forward_tree_states` is the same forward that also returns hidden states of chosen layers (layer
 numbering as in `core.states`: 0 the embeddings, k the output of decoder layer k before the
 final norm), read by hooks on the decoder layers, so any HF decoder-only family works.
+`HeadInputs` reads a model's last hidden state (after the final norm: what its output embedding
+sees) at its last forward on the calling thread, by a hook on the output embedding.
 
 This module knows nothing about acceptance, sessions or which service runs the model.
 """
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -156,3 +159,26 @@ def forward_tree_states(model, tokens: list[int] | tuple[int, ...], parents: lis
     with captured_states(model, layers) as captured:
         logits = forward_tree(model, tokens, parents, cache)
     return logits, stack_states(captured, layers)
+
+
+class HeadInputs:
+    """The input of `module` (a model's output embedding: its last hidden state, after the final
+    norm) at its last call on the calling thread. Per thread, so sessions sharing one model in a
+    threaded server never read each other's. Installed once per model; `remove` takes it off."""
+
+    def __init__(self, module: torch.nn.Module):
+        self._local = threading.local()
+        self._handle = module.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module, args) -> None:
+        self._local.last = args[0]
+
+    def last(self) -> torch.Tensor:
+        """[n, H] float32 on the cpu: the rows of the last call on this thread (batch row 0)."""
+        last = getattr(self._local, "last", None)
+        if last is None:
+            raise RuntimeError("no forward has run on this thread since the hook was installed")
+        return last.reshape(-1, last.shape[-1]).float().cpu()
+
+    def remove(self) -> None:
+        self._handle.remove()

@@ -121,6 +121,12 @@ class Drafter(ABC):
     def start(self, prompt_ids: list[int], sampling: SamplingParams) -> DraftSession:
         """Open a session for one generation."""
 
+    def record_to(self, recorder) -> bool:
+        """Sends its sessions' drafted nodes and verdicts to `recorder` (an
+        `drafter_service.acceptance_log.AcceptanceRecorder`; None: stop). False when this kind
+        drafts without a model, so has nothing to log."""
+        return False
+
     @property
     def name(self) -> str:
         return self.kind

@@ -85,6 +85,13 @@ class FeatureDrafter(Drafter):
         self.vocab_size: int = self.model.vocab_size
         self.max_context: int = context_window(AutoConfig.from_pretrained(self.model.target_dir)) or DEFAULT_CONTEXT
         self.state_request = StateRequest(layers=(self.file.feature_layer,), dtype=config.states_dtype)
+        self.hidden_size: int = self.model.hidden_size
+        self.stop = config.load_stop_model(self.hidden_size)
+        self.recorder = None
+
+    def record_to(self, recorder) -> bool:
+        self.recorder = recorder
+        return True
 
     @property
     def name(self) -> str:
@@ -143,6 +150,12 @@ class FeatureDraftSession(ModelDraftSession):
 
     def _new_cache(self):
         return self.drafter.model.new_cache()
+
+    def _install_hidden_tap(self) -> None:
+        pass  # its hidden states are the features it predicts, kept per node
+
+    def _hidden_of(self, nodes: list[int]) -> torch.Tensor:
+        return torch.stack([self._node_features[n] for n in nodes]).float().cpu()
 
     def _context_entries(self) -> int:
         """One entry per pair (f_t, x_{t+1}): every context token but the first."""

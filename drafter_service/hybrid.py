@@ -96,6 +96,10 @@ class HybridDrafter(Drafter):
     def name(self) -> str:
         return self.model.name
 
+    def record_to(self, recorder) -> bool:
+        """Its model part's nodes are logged; the lookups' grafted nodes are not."""
+        return self.model.record_to(recorder)
+
     def start(self, prompt_ids: list[int], sampling: SamplingParams) -> "HybridSession":
         return HybridSession(self, prompt_ids, sampling)
 

@@ -21,7 +21,14 @@ any accepted token twice.
 
 Depth adapts (`drafter_service.budget`): a confidence signal (top-token probability under
 greedy, AdaEDL's entropy bound under sampling) stops drafting early, and the threshold and the
-depth budget follow the observed acceptance.
+depth budget follow the observed acceptance. With a `stop_model` (`drafter_service.stopping`), a
+learned decision model stops drafting instead: after each level, when no frontier node's
+predicted acceptance (times its path's predicted survival, with the `survival` rule) reaches its
+threshold. The depth is then bounded by `max_depth` and the verifier's limit only.
+
+Acceptance logs (`drafter_service.acceptance_log`): with a recorder attached to the drafter
+(`ModelDrafter.recorder`), every drafted node's features (the drafter's hidden state and q's
+entropy and top-10 after its parent) are kept and labelled by the verdict.
 
 Drafting ahead (`draft_ahead`, greedy only): while a remote verifier checks a tree, the session
 guesses its verdict, the path to one of the best-scoring leaves accepted and the drafter's own
@@ -39,19 +46,22 @@ import copy
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from pathlib import Path
+from typing import Callable, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from transformers import DynamicCache
 
 from drafter_service.base import DraftLimit, Drafter, DraftSession, Guess, directory_kind, register_drafter
+from drafter_service.acceptance_log import AcceptanceRecorder, NodeRow
 from drafter_service.budget import BudgetConfig, DraftBudget, draft_confidence
+from drafter_service.stopping import CONFIG_FILE as STOP_CONFIG, OPTION as STOP_OPTION, StopModel, q_features
 from core.contracts import NO_PARENT, DraftTree, SparseDist, Verdict
 from core.kv_cache import keep_tree_nodes, truncate
 from core.sampling import SamplingParams, derived_seed, processed_probs
-from core.hf import DEFAULT_CONTEXT, ModelLoadConfig, context_window, forward_tree
-from core.tree_mask import additive_mask, ancestor_matrix
+from core.hf import DEFAULT_CONTEXT, HeadInputs, ModelLoadConfig, context_window, forward_tree
+from core.tree_mask import AncestorRows, additive_mask
 
 
 class TreeConfig(BaseModel):
@@ -66,12 +76,31 @@ class TreeConfig(BaseModel):
     budget: BudgetConfig = Field(default_factory=BudgetConfig, description="Early stop and adaptive depth.")
     draft_ahead: int = Field(0, ge=0, le=8, description="Greedy requests, remote verifier: verdicts guessed per round "
                              "while the tree is verified, each with its next tree drafted meanwhile (0: off).")
+    stop_model: Path | None = Field(None, description="A stop model directory (`specroute train-stop`): a decision "
+                                    "model that stops drafting in place of the budget's early stop and adaptive depth.")
+    stop_rule: Literal["frontier", "survival"] | None = Field(None, description="Overrides the stop model's rule.")
+    stop_threshold: float | None = Field(None, ge=0.0, le=1.0, description="Overrides the stop model's threshold.")
 
     @model_validator(mode="after")
     def _nodes_fit_depth(self) -> "TreeConfig":
         if self.top_k == 1 and self.max_nodes < self.max_depth + 1:
             raise ValueError(f"a chain of depth {self.max_depth} needs max_nodes >= {self.max_depth + 1}")
         return self
+
+    @model_validator(mode="after")
+    def _stop_model_exists(self) -> "TreeConfig":
+        if self.stop_model is not None and not (self.stop_model / STOP_CONFIG).is_file():
+            raise ValueError(f"{STOP_OPTION}: {self.stop_model} is not a stop model directory (no {STOP_CONFIG}; "
+                             "`specroute train-stop` writes one)")
+        if self.stop_model is None and (self.stop_rule is not None or self.stop_threshold is not None):
+            raise ValueError("stop_rule and stop_threshold need a stop_model")
+        return self
+
+    def load_stop_model(self, drafter_hidden_size: int) -> StopModel | None:
+        """The configured stop model, checked against the drafter's hidden size (None: none set)."""
+        if self.stop_model is None:
+            return None
+        return StopModel.load(self.stop_model, drafter_hidden_size, self.stop_rule, self.stop_threshold)
 
 
 class ModelDrafterConfig(ModelLoadConfig, TreeConfig):
@@ -99,6 +128,9 @@ class _Candidates:
     depths: list[int]
     dists: list[SparseDist | None]
     children: list[list[int]] = field(default_factory=list)
+    ancestors: AncestorRows = field(default_factory=lambda: AncestorRows(64))
+    """The candidates' ancestor matrix, pre-built and sliced as candidates are added (DynaSD's
+    sliced mask: only each level's new rows are built)."""
 
     def add(self, token: int, parent: int, score: float) -> int:
         self.tokens.append(token)
@@ -120,6 +152,21 @@ class ModelDrafter(Drafter):
         self.model, self.tokenizer = config.load()
         self.vocab_size: int = self.model.get_output_embeddings().weight.shape[0]
         self.max_context: int = context_window(self.model.config) or DEFAULT_CONTEXT
+        self.hidden_size: int = self.model.get_output_embeddings().weight.shape[1]
+        self.stop: StopModel | None = config.load_stop_model(self.hidden_size)
+        self.recorder: AcceptanceRecorder | None = None
+        """Where sessions log their drafted nodes' features and verdicts (None: nowhere)."""
+        self._head_inputs: HeadInputs | None = None
+
+    def record_to(self, recorder: AcceptanceRecorder | None) -> bool:
+        self.recorder = recorder
+        return True
+
+    def head_inputs(self) -> HeadInputs:
+        """The tap on the model's last hidden state, installed on first use."""
+        if self._head_inputs is None:
+            self._head_inputs = HeadInputs(self.model.get_output_embeddings())
+        return self._head_inputs
 
     @property
     def name(self) -> str:
@@ -145,6 +192,15 @@ class ModelDraftSession(DraftSession):
         self._run_order: list[int] = []  # candidates in the order their entries follow the context
         self._tree_scores: list[float] = []  # the last tree's nodes' scores, in tree order
         self.max_guesses = self.config.draft_ahead if sampling.greedy else 0
+        self.stop: StopModel | None = drafter.stop
+        self.recorder: AcceptanceRecorder | None = drafter.recorder
+        self._needs_hidden = (self.stop is not None and self.stop.needs_hidden) or self.recorder is not None
+        if self._needs_hidden:
+            self._install_hidden_tap()
+        self._node_inputs: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}  # candidate -> (hidden, q)
+        self._predicted: dict[int, float] = {}  # candidate -> p: its expansion predicted to be accepted
+        self._survival: dict[int, float] = {0: 1.0}  # candidate -> its predicted survival
+        self._pending: list[NodeRow] = []  # the last tree's nodes, for the recorder
 
     # --- propose -----------------------------------------------------------------------------
 
@@ -152,28 +208,63 @@ class ModelDraftSession(DraftSession):
         root = self.context[-1]
         self._rewind()
         self._drafted_depth, self._tree_to_candidate, self._run_order = 0, [0], []
-        depth_cap = min(limit.max_depth, self.budget.depth, self.drafter.max_context - len(self.context))
+        depth_budget = self.config.max_depth if self.stop is not None else self.budget.depth
+        depth_cap = min(limit.max_depth, depth_budget, self.drafter.max_context - len(self.context))
         node_cap = min(limit.max_nodes, self.config.max_nodes)
+        self._pending = []
         if depth_cap <= 0 or node_cap <= 1:
             return DraftTree.root_only(root)
 
+        self._node_inputs, self._predicted, self._survival = {}, {}, {0: 1.0}
         logits = self._run_context()
         cands = _Candidates(tokens=[root], parents=[NO_PARENT], scores=[0.0], depths=[0], dists=[None],
                             children=[[]])
-        frontier, frontier_logits = [0], logits[-1:]  # frontier_logits: [len(frontier), V]
+        frontier = [0]
+        probs = self._scoring_probs(logits[-1:])  # [len(frontier), V]
+        self._note(cands, frontier, probs)
         for depth in range(1, depth_cap + 1):
-            self._expand(cands, frontier, frontier_logits, node_cap)
+            self._expand(cands, frontier, probs, node_cap)
             if depth == depth_cap or (not self.sampling.greedy and len(cands.tokens) >= node_cap):
                 break
             level = [i for i in range(len(cands.tokens)) if cands.depths[i] == depth]
             if not level:  # no group of children fitted the node cap (sampling), or q underflowed
                 break
             frontier = sorted(level, key=lambda i: -cands.scores[i])[: self.config.top_k]
-            frontier_logits = self._run_nodes(cands, frontier)
-            best = self._scoring_probs(frontier_logits[:1])[0]
-            if self.budget.should_stop(draft_confidence(best, self.sampling.greedy, self.config.budget.entropy_gamma)):
+            probs = self._scoring_probs(self._run_nodes(cands, frontier))
+            if self._note(cands, frontier, probs):
                 break
         return self._select(cands, node_cap)
+
+    def _note(self, cands: _Candidates, frontier: list[int], probs: torch.Tensor) -> bool:
+        """Keeps the frontier's features (for the stop model and the recorder) and says whether to
+        stop drafting: the stop model's rule, else the budget's early stop on the best node."""
+        if self.stop is None and self.recorder is None:
+            return self.budget.should_stop(draft_confidence(probs[0], self.sampling.greedy,
+                                                            self.config.budget.entropy_gamma))
+        q = q_features(probs)
+        hidden = self._hidden_of(frontier) if self._needs_hidden else None
+        for row, node in enumerate(frontier):
+            self._node_inputs[node] = (None if hidden is None else hidden[row], q[row])
+        if self.stop is None:
+            return self.budget.should_stop(draft_confidence(probs[0], self.sampling.greedy,
+                                                            self.config.budget.entropy_gamma))
+        predicted = self.stop.predict(hidden, q)
+        survival = []
+        for node, p in zip(frontier, predicted.tolist()):
+            if node not in self._survival:
+                parent = cands.parents[node]
+                self._survival[node] = self._survival[parent] * self._predicted[parent]
+            self._predicted[node] = p
+            survival.append(self._survival[node])
+        return self.stop.should_stop(predicted, torch.tensor(survival))
+
+    def _install_hidden_tap(self) -> None:
+        self.drafter.head_inputs()
+
+    def _hidden_of(self, nodes: list[int]) -> torch.Tensor:
+        """The drafter's last hidden states [len(nodes), H] of the nodes its last forward ran
+        (the context's last token is the root, candidate 0)."""
+        return self.drafter.head_inputs().last()[-len(nodes):]
 
     def _scoring_probs(self, logits: torch.Tensor) -> torch.Tensor:
         """The distribution scores and entropies are read from: q itself under sampling."""
@@ -181,12 +272,11 @@ class ModelDraftSession(DraftSession):
             return torch.softmax(logits.float(), dim=-1)
         return processed_probs(logits, self.sampling)
 
-    def _expand(self, cands: _Candidates, frontier: list[int], logits: torch.Tensor, node_cap: int) -> None:
-        """Gives frontier nodes their children, best first. logits: [len(frontier), V].
+    def _expand(self, cands: _Candidates, frontier: list[int], probs: torch.Tensor, node_cap: int) -> None:
+        """Gives frontier nodes their children, best first. probs: `_scoring_probs`, [len(frontier), V].
 
         Under sampling a node is expanded only if its whole group fits node_cap (module doc).
         """
-        probs = self._scoring_probs(logits)  # [F, V]
         k = self.config.top_k
         for row, node in enumerate(frontier):
             if self.sampling.greedy:
@@ -210,7 +300,7 @@ class ModelDraftSession(DraftSession):
             raise ValueError("no nodes to run: the caller must stop drafting at an empty level")
         cached = self._context_entries()
         known = self._run_order + nodes
-        allowed = ancestor_matrix(cands.parents)
+        allowed = cands.ancestors.rows(cands.parents)
         mask_rows = torch.ones(len(nodes), cached + len(known), dtype=torch.bool)
         mask_rows[:, cached:] = allowed[torch.tensor(nodes)][:, torch.tensor(known)]
         positions = [len(self.context) - 1 + cands.depths[i] for i in nodes]
@@ -257,11 +347,21 @@ class ModelDraftSession(DraftSession):
         self._tree_to_candidate = order
         self._tree_scores = [cands.scores[c] for c in order]
         self._drafted_depth = max(cands.depths[c] for c in order)
+        if self.recorder is not None:
+            self._pending = [self._row(cands, c, index_of) for c in order[1:]]
         if self.sampling.greedy:
             return DraftTree(tokens, parents)
         has_children = {cands.parents[c] for c in order[1:]}
         dists = tuple(cands.dists[c] if c in has_children else None for c in order)
         return DraftTree(tokens, parents, draft_dists=dists)
+
+    def _row(self, cands: _Candidates, c: int, index_of: dict[int, int]) -> NodeRow:
+        """A drafted node's row for the acceptance log: its parent's features, its own place."""
+        parent = cands.parents[c]
+        hidden, q = self._node_inputs[parent]
+        return NodeRow(tree_index=index_of[c], parent_index=index_of[parent], hidden=hidden, q=q,
+                       depth=cands.depths[c], score=cands.scores[c],
+                       prob=math.exp(cands.scores[c] - cands.scores[parent]), rank=cands.children[parent].index(c))
 
     # --- observe -----------------------------------------------------------------------------
 
@@ -272,6 +372,9 @@ class ModelDraftSession(DraftSession):
     def _keep_path(self, accepted_nodes: tuple[int, ...]) -> None:
         """Keeps the cache entries of the accepted nodes it had run and adapts the budget; the
         caller commits the tokens to the context."""
+        if self.recorder is not None and self._pending:
+            self.recorder.label(self._pending, accepted_nodes, self.sampling.greedy)
+        self._pending = []
         accepted = [self._tree_to_candidate[i] for i in accepted_nodes]
         run_index = {c: i for i, c in enumerate(self._run_order)}
         kept = [run_index[c] for c in accepted if c in run_index] if self.keeps_node_entries else []  # a path prefix
@@ -321,6 +424,7 @@ class ModelDraftSession(DraftSession):
         fork.budget = copy.deepcopy(self.budget)
         fork.generator = torch.Generator().set_state(self.generator.get_state())
         fork._tree_to_candidate, fork._run_order = list(self._tree_to_candidate), list(self._run_order)
+        fork._pending = []  # a guessed verdict never labels the acceptance log
         return fork
 
     def _next_token(self) -> int:

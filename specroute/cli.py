@@ -7,6 +7,8 @@
     specroute zoo quality --zoo DIR
     specroute distill --target DIR --prompts FILE --student CONFIG_OR_DIR --out DIR
     specroute steer --target DIR --drafter DIR --prompts FILE --out DIR
+    specroute log-acceptance --target DIR --drafter DIR --prompts FILE --out FILE
+    specroute train-stop --logs FILE [FILE ...] --out DIR [--target DIR --drafter DIR --validation FILE]
     specroute tasks detect (--prompts FILE | --from-redis URL) --out DIR
     specroute tasks assign --tasks DIR (--zoo DIR | --target DIR --drafter NAME=DIR|ngram ...)
     specroute tasks route --tasks DIR --prompt TEXT [--task T] [--drafter D] [--redis-url URL]
@@ -142,6 +144,41 @@ def _steer(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _log_acceptance(args: argparse.Namespace) -> int:
+    from specroute.zoo.distill import load_prompts
+    from specroute.zoo.stop import run_log_acceptance
+    try:
+        prompts = load_prompts(Path(args.prompts))[: args.max_prompts]
+        log = run_log_acceptance(Path(args.target), args.drafter, prompts, Path(args.out), args.max_new_tokens,
+                                 tuple(args.temperatures), args.device)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{len(log)} drafted nodes logged to {args.out}")
+    return 0
+
+
+def _train_stop(args: argparse.Namespace) -> int:
+    from specroute.zoo.distill import load_prompts
+    from specroute.zoo.stop import StopTrainSpec, run_train_stop
+    try:
+        spec = StopTrainSpec(variant=args.variant, labels=args.labels, epochs=args.epochs, seed=args.seed)
+        if args.validation and not (args.target and args.drafter):
+            raise ValueError("--validation needs --target and --drafter (the sweep measures the drafter's speed)")
+        validation = load_prompts(Path(args.validation))[: args.max_prompts] if args.validation else None
+        file = run_train_stop([Path(p) for p in args.logs], Path(args.out), spec,
+                              Path(args.target) if args.target else None, args.drafter, validation,
+                              args.max_new_tokens, tuple(args.temperatures), args.device)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    training = file.report["training"]
+    auroc = training["heldout_auroc"]
+    print(f"stop model written to {args.out}: held-out AUROC {'-' if auroc is None else f'{auroc:.3f}'}, "
+          f"rule {file.rule}, threshold {file.threshold:g}")
     return 0
 
 
@@ -414,6 +451,39 @@ def _steer_command(sub) -> None:
     steer.set_defaults(func=_steer)
 
 
+def _stop_commands(sub) -> None:
+    """`specroute log-acceptance` and `specroute train-stop`: learned stopping (DynaSD, SpecDec++)."""
+    log = sub.add_parser("log-acceptance", help="Log every drafted node's features and verdict (greedy and sampled).")
+    log.add_argument("--target", required=True, help="Target model directory.")
+    log.add_argument("--drafter", required=True, help="A drafter directory with a model (model, feature, steered, "
+                                                      "hybrid).")
+    log.add_argument("--prompts", required=True, help="Prompts (a task's training prompts): JSONL with a 'prompt' "
+                                                      "field, or one per line.")
+    log.add_argument("--out", required=True, help="The log file to write (.safetensors).")
+    log.add_argument("--max-prompts", type=int, default=None)
+    log.add_argument("--max-new-tokens", type=int, default=64)
+    log.add_argument("--temperatures", type=float, nargs="+", default=[0.0, 1.0])
+    log.add_argument("--device", default="auto")
+    log.set_defaults(func=_log_acceptance)
+    train = sub.add_parser("train-stop", help="Train a decision model that stops drafting, on acceptance logs.")
+    train.add_argument("--logs", required=True, nargs="+", help="Acceptance log files (`specroute log-acceptance`).")
+    train.add_argument("--out", required=True, help="The stop model directory to write (a drafter's `stop_model`).")
+    train.add_argument("--variant", choices=["mlp", "hard"], default="mlp",
+                       help="mlp: on the drafter's hidden state; hard: on entropy and top-10 probabilities of q.")
+    train.add_argument("--labels", choices=["soft", "hard"], default="soft",
+                       help="soft: any child of the node accepted; hard: its first child accepted.")
+    train.add_argument("--epochs", type=int, default=40)
+    train.add_argument("--target", help="With --drafter and --validation: choose the rule and threshold by speed.")
+    train.add_argument("--drafter", help="The drafter the logs came from.")
+    train.add_argument("--validation", help="Validation prompts (never test prompts) for the threshold sweep.")
+    train.add_argument("--max-prompts", type=int, default=None)
+    train.add_argument("--max-new-tokens", type=int, default=64)
+    train.add_argument("--temperatures", type=float, nargs="+", default=[0.0, 1.0])
+    train.add_argument("--device", default="auto")
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(func=_train_stop)
+
+
 def _zoo_commands(sub) -> None:
     """`specroute zoo build|eval|quality`: the offline model zoo."""
     zoo = sub.add_parser("zoo", help="Build the offline model zoo.")
@@ -513,6 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     _generate_command(sub)
     _distill_command(sub)
     _steer_command(sub)
+    _stop_commands(sub)
     _zoo_commands(sub)
     _tasks_commands(sub)
     _loadtest_command(sub)

@@ -9,7 +9,9 @@ target's cached features, the generic feature drafter and its variants, per task
 its trial against the task's specialist, `specroute.zoo.feature_stages`] -> [steered drafters (SD²): the
 target's states at three layers, the generic drafters' pretrained bases made again, each steered from its
 distilled and its pretrained form, `specroute.zoo.steer_stages`] -> costs (every model and feature
-drafter's decoding step against the target's, side by side: `specroute.zoo.cost`) -> manifest.json.
+drafter's decoding step against the target's, side by side: `specroute.zoo.cost`) -> [stop models: per
+model drafter, an acceptance log, a decision model and its threshold swept on validation prompts, named in
+the drafter's entry where faster than the adaptive budget, `specroute.zoo.stop_stages`] -> manifest.json.
 
 A drafter stage pretrains a new drafter on its tasks' text, or starts from a copy of an earlier
 base drafter (TaskSpec fine-tunes its specialists from a base drafter), then distils it to the
@@ -53,6 +55,7 @@ from specroute.measure import PLAIN, compare_engines
 from specroute.zoo import corpus as corpus_mod
 from specroute.zoo import feature_stages as fs
 from specroute.zoo import steer_stages as ss
+from specroute.zoo import stop_stages as sts
 from specroute.zoo.cost import feature_step_ms, step_cost_ratio
 from specroute.zoo.manifest import MANIFEST, has_weights
 from specroute.zoo.presets import NGRAM, PRESETS, ArchSpec, DrafterSpec, FromDrafter, Preset, TrainSpec
@@ -161,6 +164,8 @@ class ZooBuilder:
         manifest = self._manifest(drafters, costs["costs"], lookups, features, trials)
         if p.steering is not None:
             manifest |= {"pretrained_drafters": pretrained, "steered_drafters": steered}
+        if p.stopping is not None:
+            manifest["stop_models"] = self._stopping(drafters, manifest)
         self._remove_stale(manifest)
         (self.out / MANIFEST).write_text(json.dumps(manifest, indent=2))
         return manifest
@@ -609,6 +614,29 @@ class ZooBuilder:
             steered.append({k: v for k, v in info.items() if k not in ("key", "seconds")})
         return pretrained, steered
 
+    def _stopping(self, drafters: list[dict], manifest: dict) -> list[dict]:
+        """The stopping stages (`specroute.zoo.stop_stages`): a stop model per model drafter, named in
+        its manifest entry (`stop_model`) where it measured faster. Returns every stage's record."""
+        spec = self.preset.stopping
+        names = [s.name for s in self.preset.drafters]
+        wanted = set(spec.drafters or names)
+        records = []
+        for name, info, entry in zip(names, drafters, manifest["drafters"]):
+            if name not in wanted and entry["name"] not in wanted:
+                continue
+            stage = sts.stop_stage(name)
+            if not has_weights(entry["kind"]):
+                self._progress.drop(stage)  # sized to a model-free kind: nothing to stop
+                continue
+            inputs = {"up": info["key"], "entry": {k: entry.get(k) for k in ("name", "kind", "path", "datastore", "task")},
+                      "spec": spec.model_dump(), "seed": self.preset.seed}
+            record = self._run(stage, inputs, lambda entry=entry: sts.stop_stage_run(self.out, entry, manifest["corpus"],
+                                                                                     spec))
+            records.append({k: v for k, v in record.items() if k not in ("key", "seconds")})
+            if record["adopted"]:
+                entry["stop_model"] = record["path"]
+        return records
+
     def _pretrained_base(self, spec: DrafterSpec, distilled: dict) -> dict:
         """A generic drafter as it was before distillation, made again by its own pretraining."""
         _, heldout = self._teachers(list(self.preset.families))
@@ -630,8 +658,9 @@ def build_plan(preset: Preset) -> list[str]:
     datastores = ["datastores"] if any(spec.lookup for spec in preset.drafters) else []
     features = fs.feature_plan(preset.features, preset.families)
     steering = ss.steering_plan(preset.steering)
+    stopping = sts.stopping_plan(preset.stopping, [spec.name for spec in preset.drafters])
     return ["corpus", "tokenizer", "target", "quality", "on_policy", "teacher", *datastores, *drafters, *features,
-            *steering, "costs"]
+            *steering, "costs", *stopping]
 
 
 def model_arch(model) -> ArchSpec:

@@ -29,9 +29,9 @@ def load_manifest(zoo: Path) -> dict:
 
 
 def drafter_options(zoo: Path, entry: dict) -> dict:
-    """Settings for `create_drafter(entry["kind"], ...)`: where a drafter's weights (`path`) and
-    datastore are, for the entries that have them."""
-    return {key: Path(zoo) / entry[key] for key in ("path", "datastore") if entry.get(key)}
+    """Settings for `create_drafter(entry["kind"], ...)`: where a drafter's weights (`path`),
+    datastore and adopted stop model (`stop_model`) are, for the entries that have them."""
+    return {key: Path(zoo) / entry[key] for key in ("path", "datastore", "stop_model") if entry.get(key)}
 
 
 def has_weights(kind: str | None) -> bool:

@@ -229,6 +229,44 @@ class SteeringZooSpec(BaseModel):
     state_batch_size: int = Field(16, ge=1, description="Samples per target forward when caching its states.")
 
 
+class StopTrainSpec(BaseModel):
+    """How a stop model (learned stopping, `specroute.zoo.stop`) trains."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    variant: Literal["mlp", "hard"] = Field("mlp", description="mlp: the drafter's hidden state; hard: entropy and "
+                                                               "top-10 probabilities of q.")
+    labels: Literal["soft", "hard"] = Field("soft", description="soft: any child accepted; hard: the first child.")
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    heldout_fraction: float = Field(0.2, gt=0, lt=1, description="Generations held out for AUROC and calibration.")
+    seed: int = 0
+
+
+class StoppingZooSpec(BaseModel):
+    """Stop models for the preset's model drafters (generic and specialists, hybrids' model parts):
+    each logged on its task's training prompts (a generic one: every task's), trained, its rule and
+    threshold swept on validation prompts, and adopted (the drafter's manifest entry names it) where
+    it measured faster than the adaptive budget."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    drafters: tuple[str, ...] | None = Field(None, description="Drafter names; None: every model drafter.")
+    log_prompts_per_task: int = Field(8, ge=1)
+    validation_prompts_per_task: int = Field(4, ge=1, description="A generic drafter's sweep reads this many of "
+                                                                  "every task's; a specialist's, twice as many of "
+                                                                  "its own task's.")
+    max_new_tokens: int = Field(64, ge=2)
+    max_prompt_tokens: int = Field(192, ge=8)
+    train: StopTrainSpec = Field(default_factory=StopTrainSpec)
+    hard_for: tuple[str, ...] = Field((), description="Drafters that also get the hard variant (the benchmark "
+                                                      "compares both on them).")
+    thresholds: dict[str, tuple[float, ...]] = Field(
+        default_factory=lambda: {"frontier": (0.3, 0.4, 0.5, 0.6), "survival": (0.2, 0.3, 0.4, 0.5)},
+        description="The thresholds swept per rule.")
+
+
 class Preset(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -253,6 +291,7 @@ class Preset(BaseModel):
                                                       "target's text quality (`specroute.zoo.quality`).")
     features: FeatureZooSpec | None = Field(None, description="Feature drafters (EAGLE-style) to build; None: none.")
     steering: SteeringZooSpec | None = Field(None, description="Steered drafters (SD²) to build; None: none.")
+    stopping: StoppingZooSpec | None = Field(None, description="Stop models to train; None: none.")
     stage_seconds: dict[str, float] | None = Field(
         None, description="Each stage's expected seconds on a 2-core CPU (by stage name: corpus, target, "
                           "drafter-NAME, ...): the build's estimate of the time left, scaled by the pace of the "
@@ -363,6 +402,10 @@ TINY = Preset(
     steering=SteeringZooSpec(drafters=("generic-llama",), train=SteerTrainSpec(steps=10, batch_size=4, lr=3e-3,
                                                                                 max_offset=4),
                              samples_per_task=8, heldout_samples=4),
+    # One small stop model (mlp and hard) for the generic Llama drafter, one threshold per rule.
+    stopping=StoppingZooSpec(drafters=("generic-llama",), log_prompts_per_task=2, validation_prompts_per_task=1,
+                             max_new_tokens=16, train=StopTrainSpec(epochs=5), hard_for=("generic-llama",),
+                             thresholds={"frontier": (0.4,), "survival": (0.3,)}),
 )
 
 DEMO = Preset(
@@ -440,6 +483,10 @@ BENCH = Preset(
     steering=SteeringZooSpec(drafters=("generic-llama", "generic-gpt2"), from_pretrained=True,
                              train=SteerTrainSpec(steps=400, batch_size=16, lr=1e-3, max_offset=8),
                              samples_per_task=200, heldout_samples=16),
+    # A stop model per model drafter, adopted where faster; both generic drafters also get the hard
+    # variant, which `bench stopping` compares.
+    stopping=StoppingZooSpec(log_prompts_per_task=6, validation_prompts_per_task=2, max_new_tokens=64,
+                             train=StopTrainSpec(epochs=40), hard_for=("generic-llama", "generic-gpt2")),
     # What each stage took when this preset was last built (the target adopted from `bench target`,
     # so its own training is not counted; quality not recorded then), and the feature stages' estimates.
     stage_seconds={

@@ -102,7 +102,9 @@ def test_a_changed_base_redoes_the_drafters_fine_tuned_from_it(built_zoo, tmp_pa
     redone, _, _ = _rebuild_with(built_zoo, tmp_path, "generic-llama")
     assert redone == {"drafter-generic-llama.json", "drafter-code.json", "lookup-code.json", "drafter-extraction.json",
                       "feature-trial-code.json", "feature-trial-extraction.json", "steer-generic-llama.json",
-                      "costs.json"}  # the steered drafter starts from generic-llama; the state cache does not read it
+                      "stop-generic-llama.json", "costs.json"}
+    # the steered drafter starts from generic-llama (the state cache does not read it); its stop model
+    # is trained on its acceptance
 
 
 def test_a_drafter_dropped_from_the_preset_is_removed_and_nothing_else(built_zoo, tmp_path):

@@ -4,6 +4,7 @@ expected stage costs scaled by the build's pace; pretraining on document-aligned
 from specroute.zoo.build import build_plan
 from specroute.zoo.feature_stages import feature_plan
 from specroute.zoo.steer_stages import steering_plan
+from specroute.zoo.stop_stages import stopping_plan
 from specroute.zoo.presets import BENCH, DEMO, TINY, TrainSpec
 from specroute.zoo.progress import BuildProgress
 from specroute.zoo.training import document_starts
@@ -45,7 +46,9 @@ def test_the_demo_preset_expects_every_stage_it_plans():
     assert set(plan) == set(DEMO.stage_seconds)
     assert len(build_plan(TINY)) == (7 + 1 + len(TINY.drafters) + sum(d.lookup for d in TINY.drafters)
                                      + len(feature_plan(TINY.features, TINY.families))
-                                     + len(steering_plan(TINY.steering)))
+                                     + len(steering_plan(TINY.steering))
+                                     + len(stopping_plan(TINY.stopping, [d.name for d in TINY.drafters])))
+    assert build_plan(TINY)[-2:] == ["costs", "stop-generic-llama"], "stop models after the costs"
     assert TINY.stage_seconds is None
     assert set(BENCH.stage_seconds) <= set(build_plan(BENCH)), "estimates only for stages the build plans"
 

@@ -3,8 +3,8 @@
 On a target with an 8-token vocabulary, the empirical joint distribution of the first two
 generated tokens, over many seeded generations, is compared with the exact distribution computed
 from the target (chi-square). Multi-candidate trees drawn without replacement (a model drafter,
-a feature drafter reading the target's states, a drafter steered by them) and deterministic multi-branch trees (the ngram
-drafter) must pass; the same test must reject a
+a feature drafter reading the target's states, a drafter steered by them, a model drafter whose
+depth a learned stop model decides) and deterministic multi-branch trees (the ngram drafter) must pass; the same test must reject a
 deliberately wrong acceptance rule.
 """
 
@@ -19,6 +19,7 @@ import verifier_service.acceptance as acceptance
 from drafter_service.base import create_drafter
 from drafter_service.base import DraftLimit
 from drafter_service.feature_model import FeatureDraftConfig, FeatureDraftModel
+from drafter_service.stopping import DecisionModel, StopModel, StopModelFile
 from specroute.zoo.steer import SteeredModel
 from core.reports import GenerationReport
 from drafter_service.generation import StopConditions, speculate
@@ -110,6 +111,14 @@ def empirical_joint_through_the_service(target, drafter):
         server.stop(0)
 
 
+def assert_lossless_in_process_and_through_the_service(target, drafter):
+    expected = exact_joint(target)
+    for joint in (empirical_joint, empirical_joint_through_the_service):
+        observed, num_accepted = joint(target, drafter)
+        assert num_accepted > NUM_SAMPLES // 2, "drafts must be accepted for the test to mean anything"
+        assert chi_square_p(observed, expected) > P_VALUE_FLOOR, joint.__name__
+
+
 def chi_square_p(observed, expected_probs):
     expected = expected_probs.flatten() * observed.sum()
     observed = observed.flatten()
@@ -197,10 +206,33 @@ def test_steered_drafter_is_lossless_in_process_and_through_the_verifier_service
     """A drafter whose q moves with the verdict's states (SD² steering): in process, then over gRPC with
     the batched verifier sending the last rows only."""
     target, drafter = steered_small_vocab
-    expected = exact_joint(target)
-    observed, num_accepted = empirical_joint(target, drafter)
-    assert num_accepted > NUM_SAMPLES // 2, "drafts must be accepted for the test to mean anything"
-    assert chi_square_p(observed, expected) > P_VALUE_FLOOR
-    observed, num_accepted = empirical_joint_through_the_service(target, drafter)
-    assert num_accepted > NUM_SAMPLES // 2, "drafts must be accepted for the test to mean anything"
-    assert chi_square_p(observed, expected) > P_VALUE_FLOOR
+    assert_lossless_in_process_and_through_the_service(target, drafter)
+
+
+def test_a_stop_model_keeps_sampling_lossless_in_process_and_through_the_verifier_service(small_vocab, tmp_path):
+    """A random decision model on the drafter's hidden state, its threshold set so that it stops some
+    trees after the first level and lets others reach the second: the depth depends on drawn tokens'
+    states, yet the output is the target's."""
+    target, drafter_dir = small_vocab
+    torch.manual_seed(5)
+    StopModel(DecisionModel("mlp", 32), StopModelFile(variant="mlp", drafter_hidden_size=32)).save(tmp_path / "stop")
+
+    def drafter_at(threshold):
+        return create_drafter("model", {"path": drafter_dir, "top_k": 3, "max_depth": 2, "max_nodes": 13,
+                                        "proposal_support": 6, "stop_model": tmp_path / "stop",
+                                        "stop_threshold": threshold})
+
+    def deep_share(drafter):
+        trees = [drafter.start(PROMPT, PARAMS.model_copy(update={"seed": i})).propose(DraftLimit(13, 2))
+                 for i in range(40)]
+        return sum(max(t.parents) > 0 for t in trees) / len(trees)  # a parent other than the root: depth 2
+
+    shares = {}
+    for threshold in (0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7):
+        shares[threshold] = deep_share(drafter_at(threshold))
+        if 0.2 <= shares[threshold] <= 0.8:
+            break
+    else:
+        pytest.fail(f"no threshold stops some trees and not others: {shares}")
+    drafter = drafter_at(threshold)
+    assert_lossless_in_process_and_through_the_service(target, drafter)
