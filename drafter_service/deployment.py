@@ -4,6 +4,10 @@ Each replica loads its drafter (any registered kind: a model of any family and s
 and the target's tokenizer, finds verifier replicas through the verifier directory, and serves
 `generate(request)`: a streaming method the router calls once per request through a Serve handle.
 
+With `log_acceptance`, the replica's drafter sends every drafted node's features and verdict to the
+query log's Redis (`drafter_service.acceptance_log.RedisAcceptanceSink`), the data learned stopping
+trains on, collected from real traffic.
+
 The pieces of a request:
 - `_Worker` runs the service's stream on a worker thread (one per ongoing request, pinned to the
   deployment's `cpus` if set) and hands its chunks to the event loop. For a request that does
@@ -40,6 +44,7 @@ from ray import serve
 from core import cpus as cpu_affinity
 from core.errors import Code, ServiceError
 from core.logs import LogSettings, configure_logging, request_scope
+from drafter_service.acceptance_log import AcceptanceRecorder, RedisAcceptanceSink
 from drafter_service.base import drafter_config_model
 from drafter_service.contracts import ChunkOut, GenerationRequest
 from drafter_service.metrics import DrafterMetrics
@@ -59,6 +64,9 @@ class DrafterSpec(BaseModel):
         50.0, ge=0, description="Rounds finishing within this interval are streamed as one chunk (0: one chunk per "
                                 "round). Each chunk costs Ray and the proxy CPU that the next round could use: "
                                 "bench/results/earlier/README.md compares 20 ms with 50.")
+
+    log_acceptance: bool = Field(False, description="Log every drafted node's features and verdict to the query "
+                                                    "log's Redis (stream `{prefix}:acceptance`; drafters with a model).")
 
     @model_validator(mode="after")
     def _kind_and_options(self) -> DrafterSpec:
@@ -148,7 +156,7 @@ async def coalesced(queue: asyncio.Queue, interval_s: float, merge: bool = True)
 class DrafterDeployment:
     def __init__(self, spec: DrafterSpec, target_dir: str, verifier_client: VerifierClientConfig, directory,
                  max_ongoing_requests: int = 16, torch_threads: int | None = None, cpus: list[int] | None = None,
-                 logs: LogSettings = LogSettings()):
+                 logs: LogSettings = LogSettings(), redis: tuple[str, str] | None = None):
         configure_logging(logs, component=f"drafter-{spec.name}",
                           replica=serve.get_replica_context().replica_id.unique_id)
         # Unset, torch follows Ray's OMP_NUM_THREADS (1 for a fractional num_cpus): with more threads
@@ -165,6 +173,10 @@ class DrafterDeployment:
                     for r in directory.replicas.remote().result(timeout_s=5)]
         self.pool = VerifierPool.from_config(discover, verifier_client, eager=False)
         self.service = DrafterService.load(spec.name, spec.kind, spec.options, target_dir, self.pool)
+        if spec.log_acceptance and redis is not None:  # redis: (url, key prefix) of the query log
+            sink = RedisAcceptanceSink(redis[0], redis[1], drafter=spec.name)
+            if not self.service.drafter.record_to(AcceptanceRecorder(sink)):
+                raise ValueError(f"drafter {spec.name}: log_acceptance needs a drafter with a model, not {spec.kind}")
         # Each request drafts on one of these threads (pinned to `cpus` if set); the event loop only relays.
         self.executor = ThreadPoolExecutor(max_ongoing_requests, thread_name_prefix=f"drafter-{spec.name}",
                                            initializer=cpu_affinity.pin, initargs=(cpus,))

@@ -84,7 +84,8 @@ def build_app(config: SystemConfig) -> Application:
     for d in config.drafters:
         drafters[d.name] = DrafterDeployment.options(name=deployment_name(d.name), **d.deployment.serve_options()).bind(
             d.spec(), str(config.target.path), v.client(), directory, d.deployment.max_ongoing_requests,
-            d.deployment.torch_threads, d.deployment.cpus, logs=config.logs)
+            d.deployment.torch_threads, d.deployment.cpus, logs=config.logs,
+            redis=(config.redis.url, config.redis.prefix) if config.redis.url else None)
     catalog = [DrafterInfo(d.name, d.kind, d.family or "", d.params, d.specialised_for or "") for d in config.drafters]
     # The verifier is bound so that it deploys with the app; nothing calls it through a handle.
     return RouterIngress.options(**config.router.deployment.serve_options()).bind(

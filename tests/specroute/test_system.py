@@ -32,7 +32,8 @@ KEY = "test-key"  # api_keys are on: every call below but the health check needs
 def system(built_zoo):
     system = start_tiny_system(built_zoo, DRAFTERS, router={"max_new_tokens_limit": 256, "api_keys": [KEY]},
                                verifier={"deployment": {"num_replicas": 2, "num_cpus": 0.25}, "failover_timeout_s": 30},
-                               drafter_options={"generic-llama": {"draft_ahead": 2}})
+                               drafter_options={"generic-llama": {"draft_ahead": 2}},
+                               drafter_updates={"prose-gpt2": {"log_acceptance": True}})
     yield system
     system.stop()
 
@@ -329,6 +330,23 @@ def test_demo_requests_print_routing_and_text(client, built_zoo, capsys):
     served = served_drafters(DRAFTERS)  # `plain` too: the routing table may send a task there
     assert all(r.metadata.drafter in served and 0 < r.metadata.num_generated <= 8 for r in results), results
     assert out.count("\ntext:") == 6, out
+
+
+def test_a_drafter_that_logs_acceptance_writes_every_node_to_the_query_logs_redis(client, system, prompts):
+    """`log_acceptance`: the drafter service sends each round's drafted nodes, labelled by the verdict, to
+    the stream `{prefix}:acceptance` of the system's Redis; drafters without it send nothing."""
+    from drafter_service.acceptance_log import COLUMNS, read_redis_log
+    url, prefix = system.config.redis.url, system.config.redis.prefix
+    before = len(read_redis_log(url, prefix))
+    done = client.generate(prompts[1], max_new_tokens=MAX_NEW, temperature=1.0, seed=3, drafter="prose-gpt2")
+    entries = read_redis_log(url, prefix)[before:]
+    assert entries and {e["drafter"] for e in entries} == {"prose-gpt2"}
+    assert sum(len(e["depth"]) for e in entries) == done.metadata.num_drafted
+    for e in entries:
+        assert set(COLUMNS) <= set(e) and len(e["q"]) == 11 * len(e["depth"])
+        assert all(a <= r for a, r in zip(e["accepted"], e["reached"])) and set(e["greedy"]) == {0}
+    client.generate(prompts[1], max_new_tokens=MAX_NEW, drafter="generic-llama")
+    assert {e["drafter"] for e in read_redis_log(url, prefix)[before:]} == {"prose-gpt2"}
 
 
 def test_sampled_generation_with_a_model_drafter_on_every_task(client, prompts):
