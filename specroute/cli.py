@@ -94,8 +94,12 @@ def _generate(args: argparse.Namespace) -> int:
         print("error: --max-new-tokens must be >= 0", file=sys.stderr)
         return 2
     tree = {k: v for k, v in (("top_k", args.tree_top_k), ("max_depth", args.tree_depth),
-                              ("max_nodes", args.tree_nodes)) if v is not None}
-    engine = Engine.load(args.target, args.drafter, device=args.device, tree=tree)
+                              ("max_nodes", args.tree_nodes), ("stop_model", args.stop_model)) if v is not None}
+    try:
+        engine = Engine.load(args.target, args.drafter, device=args.device, tree=tree)
+    except ValueError as err:  # a bad drafter setting (a stop model for another drafter, ...)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.json:
         result = engine.generate(args.prompt, args.max_new_tokens, sampling, tuple(args.stop))
         print(json.dumps({"text": result.text, "token_ids": result.token_ids, "finish_reason": result.finish_reason,
@@ -403,6 +407,8 @@ def _generate_command(sub) -> None:
     gen.add_argument("--tree-top-k", type=int, default=None, help="Model drafter: children per node (1: chain).")
     gen.add_argument("--tree-depth", type=int, default=None, help="Model drafter: most drafted levels.")
     gen.add_argument("--tree-nodes", type=int, default=None, help="Model drafter: most nodes per tree.")
+    gen.add_argument("--stop-model", default=None, help="A stop model directory (`specroute train-stop`): it "
+                                                       "decides when the drafter stops drafting.")
     gen.add_argument("--device", default="auto", help="auto (cuda when present, else cpu), cpu or cuda.")
     gen.add_argument("--json", action="store_true", help="Print one JSON object: text, token_ids, stats.")
     gen.set_defaults(func=_generate)

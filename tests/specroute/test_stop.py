@@ -71,6 +71,12 @@ def test_the_cli_logs_and_trains(tiny_zoo, tmp_path, capsys):
     assert "no features to log" in capsys.readouterr().err
     assert main(["train-stop", "--logs", str(tmp_path / "log.safetensors"), "--out", str(tmp_path / "s2"),
                  "--validation", str(prompts)]) == 2
+    assert main(["generate", "--target", str(tiny_zoo.target), "--drafter", str(tiny_zoo.llama_drafter),
+                 "--prompt", PROMPTS[0], "--max-new-tokens", "4", "--stop-model", str(tmp_path / "stop")]) == 0
+    capsys.readouterr()
+    assert main(["generate", "--target", str(tiny_zoo.target), "--drafter", str(tiny_zoo.llama_drafter),
+                 "--prompt", PROMPTS[0], "--stop-model", str(tmp_path / "nowhere")]) == 2
+    assert "stop_model" in capsys.readouterr().err
 
 
 def test_the_tiny_zoo_trains_a_stop_model_and_names_it_where_it_was_faster(built_zoo):
