@@ -59,7 +59,8 @@ def _scale(args: argparse.Namespace) -> int:
     run_scale_bench(zoo=Path(args.zoo), preset=args.preset, concurrencies=tuple(args.streams),
                     duration_s=args.duration, max_new_tokens=args.max_new_tokens, repeats=args.repeats,
                     out=Path(args.out), drafter=args.drafter,
-                    verifier_threads=tuple(args.verifier_threads))
+                    verifier_threads=tuple(args.verifier_threads),
+                    **({"modes": tuple(args.modes)} if args.modes else {}))
     return 0
 
 
@@ -163,8 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     services.add_argument("--compute-cpus", type=int, nargs="+", default=None,
                           help="CPUs of the drafters' drafting and the verifier's forward threads "
                                "(deployment.cpus; default: unpinned).")
-    scale = _bench_parser(sub, "scale", "Aggregate tokens/s at N streams, batched vs unbatched verification.",
-                          _scale)
+    scale = _bench_parser(sub, "scale", "Aggregate tokens/s at N streams: batched vs unbatched verification, "
+                          "the even vs the acceptance-weighted split, vs plain decoding.", _scale)
     scale.add_argument("--streams", type=int, nargs="+", default=[1, 4, 8, 16], help="Concurrency levels.")
     scale.add_argument("--duration", type=float, default=15.0, help="Seconds of load per level.")
     scale.add_argument("--max-new-tokens", type=int, default=64)
@@ -173,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--verifier-threads", type=int, nargs="+", default=[1, 2],
                        help="torch thread counts of the verifier to try, each mode with each; "
                             "a mode's figure is its best.")
+    scale.add_argument("--modes", nargs="+", choices=["unbatched", "batched", "weighted", "plain"], default=None,
+                       help="Modes to measure (default: all): batched is the even split; plain drafts nothing.")
     drafters = _bench_parser(sub, "drafters", "Token drafters vs feature drafters (EAGLE-style, PosS, FSPAD) "
                              "per task: tau, acceptance by position, speedup, state bytes.", _drafters)
     drafters.add_argument("--prompts", type=int, default=3, help="Test prompts per task.")
