@@ -137,8 +137,8 @@ def task_prompts(zoo: Path, manifest: dict, tokenizer, per_task: int, max_prompt
 
 def run_engine_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_tokens: int, repeats: int,
                      out: Path, chain: dict = CHAIN, tree: dict = TREE, max_prompt_tokens: int = 192,
-                     temperatures: tuple[float, ...] = TEMPERATURES) -> dict:
-    manifest, target = load_zoo(zoo, preset)
+                     temperatures: tuple[float, ...] = TEMPERATURES, check_sampling: bool = True) -> dict:
+    manifest, target = load_zoo(zoo, preset, check_sampling)
     drafter_dir = zoo / GENERIC_DRAFTER
     chain_drafter = create_drafter("model", {"path": drafter_dir, **chain})
     eos = target.tokenizer.eos_token_id
@@ -163,9 +163,9 @@ def run_engine_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_toke
 
 def run_tree_sweep(zoo: Path, preset: str, prompts_per_task: int, max_new_tokens: int, repeats: int,
                    out: Path, grid=SWEEP_GRID, max_prompt_tokens: int = 192,
-                   temperatures: tuple[float, ...] = TEMPERATURES) -> dict:
+                   temperatures: tuple[float, ...] = TEMPERATURES, check_sampling: bool = True) -> dict:
     """Tree shapes of the generic model drafter on validation prompts (how defaults are chosen)."""
-    manifest, target = load_zoo(zoo, preset)
+    manifest, target = load_zoo(zoo, preset, check_sampling)
     methods = {"plain": _engine_method(Engine(target))}
     for top_k, depth, nodes in grid:
         spec = {"path": zoo / GENERIC_DRAFTER, "top_k": top_k, "max_depth": depth, "max_nodes": nodes}

@@ -49,8 +49,9 @@ GOALS = {"ari": 0.9, "accuracy": 0.95, "routed_over_generic": 1.2, "routed_over_
 
 
 def run_router_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_tokens: int, out: Path,
-                     detect_prompts: int = 4000, seed: int = 0, threshold: float = 0.5) -> dict:
-    manifest, target = load_zoo(zoo, preset)
+                     detect_prompts: int = 4000, seed: int = 0, threshold: float = 0.5,
+                     check_sampling: bool = True) -> dict:
+    manifest, target = load_zoo(zoo, preset, check_sampling)
     files = manifest["corpus"]["files"]
     train, test = (load_split(zoo / files[s]) for s in ("train", "test"))
     families = manifest["corpus"]["families"]

@@ -81,7 +81,7 @@ def _system_of(mode: str) -> str:
 def run_scale_bench(zoo: Path, preset: str, concurrencies: tuple[int, ...], duration_s: float, max_new_tokens: int,
                     repeats: int, out: Path, drafter: str | None = None,
                     verifier_threads: tuple[int, ...] = (1,), temperatures: tuple[float, ...] = TEMPERATURES,
-                    modes: tuple[str, ...] = MODES, verifier: dict | None = None) -> dict:
+                    modes: tuple[str, ...] = MODES, verifier: dict | None = None, check_sampling: bool = True) -> dict:
     """drafter: every request to this drafter, and only it (and the routing table's default, which the
     router needs) deployed; None: every zoo drafter deployed, the router choosing per prompt.
     verifier_threads: each mode runs with each of these torch thread counts in the verifier; a
@@ -101,7 +101,7 @@ def run_scale_bench(zoo: Path, preset: str, concurrencies: tuple[int, ...], dura
     from specroute.zoo.routing import ensure_routing
 
     keys = temperature_keys(temperatures)
-    manifest, target = load_zoo(zoo, preset)
+    manifest, target = load_zoo(zoo, preset, check_sampling)
     # Every request goes to `drafter`; the routing defaults stay deployed, as the router needs them.
     keep = None if drafter is None else {drafter, *(r.default for r in RoutingTable.load(ensure_routing(zoo)).modes.values())}
     with_plain = "plain" in modes

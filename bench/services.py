@@ -65,7 +65,8 @@ METHODS = (*ENGINE_THREADS, *SERVICES)
 def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_tokens: int, repeats: int,
                        out: Path, verifier_threads: int | None = None, stream_interval_ms: float | None = None,
                        draft_ahead: int | None = None, ray_cpus: list[int] | None = None,
-                       compute_cpus: list[int] | None = None, temperatures: tuple[float, ...] = TEMPERATURES) -> dict:
+                       compute_cpus: list[int] | None = None, temperatures: tuple[float, ...] = TEMPERATURES,
+                       check_sampling: bool = True) -> dict:
     """verifier_threads: torch threads of the verifier replica; stream_interval_ms: the drafters'
     chunk interval for stream(); draft_ahead: the model drafters' guesses per round (None: the
     config's defaults). The engine gets the same drafter settings (in one process it never
@@ -80,7 +81,7 @@ def run_services_bench(zoo: Path, preset: str, prompts_per_task: int, max_new_to
     from specroute.serve import LocalSystem
 
     keys = temperature_keys(temperatures)
-    manifest, target = load_zoo(zoo, preset)
+    manifest, target = load_zoo(zoo, preset, check_sampling)
     # The zoo's config with this run's settings, validated again as a whole.
     data = local_config_for_zoo(zoo, router={"max_new_tokens_limit": max(1024, max_new_tokens)}).model_dump()
     data["ray_cpus"] = ray_cpus
