@@ -238,13 +238,11 @@ class ModelDraftSession(DraftSession):
     def _note(self, cands: _Candidates, frontier: list[int], probs: torch.Tensor) -> bool:
         """Keeps the frontier's features (for the stop model and the recorder) and says whether to
         stop drafting: the stop model's rule, else the budget's early stop on the best node."""
-        if self.stop is None and self.recorder is None:
-            return self.budget.should_stop(draft_confidence(probs[0], self.sampling.greedy,
-                                                            self.config.budget.entropy_gamma))
-        q = q_features(probs)
-        hidden = self._hidden_of(frontier) if self._needs_hidden else None
-        for row, node in enumerate(frontier):
-            self._node_inputs[node] = (None if hidden is None else hidden[row], q[row])
+        if self.stop is not None or self.recorder is not None:
+            q = q_features(probs)
+            hidden = self._hidden_of(frontier) if self._needs_hidden else None
+            for row, node in enumerate(frontier):
+                self._node_inputs[node] = (None if hidden is None else hidden[row], q[row])
         if self.stop is None:
             return self.budget.should_stop(draft_confidence(probs[0], self.sampling.greedy,
                                                             self.config.budget.entropy_gamma))

@@ -35,7 +35,6 @@ a stop decision out. A stop model directory holds `stop_model.safetensors` and `
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -67,10 +66,6 @@ class StopModelFile(BaseModel):
     threshold: float = Field(0.4, ge=0.0, le=1.0, description="Stop when no frontier value reaches this "
                                                               "(DynaSD's code uses 0.4).")
     report: dict = Field(default_factory=dict, description="Held-out AUROC and calibration; the threshold sweep.")
-
-    @property
-    def input_size(self) -> int:
-        return self.drafter_hidden_size if self.variant == "mlp" else HARD_INPUTS
 
 
 class DecisionModel(torch.nn.Module):
@@ -183,10 +178,8 @@ class StopModel:
 
 
 def write_config(path: Path, **fields) -> None:
-    """Rewrites some fields of a stop model directory's config (the threshold a sweep chose, say)."""
+    """Rewrites some fields of a stop model directory's config (the threshold a sweep chose, say);
+    `report` entries are added to the file's report."""
     file = StopModelFile.model_validate_json((path / CONFIG_FILE).read_text())
+    fields["report"] = {**file.report, **fields.get("report", {})}
     (path / CONFIG_FILE).write_text(file.model_copy(update=fields).model_dump_json(indent=2))
-
-
-def read_config(path: Path) -> StopModelFile:
-    return StopModelFile.model_validate(json.loads((Path(path) / CONFIG_FILE).read_text()))

@@ -202,8 +202,7 @@ def sweep_thresholds(target: TargetModel, make_drafter: Callable[[dict], Drafter
 def choose_threshold(stop_dir: Path, sweep: dict) -> None:
     """Writes the sweep's fastest rule and threshold, and the sweep, into the stop model's config."""
     best = sweep["settings"][sweep["best"]]
-    file = StopModelFile.model_validate_json((stop_dir / "stop_model.json").read_text())
-    write_config(stop_dir, rule=best["rule"], threshold=best["threshold"], report={**file.report, "sweep": sweep})
+    write_config(stop_dir, rule=best["rule"], threshold=best["threshold"], report={"sweep": sweep})
 
 
 def encode_prompts(target: TargetModel, prompts: list[str], max_prompt_tokens: int = 192) -> list[list[int]]:

@@ -25,7 +25,7 @@ from drafter_service.base import create_drafter
 from specroute.zoo.corpus import load_split
 from specroute.zoo.manifest import drafter_options
 from specroute.zoo.presets import StoppingZooSpec
-from specroute.zoo.stop import choose_threshold, collect_acceptance, encode_prompts, sweep_thresholds, \
+from specroute.zoo.stop import ADAPTIVE, choose_threshold, collect_acceptance, encode_prompts, sweep_thresholds, \
     train_decision_model
 from verifier_service.target import TargetModel
 
@@ -85,7 +85,7 @@ def stop_stage_run(zoo: Path, entry: dict, corpus: dict, spec: StoppingZooSpec) 
             "heldout_auroc": training["heldout_auroc"],
             "heldout_ece": (training["heldout_calibration"] or {}).get("ece"),
             "validation_speedup": best["mean_speedup"],
-            "adaptive_validation_speedup": sweep["settings"]["adaptive"]["mean_speedup"],
+            "adaptive_validation_speedup": sweep["settings"][ADAPTIVE]["mean_speedup"],
             "best_per_rule": {rule: sweep["settings"][name] for rule, name in sweep["best_per_rule"].items()},
             "faster_than_adaptive": sweep["faster_than_adaptive"]}
     record["adopted"] = record["mlp"]["faster_than_adaptive"]
