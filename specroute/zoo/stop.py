@@ -144,7 +144,7 @@ def train_decision_model(log: AcceptanceLog, spec: StopTrainSpec, drafter_name: 
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
     net.eval()
     predicted = net.predict(held_x) if len(held_y) else torch.empty(0)
     report = {"examples": {"train": len(train_y), "heldout": len(held_y)},

@@ -14,8 +14,10 @@ import torch
 from core.reports import GenerationReport
 from core.sampling import SamplingParams
 from drafter_service.base import DraftLimit, create_drafter, directory_kind
+from drafter_service.contracts import GenerationRequest
 from drafter_service.datastore import Datastore
 from drafter_service.generation import StopConditions, collect, speculate
+from drafter_service.service import DrafterService
 from specroute.engine import Engine, load_drafter
 from specroute.zoo.steer import SteeringStateCache, SteerTrainSpec, steer_from_caches
 from specroute.zoo.teacher import Sample, TeacherCache
@@ -187,3 +189,25 @@ def test_a_verifier_replica_stopped_mid_stream_changes_nothing(target, drafter):
         pool.close()
         first.stop(0)
         second.stop(0)
+
+
+def test_as_its_own_drafter_service_it_serves_the_targets_output(target, drafter):
+    """The drafter deployment's core (`DrafterService`) opens its verifier sessions with the steered
+    drafter's state request, on a batched verifier server over loopback: greedy output is the target's
+    own, and a seeded sampled request gives what the same drafter gives in process."""
+    server = VerifierServer(target, VerifierServerConfig(batching=True), replica="v0").start()
+    pool = VerifierPool.static([server.address], failover_timeout_s=2.0)
+    service = DrafterService("steered", drafter, target.tokenizer, pool)
+    try:
+        for prompt, params in ((PROMPTS[0], SamplingParams()), (PROMPTS[1], SamplingParams(temperature=1.0, seed=7))):
+            chunks = list(service.stream(GenerationRequest(prompt, MAX_NEW, params, request_id="steered")))
+            assert all(c.error is None for c in chunks)
+            ids = target.tokenizer.encode(prompt, add_special_tokens=False)
+            expected = Engine(target, drafter).generate(ids, MAX_NEW, params)
+            assert [t for c in chunks for t in c.token_ids] == expected.token_ids
+            if params.temperature == 0:
+                assert expected.token_ids == Engine(target).generate(ids, MAX_NEW).token_ids
+            assert chunks[-1].report.num_accepted > 0
+    finally:
+        pool.close()
+        server.stop(0)

@@ -44,6 +44,19 @@ def test_a_hybrid_drafters_datastore_resolves_like_its_path(tmp_path, built_zoo,
         validate_config(config_dict)
 
 
+def test_a_steered_drafter_is_configured_like_any_drafter_directory(tmp_path, built_zoo, config_dict):
+    config_dict["drafters"][0] |= {"kind": "steered", "options": {"path": "zoo/steered-generic-llama", "top_k": 2}}
+    (tmp_path / "zoo").symlink_to(built_zoo)
+    path = tmp_path / "specroute.yaml"
+    path.write_text(yaml.safe_dump(config_dict))
+    spec = load_config(path).drafter("g").spec()
+    assert spec.kind == "steered" and spec.options["path"] == str((tmp_path / "zoo/steered-generic-llama").resolve())
+    config_dict["drafters"][0]["kind"] = "model"
+    path.write_text(yaml.safe_dump(config_dict))
+    with pytest.raises(ConfigError, match="drafters.0.*load it as kind 'steered'"):
+        load_config(path)
+
+
 @pytest.mark.parametrize("edit, words", [
     (lambda c: c["drafters"][1]["deployment"].update(num_gpus=-1), "drafters.1.deployment.num_gpus"),
     (lambda c: c["drafters"][0].update(kind="bogus"), "unknown drafter kind 'bogus'"),
