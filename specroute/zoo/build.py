@@ -50,6 +50,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from drafter_service.base import create_drafter
 from drafter_service.datastore import Datastore
+from drafter_service.stopping import CONFIG_FILE as STOP_CONFIG_FILE
 from specroute.engine import Engine
 from specroute.measure import PLAIN, compare_engines
 from specroute.zoo import corpus as corpus_mod
@@ -187,32 +188,31 @@ class ZooBuilder:
         return self._stream(self._splits()["train"])
 
     def _remove_stale(self, manifest: dict) -> None:
-        """Removes the drafter directories and stage records an earlier build of this zoo made and
-        this one no longer names: a drafter dropped from the preset, or sized to another candidate.
-        Only names the builds recorded are touched (the previous manifest, the stage records), and
-        only model directories directly inside the zoo."""
-        keep = {d["path"] for d in [*manifest["drafters"], *manifest.get("feature_drafters", [])] if d["path"]}
-        current = {f"{stage}-{spec.name}" for spec in self.preset.drafters for stage in ("drafter", "lookup")}
-        current |= set(fs.feature_plan(self.preset.features, self.preset.families))
+        """Removes the directories and stage records an earlier build of this zoo made and this one no
+        longer names: a drafter dropped from the preset or sized to another candidate, a feature,
+        pretrained or steered drafter or a stop model whose stage is gone, and the state and log
+        caches of stage groups the preset turned off. Only names the builds recorded are touched (the
+        previous manifest, the stage records), and only model directories directly inside the zoo."""
+        keep = _named_paths(manifest)
+        current = set(build_plan(self.preset))
         made: set[str] = set()
         if (self.out / MANIFEST).is_file():
-            previous = json.loads((self.out / MANIFEST).read_text())
-            made |= {d["path"] for d in [*previous.get("drafters", []), *previous.get("feature_drafters", [])]
-                     if d.get("path")}
-        markers = [*self.stage_dir.glob("drafter-*.json"), *self.stage_dir.glob("lookup-*.json"),
-                   *self.stage_dir.glob("feature-*.json")]
-        for marker in sorted(markers):
+            made |= _named_paths(json.loads((self.out / MANIFEST).read_text()))
+        for marker in sorted(path for prefix in _MADE_BY for path in self.stage_dir.glob(f"{prefix}-*.json")):
             info = self._done(marker.stem)
             if has_weights(info.get("kind")) or info.get("kind") == fs.FEATURE_KIND:
                 made.add(info["name"])
+            made |= _named_paths(info)
             if marker.stem not in current:
                 marker.unlink()
-        if self.preset.features is None and (self.out / fs.STATES_DIR).is_dir():
-            shutil.rmtree(self.out / fs.STATES_DIR)
+        for group, cache in ((self.preset.features, fs.STATES_DIR), (self.preset.steering, ss.STEER_DIR),
+                             (self.preset.stopping, sts.LOG_DIR)):
+            if group is None and (self.out / cache).is_dir():
+                shutil.rmtree(self.out / cache)
         out = self.out.resolve()
         for name in sorted(made - keep):
             path = (self.out / name).resolve()
-            if path.parent == out and ((path / "config.json").is_file() or (path / fs.CONFIG_FILE).is_file()):
+            if path.parent == out and any((path / f).is_file() for f in _MODEL_FILES):
                 shutil.rmtree(path)
                 self.log(f"[zoo] removed {name}: this build no longer makes it")
 
@@ -647,6 +647,22 @@ class ZooBuilder:
         return {"name": name, "path": name, "kind": "model", "family": model_arch(model).family,
                 "distilled": spec.name, "heldout_divergence": divergence,
                 "matches_recorded_base": recorded is not None and abs(divergence - recorded) < 1e-4}
+
+
+_MADE_BY = ("drafter", "lookup", "feature", "pretrained", "steer", "stop")  # stage prefixes that write directories
+_MODEL_FILES = ("config.json", fs.CONFIG_FILE, STOP_CONFIG_FILE)  # what marks a directory as a model's
+
+
+def _named_paths(record) -> set[str]:
+    """Every directory a manifest or stage record names: the `path` of each entry, at any depth (a stop
+    stage names two models, a manifest lists its drafters, feature, pretrained and steered drafters and
+    stop models)."""
+    if isinstance(record, list):
+        return set().union(*map(_named_paths, record)) if record else set()
+    if not isinstance(record, dict):
+        return set()
+    found = {record["path"]} if isinstance(record.get("path"), str) and record["path"] else set()
+    return found.union(*(_named_paths(v) for k, v in record.items() if isinstance(v, (dict, list))))
 
 
 def build_plan(preset: Preset) -> list[str]:

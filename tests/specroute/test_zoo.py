@@ -126,6 +126,22 @@ def test_a_drafter_dropped_from_the_preset_is_removed_and_nothing_else(built_zoo
         assert d["path"] is None or (zoo / d["path"] / "config.json").is_file(), d["name"]
 
 
+def test_steering_and_stopping_turned_off_remove_their_drafters_models_and_caches(built_zoo, tmp_path):
+    from specroute.zoo.build import ZooBuilder
+    from specroute.zoo.presets import TINY
+    zoo = tmp_path / "zoo"
+    shutil.copytree(built_zoo, zoo)
+    made = ["steered-generic-llama", "stop-generic-llama", "stop-generic-llama-hard", ".steer", ".stop"]
+    assert all((zoo / name).is_dir() for name in made)
+    logs = []
+    ZooBuilder(TINY.model_copy(update={"steering": None, "stopping": None}), zoo, log=logs.append).build()
+    assert not any((zoo / name).exists() for name in made)
+    assert not [*(zoo / ".stages").glob("steer-*.json"), *(zoo / ".stages").glob("stop-*.json")]
+    assert any("removed steered-generic-llama" in line for line in logs)
+    assert {"steered_drafters", "stop_models"}.isdisjoint(load_manifest(zoo))
+    assert (zoo / "generic-llama" / "config.json").is_file() and (zoo / ".features").is_dir()
+
+
 def test_specialists_fine_tuned_from_a_base_name_it(built_zoo):
     """TaskSpec's recipe: a specialist may start from a generic drafter's weights; the manifest
     says which, and a sized one's trials say which candidate was which base."""
