@@ -75,7 +75,8 @@ class SessionOpen:
 class SessionOpened:
     """The verifier's answer to `SessionOpen`: the prompt is prefilled and the session is ready.
 
-    max_tree_nodes: the most nodes a tree may have (root included); eos_token_ids: the target's
+    max_tree_nodes: the most nodes the first tree may have (root included; each verdict then sets
+    the next tree's, both from the verifier's load); eos_token_ids: the target's
     end-of-sequence tokens; prefill_time_s: how long the prefill took; replica: who answered;
     states: the prefilled tokens' hidden states, when the opening asked for them.
     """

@@ -312,7 +312,9 @@ class VerifierServicer(VerifierServicerBase):
         accepted, while a node pays for its verify cost (`split.allocate`, DSpark's scheduler): under
         heavy load that is a root-only tree, plain decoding. Either way the budget bounds the next
         tree before it is drafted and never depends on drawn values: greedy output is unchanged and
-        sampling stays lossless. key: the session's (None, or one without an estimate: the even split)."""
+        sampling stays lossless. key: the session's (None, or one without an estimate: the even split).
+        A session's first tree is budgeted the same way when it opens, with its estimate at the neutral
+        prior (`split.PRIOR_ALPHA`), so a new session does not take max_tree_nodes from a loaded step."""
         config = self.config
         if config.split == "weighted" and key in self.estimates:
             step = config.step_tokens or config.max_tree_nodes * len(self.estimates)
@@ -385,8 +387,8 @@ class VerifierServicer(VerifierServicerBase):
         try:
             self.sessions_served += 1
             self._check_size(session.prefill_states)
-            await context.write(opened_response(SessionOpened(
-                self.target.max_context, self.config.max_tree_nodes, frozenset(self.target.eos_token_ids),
+            await context.write(opened_response(SessionOpened(  # the first tree's budget is split like the rest
+                self.target.max_context, self.tree_budget(key), frozenset(self.target.eos_token_ids),
                 time.perf_counter() - start, self.replica, session.prefill_states)))
             reason = await self._verify_trees(session, requests, context, key)
         except ServiceError as err:

@@ -301,6 +301,7 @@ def test_verdicts_carry_a_tree_budget_shared_among_open_sessions(target):
         servicer.active_sessions = 0
         assert budgets == {1: 8, 2: 4, 4: 3}  # 8 / sessions, at least min_tree_nodes
         responses = call(verifier_pb2_grpc.VerifierStub(channel), [open_msg([7, 8]), tree_msg([8], [-1])])
+        assert responses[0].opened.max_tree_nodes == 8  # the first tree is split like the others
         assert responses[1].verdict.max_tree_nodes == 8
         unbounded = VerifierServicer(target, config.model_copy(update={"step_tokens": None}), "x")
         assert unbounded.tree_budget() == 16
