@@ -19,12 +19,15 @@ lossless sampling (the bias changes q, and q is what the tree sends), adaptive d
 kept across verdicts (entries keep the bias they were computed with). It does not draft ahead:
 the next block's bias needs the verdict's states.
 
-A one-token prompt has no prefilled state; its first block runs unsteered. This module knows
+A one-token prompt has no prefilled state; its first block runs unsteered. A tree deeper than the
+training's offsets reach (max_depth + 1 > max_offset) still works, but is logged as a warning: its
+deepest nodes are steered by older states than training showed. This module knows
 nothing about how the steering was trained.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import ClassVar
 
 import torch
@@ -36,6 +39,8 @@ from core.states import WIRE_DTYPES, HiddenStates, StateRequest
 from drafter_service.base import DRAFTER_FILE, register_drafter
 from drafter_service.model_drafter import ModelDrafter, ModelDrafterConfig, ModelDraftSession, _Candidates
 from drafter_service.steering import STEERED_KIND, STEERING_WEIGHTS, SteeringFile, SteeringHooks, SteeringModule
+
+log = logging.getLogger(__name__)
 
 
 class SteeredDrafterConfig(ModelDrafterConfig):
@@ -79,6 +84,10 @@ class SteeredDrafter(ModelDrafter):
                                             self.hooks.d_ff).to(device=self.model.device, dtype=self.model.dtype)
         self.steering.eval()
         self.state_request = StateRequest(layers=self.file.layers, dtype=config.states_dtype, last_only=True)
+        if config.max_depth + 1 > self.file.max_offset:
+            log.warning("steered drafter %s: trees of depth %d steer their deepest nodes by the state %d positions "
+                        "back, but it was trained with offsets up to %d only", config.path, config.max_depth,
+                        config.max_depth + 1, self.file.max_offset)
 
     def bias(self, states: HiddenStates) -> torch.Tensor | None:
         """The per-layer bias [n_layers, d_ff] from the last row of states (None when there is no row)."""
@@ -100,35 +109,42 @@ class SteeredDraftSession(ModelDraftSession):
 
     def __init__(self, drafter: SteeredDrafter, prompt_ids: list[int], sampling: SamplingParams):
         super().__init__(drafter, prompt_ids, sampling)
-        self.max_guesses = 0
         self._bias: torch.Tensor | None = None  # this block's: from the last state the verifier returned
-        self._previous_bias: torch.Tensor | None = None  # the block before's
+        self._drafted_under: dict[int, torch.Tensor] = {}  # context position -> the bias a committed token not
+        # yet run was drafted under (the prompt has none: it runs unsteered)
 
     def prime(self, states: HiddenStates) -> None:
-        self._previous_bias, self._bias = None, self.drafter.bias(states)
+        self._bias, self._drafted_under = self.drafter.bias(states), {}
 
     def observe(self, verdict: Verdict) -> None:
         if verdict.states is None:
             raise ValueError("a steered drafter needs the target's states with every verdict: open the verifier "
                              "session with the drafter's state_request")
-        self._previous_bias, self._bias = self._bias, self.drafter.bias(verdict.states)
+        root = len(self.context) - 1
         super().observe(verdict)
+        if self._bias is not None:  # the root and the accepted tokens were drafted under this block's bias
+            for position in range(root, len(self.context) - 1):
+                self._drafted_under.setdefault(position, self._bias)
+        self._bias = self.drafter.bias(verdict.states)
 
     def _run_context(self) -> torch.Tensor:
-        """Runs the committed tokens the cache lacks. The root gets this block's bias; the tokens before
-        it (the prompt at the start, an accepted leaf never run) the bias they were drafted under, the
-        previous block's (none for the prompt), so no token is steered by a state at or after its own
-        position, as in training."""
-        pending = len(self.context) - self.num_run
-        with self.drafter.hooks.steer(self._context_bias(pending)):
-            return super()._run_context()
+        """Runs the committed tokens the cache lacks. The root gets this block's bias; each token before
+        it the bias of the block it was drafted in (the prompt: none), so no token is steered by a state
+        at or after its own position, as in training, however many rounds passed without a run (a
+        root-only tree runs nothing)."""
+        with self.drafter.hooks.steer(self._context_bias()):
+            logits = super()._run_context()
+        self._drafted_under = {}  # every committed token has run
+        return logits
 
-    def _context_bias(self, pending: int) -> torch.Tensor | None:
-        if pending <= 1 or self._previous_bias is self._bias:
+    def _context_bias(self) -> torch.Tensor | None:
+        """The bias of each committed token the cache lacks, root last: [1, pending, n_layers, d_ff], or
+        the root's alone when it is the only one (or every token's), None when none is steered."""
+        biases = [self._drafted_under.get(p) for p in range(self.num_run, len(self.context) - 1)] + [self._bias]
+        if all(b is biases[-1] for b in biases):
             return self._bias
-        current = self._bias if self._bias is not None else torch.zeros_like(self._previous_bias)
-        earlier = self._previous_bias if self._previous_bias is not None else torch.zeros_like(current)
-        return torch.cat([earlier.expand(pending - 1, *earlier.shape), current.unsqueeze(0)]).unsqueeze(0)
+        like = next(b for b in biases if b is not None)
+        return torch.stack([b if b is not None else torch.zeros_like(like) for b in biases]).unsqueeze(0)
 
     def _forward_nodes(self, cands: _Candidates, nodes: list[int], mask_rows: torch.Tensor,
                        positions: list[int]) -> torch.Tensor:

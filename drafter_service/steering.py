@@ -14,8 +14,9 @@ and each drafter layer's MLP adds its bias before the activation:
 - GPT-2-family (`mlp.c_fc`, then the activation, then `c_proj`): act(W_fc a + b). GPT-2 has no
   gate, so the bias goes on its only up-projection, the same point before the nonlinearity.
 
-The bias is computed once per draft block and reaches every token the block runs, so it also
-shapes the keys and values those tokens leave in the drafter's cache. With W_s zero the bias is
+The bias is computed once per draft block and reaches the block's root and tree, so it also shapes
+the keys and values those tokens leave in the drafter's cache (a committed token run late runs with
+the bias it was drafted under: `drafter_service.steered_drafter`). With W_s zero the bias is
 zero and the drafter is exactly the pretrained one.
 
 `SteeringModule` is the two maps; `SteeringHooks` adds a bias inside a drafter's MLPs with
@@ -69,7 +70,7 @@ def default_layers(num_layers: int) -> tuple[int, int, int]:
     low = max(1, round(num_layers / 10))
     high = max(low + 2, num_layers - 3)
     middle = min(max(low + 1, num_layers // 2), high - 1)
-    return low, middle, min(high, num_layers)
+    return low, middle, high
 
 
 def mlp_inputs(model) -> list[torch.nn.Module]:
@@ -176,7 +177,7 @@ class SteeringHooks:
 def sample_offsets(length: int, max_offset: int, generator: torch.Generator | None = None,
                    batch: int = 1) -> torch.Tensor:
     """Per position t of `batch` rows, an offset e uniform in [1, max_offset]: position t is steered by
-    the state of t - e (none where t - e < 0). [batch, length] int64."""
+    the state of t - e (`offset_biases` leaves it unsteered where t - e < 0). [batch, length] int64."""
     return torch.randint(1, max_offset + 1, (batch, length), generator=generator)
 
 

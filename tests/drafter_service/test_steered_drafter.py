@@ -8,6 +8,8 @@ loads by its recorded kind. (The statistical sampling test runs on it in tests/v
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -84,6 +86,28 @@ def test_the_states_steer_its_proposals(target, drafter):
     assert torch.allclose(with_states[:-1], without[:-1], atol=1e-5)
 
 
+def test_tokens_never_run_get_the_bias_they_were_drafted_under_after_root_only_rounds(target, drafter):
+    """A root-only tree (a budget of one node) runs nothing, so committed tokens wait: after a drafted
+    round and two root-only ones, the old roots run with the biases of the blocks they were roots in,
+    never one from their own position or later, and the new root with the newest."""
+    ids = target.tokenizer.encode(PROMPTS[3])
+    verifier = VerifierSession(target, ids, SamplingParams(), states=drafter.state_request)
+    session = drafter.start(ids, SamplingParams())
+    session.prime(verifier.prefill_states)
+    biases = [session._bias]
+    for limit in (DraftLimit(12, 4), DraftLimit(1, 4), DraftLimit(1, 4)):
+        verdict = verifier.verify(session.propose(limit))
+        session.observe(verdict)
+        biases.append(drafter.bias(verdict.states))
+    rows = session._context_bias()[0]
+    assert rows.shape[0] == len(session.context) - session.num_run >= 3
+    for row, expected in zip(rows[-3:], biases[-3:]):  # the roots of the two root-only rounds, then the new root
+        assert torch.equal(row, expected)
+    assert not torch.equal(biases[-3], biases[-2]) and not torch.equal(biases[-2], biases[-1])
+    expected_tokens = Engine(target).generate(ids, len(session.context) - len(ids) + 8).token_ids
+    assert session.context[len(ids):] == expected_tokens[:len(session.context) - len(ids)]
+
+
 def test_the_directory_loads_by_its_recorded_kind(target, steered_dir):
     assert directory_kind(steered_dir) == "steered"
     loaded = load_drafter(str(steered_dir), device="cpu")
@@ -97,6 +121,14 @@ def test_as_a_plain_model_it_is_refused(steered_dir, tiny_zoo):
         create_drafter("model", {"path": steered_dir})
     with pytest.raises(ValueError, match="not a steered drafter directory"):
         create_drafter("steered", {"path": tiny_zoo.llama_drafter})
+
+
+def test_a_tree_deeper_than_the_trained_offsets_is_warned_about(steered_dir, caplog):
+    with caplog.at_level(logging.WARNING, logger="drafter_service.steered_drafter"):
+        create_drafter("steered", {"path": steered_dir, **TREE})  # depth 4: offsets up to 5, as trained
+        assert not caplog.records
+        create_drafter("steered", {"path": steered_dir, **TREE, "max_depth": 5})
+    assert "trained with offsets up to 5 only" in caplog.text
 
 
 def test_it_does_not_draft_ahead(steered_dir):
