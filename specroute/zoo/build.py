@@ -607,7 +607,7 @@ class ZooBuilder:
             pretrained.append({k: v for k, v in info.items() if k not in ("key", "seconds")})
         steered = []
         for name, start, origin in ss.starts(spec):
-            info = self._run(ss.steer_stage(start), {"up": [states["key"], keys[start]],
+            info = self._run(ss.steer_stage(start), {"up": [states["key"], keys[start]], "recipe": ss.RECIPE,
                                                      "train": spec.train.model_dump(), "seed": p.seed},
                              lambda name=name, start=start, origin=origin: ss.steer_stage_run(
                                  self.out, name, start, origin, spec, p.seed, self.device))

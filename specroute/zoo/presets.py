@@ -399,8 +399,9 @@ TINY = Preset(
                                      partial_alignment=0.5),),
         specialist=FeatureTrainSpec(steps=5, batch_size=4, lr=3e-3)),
     # One small steered drafter (SD²), from the distilled generic Llama.
+    # k = 7: the default trees' depth 6, plus one.
     steering=SteeringZooSpec(drafters=("generic-llama",), train=SteerTrainSpec(steps=10, batch_size=4, lr=3e-3,
-                                                                                max_offset=4),
+                                                                                max_offset=7),
                              samples_per_task=8, heldout_samples=4),
     # One small stop model (mlp and hard) for the generic Llama drafter, one threshold per rule.
     stopping=StoppingZooSpec(drafters=("generic-llama",), log_prompts_per_task=2, validation_prompts_per_task=1,
@@ -479,9 +480,10 @@ BENCH = Preset(
                                      partial_alignment=0.5)),
         specialist=FeatureTrainSpec(steps=60, batch_size=16, lr=1e-3),
         state_batch_size=16, heldout_samples=8),
-    # Steered drafters (SD²) of both generic drafters, from their distilled and their pretrained forms.
+    # Steered drafters (SD²) of both generic drafters, from their distilled and their pretrained forms;
+    # k = 9: `bench steering`'s trees are 8 deep, so their deepest nodes read the state 9 positions back.
     steering=SteeringZooSpec(drafters=("generic-llama", "generic-gpt2"), from_pretrained=True,
-                             train=SteerTrainSpec(steps=400, batch_size=16, lr=1e-3, max_offset=8),
+                             train=SteerTrainSpec(steps=400, batch_size=16, lr=1e-3, max_offset=9),
                              samples_per_task=200, heldout_samples=16),
     # A stop model per model drafter, adopted where faster; both generic drafters also get the hard
     # variant, which `bench stopping` compares.

@@ -8,7 +8,9 @@ token-level KL(p_target || p_drafter) on text the target generated, at every pos
 predicts a continuation token. Position t is steered by the target's states at t - e, with e
 drawn uniformly from [1, k] per position (the paper's random offset, k = `max_offset`): at
 inference one steering vector serves a whole draft block, whose tokens sit 1 to depth + 1
-positions after the state. Positions with no state before them (t - e < 0) run unsteered.
+positions after the state. Positions with no state before them (t - e < 0) run unsteered, and so
+do the prompt's tokens before the first root (`unsteered_prompt`): at inference the prompt is run
+before any block was drafted, under no bias.
 
 `SteeringStateCache` runs the target once over every sample and keeps its states at the three
 layers ([T, 3, d_V], float16), beside the `specroute.zoo.teacher.TeacherCache` of the same
@@ -110,7 +112,7 @@ class SteeredModel(torch.nn.Module):
                steered: bool = True) -> torch.Tensor:
         """The drafter's logits at the predicting positions [N, V], position t steered by states[t - offsets[t]]
         (`steered=False`: the same drafter with no bias, to tell steering from fine-tuning)."""
-        biases = offset_biases(self.steering(states), offsets) if steered else None
+        biases = unsteered_prompt(offset_biases(self.steering(states), offsets), predicting) if steered else None
         with self.hooks.steer(biases):
             return logits_at(self.drafter, ids, attention, predicting)
 
@@ -123,6 +125,13 @@ class SteeredModel(torch.nn.Module):
         record = SteeringFile(layers=layers, target_hidden=self.steering.target_hidden, max_offset=max_offset,
                               base=base)
         (out / DRAFTER_FILE).write_text(record.model_dump_json(indent=2))
+
+
+def unsteered_prompt(biases: torch.Tensor, predicting: torch.Tensor) -> torch.Tensor:
+    """The biases [B, T, n_layers, d_ff] with those of each row's positions before its first predicting
+    position (the prompt before the first root; predicting [B, T]) set to zero."""
+    drafted = predicting.long().cumsum(dim=1) > 0
+    return biases * drafted.unsqueeze(-1).unsqueeze(-1).to(biases.dtype)
 
 
 def _kl_on(model: SteeredModel, teacher: TeacherCache, states: SteeringStateCache, indices: list[int], pad_id: int,
@@ -231,6 +240,9 @@ def run_steer(target: Path, drafter: Path, prompts: Path, out: Path, config: Ste
     if directory_kind(drafter) is not None:
         raise ValueError(f"drafter {drafter} is a {directory_kind(drafter)} drafter; steering starts from a plain "
                          "model drafter directory")
+    out = Path(out)
+    if out.resolve() == drafter.resolve():
+        raise ValueError("--out must not be the drafter's own directory")
     device = resolve_device(config.device)
     target_model, tokenizer = load_target(target, device)
     draft_tokenizer = AutoTokenizer.from_pretrained(drafter)
@@ -250,9 +262,6 @@ def run_steer(target: Path, drafter: Path, prompts: Path, out: Path, config: Ste
     tokenizer.padding_side = saved_side
     steered, report = steer_from_caches(model, target_model.config.hidden_size, layers, caches, config.train,
                                         tokenizer.pad_token_id, config.seed, desc=f"steer {drafter.name}")
-    out = Path(out)
-    if out.resolve() == drafter.resolve():
-        raise ValueError("--out must not be the drafter's own directory")
     steered.save(out, tokenizer, layers, config.train.max_offset, base=str(drafter))
     report = {"target": str(target), "drafter": str(drafter), "prompts": str(prompts),
               "config": config.model_dump(mode="json"), "device": device,

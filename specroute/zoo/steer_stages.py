@@ -5,7 +5,8 @@ Stages (`steering_plan`), after the feature stages and before `costs`:
 
 - `steer-states`: the training and held-out teacher caches of every task (the first `samples_per_task` and
   `heldout_samples` of each), with the target's states at the three steering layers on the same samples
-  (`specroute.zoo.steer.SteeringStateCache`), saved once into `.steer/SPLIT.pt`.
+  (`specroute.zoo.steer.SteeringStateCache`), saved once into `.steer/train.pt` and `.steer/heldout.pt` (the
+  held-out cache from the teacher's validation split).
 - `pretrained-NAME` (with `from_pretrained`): the generic drafter NAME as it was before distillation, made
   again by its drafter stage's own pretraining (same data, seeds and steps), saved as `NAME-pretrained`.
   Its held-out divergence is recorded beside the drafter stage's record of the same model, so a
@@ -32,6 +33,9 @@ from specroute.zoo.steer import SteeringStateCache, steer_from_caches
 from specroute.zoo.teacher import TeacherCache
 
 STEER_DIR = ".steer"
+RECIPE = 2
+"""The training recipe's version, among a steer stage's inputs, so a zoo steered by an earlier recipe is
+steered again (2: the prompt before the first root unsteered in training, as at inference)."""
 STATES_STAGE = "steer-states"
 SPLITS = {"train": "train", "heldout": "validation"}  # cache name -> the teacher file's split
 

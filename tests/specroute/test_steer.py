@@ -11,7 +11,7 @@ from specroute.engine import Engine
 from specroute.zoo.build import ZooBuilder, build_plan
 from specroute.zoo.manifest import load_manifest
 from specroute.zoo.presets import TINY, SteerTrainSpec, SteeringZooSpec
-from specroute.zoo.steer import REPORT
+from specroute.zoo.steer import REPORT, unsteered_prompt
 
 PROMPTS = "def add(a, b):\nclass Stack:\nimport os\nfor i in range(3):\nThe river\nSolve 3 + 4\n"
 
@@ -73,3 +73,12 @@ def test_steering_from_the_pretrained_base_remakes_it_exactly(built_zoo, tmp_pat
     assert [d["start"] for d in manifest["steered_drafters"]] == ["distilled", "pretrained"]
     assert directory_kind(zoo / "steered-generic-llama-pretrained") == "steered"
     assert any("drafter-generic-llama: done already, skipped" in line for line in logs)
+
+
+def test_training_leaves_the_prompt_before_the_first_root_unsteered_as_inference_does():
+    import torch
+    biases = torch.ones(2, 5, 3, 4)
+    predicting = torch.tensor([[False, False, True, True, False], [True, True, True, True, True]])
+    out = unsteered_prompt(biases, predicting)
+    assert out[0, :2].abs().sum() == 0 and torch.equal(out[0, 2:], biases[0, 2:])
+    assert torch.equal(out[1], biases[1])
