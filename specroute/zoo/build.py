@@ -662,7 +662,7 @@ def _named_paths(record) -> set[str]:
     if not isinstance(record, dict):
         return set()
     found = {record["path"]} if isinstance(record.get("path"), str) and record["path"] else set()
-    return found.union(*(_named_paths(v) for k, v in record.items() if isinstance(v, (dict, list))))
+    return found.union(*(_named_paths(v) for v in record.values() if isinstance(v, (dict, list))))
 
 
 def build_plan(preset: Preset) -> list[str]:
