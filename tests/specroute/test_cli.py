@@ -68,3 +68,17 @@ def test_serve_log_flags_override_the_configs_logs_and_keep_what_they_do_not_nam
     assert (logs.format, logs.dir, logs.level) == ("text", str(tmp_path / "l"), "WARNING")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--zoo", "z", "--log-format", "xml"])
+
+
+def test_the_training_commands_defaults_are_their_specs():
+    """`specroute steer` and `train-stop` spell their specs' defaults in the parser (building it imports no
+    transformers); they must not drift from the specs the zoo trains with."""
+    from specroute.cli import build_parser
+    from specroute.zoo.presets import SteerTrainSpec
+    from specroute.zoo.stop import StopTrainSpec
+    steer = build_parser().parse_args(["steer", "--target", "t", "--drafter", "d", "--prompts", "p", "--out", "o"])
+    for name in ("steps", "batch_size", "lr", "max_offset"):
+        assert getattr(steer, name) == SteerTrainSpec.model_fields[name].default, name
+    stop = build_parser().parse_args(["train-stop", "--logs", "l", "--out", "o"])
+    for name in ("variant", "labels", "epochs", "seed"):
+        assert getattr(stop, name) == StopTrainSpec.model_fields[name].default, name
