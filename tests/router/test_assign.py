@@ -63,3 +63,15 @@ def test_tasks_commands_end_to_end(built_zoo, tmp_path, capsys, redis_url):
 def test_tasks_detect_needs_exactly_one_source(tmp_path, capsys):
     assert main(["tasks", "detect", "--out", str(tmp_path)]) == 2
     assert "exactly one of --prompts" in capsys.readouterr().err
+
+
+def test_a_steered_drafter_directory_is_measured_and_routable_by_name(built_zoo, tasks_dir, tmp_path, capsys):
+    """The zoo's own routing leaves its steered drafters out; a user routes one by naming its directory."""
+    out = tmp_path / "routing.json"
+    assert main(["tasks", "assign", "--tasks", str(tasks_dir), "--target", str(built_zoo / "target"),
+                 "--drafter", f"generic={built_zoo / 'generic-llama'}",
+                 "--drafter", f"steered={built_zoo / 'steered-generic-llama'}",
+                 "--prompts", "1", "--max-new-tokens", "6", "--device", "cpu", "--out", str(out)]) == 0
+    table = RoutingTable.load(out)
+    assert table.drafters["steered"]["kind"] == "steered"
+    assert all("steered" in cells for routes in table.modes.values() for cells in routes.matrix.values())
