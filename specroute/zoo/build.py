@@ -658,7 +658,7 @@ def _named_paths(record) -> set[str]:
     stage names two models, a manifest lists its drafters, feature, pretrained and steered drafters and
     stop models)."""
     if isinstance(record, list):
-        return set().union(*map(_named_paths, record)) if record else set()
+        return set().union(*map(_named_paths, record))
     if not isinstance(record, dict):
         return set()
     found = {record["path"]} if isinstance(record.get("path"), str) and record["path"] else set()
